@@ -1,0 +1,266 @@
+/*
+ * bnorm.h -- batch normalization on the CPU, behind a stable C ABI.
+ *
+ * What it is
+ * ----------
+ * bnorm computes batch normalization (Ioffe & Szegedy, 2015): the training
+ * forward pass (batch statistics, normalization, running-statistics update),
+ * the inference forward pass (population statistics), and the backward pass
+ * (dx, dgamma, dbeta). The core is C++17 with OpenMP threads; this header is
+ * plain C99 and C++ and is the only public interface.
+ *
+ * The data layout
+ * ---------------
+ * Every tensor is a dense, C-contiguous array viewed as [outer, channels, inner]:
+ *
+ *     NCHW            outer = N,        inner = H*W
+ *     NHWC / (N,L,C)  outer = N*H*W,    inner = 1     (channels last)
+ *     (N, C)          outer = N,        inner = 1
+ *     (N, C, L)       outer = N,        inner = L
+ *     NCDHW           outer = N,        inner = D*H*W
+ *
+ * The element at (o, c, i) lives at index (o * channels + c) * inner + i.
+ * One channel's m = outer * inner values are normalized together.
+ *
+ * Per-channel arrays (weight, bias, running and saved statistics, gradients
+ * of weight and bias) hold `channels` elements of the *parameter type*:
+ * double when the data is BNORM_FLOAT64, float otherwise.
+ *
+ * The math (per channel, sums over its m values)
+ * ----------------------------------------------
+ *     mean   = sum(x) / m
+ *     var    = sum((x - mean)^2) / m              (biased; normalizes)
+ *     invstd = 1 / sqrt(var + eps)
+ *     y      = (x - mean) * invstd * gamma + beta
+ *     running_mean = (1 - momentum) * running_mean + momentum * mean
+ *     running_var  = (1 - momentum) * running_var  + momentum * var * m/(m-1)
+ *                    (or * var, with BNORM_FLAG_BIASED_RUNNING_VAR: ONNX)
+ *   backward, with g = dL/dy:
+ *     dbeta  = sum(g)
+ *     dgamma = sum(g * (x - mean) * invstd)
+ *     dx     = gamma * invstd * (g - dbeta/m - (x - mean) * invstd * dgamma/m)
+ *     frozen statistics (eval mode): dx = g * gamma * invstd
+ *
+ * Statistics are accumulated in double precision in chunks that are merged
+ * in an order fixed by the shape alone, so results are bitwise identical for
+ * any number of threads.
+ *
+ * Errors and memory
+ * -----------------
+ * Every function that can fail returns a bnorm_status: BNORM_OK (0) or one of
+ * the pinned error codes below; bnorm_status_string() describes each. When a
+ * function fails it has written nothing into any caller buffer. No C++
+ * exception, abort or exit crosses this interface. The caller owns all
+ * memory; the inference path allocates nothing. Every function is
+ * thread-safe and reentrant.
+ *
+ * Versioning
+ * ----------
+ * MAJOR changes break the ABI or the documented behaviour (the shared
+ * library's SONAME is libbnorm.so.MAJOR); MINOR adds functions, flags or
+ * enum values without breaking existing callers; PATCH fixes bugs. Compare
+ * BNORM_VERSION_NUMBER with bnorm_version_number() to detect a header and
+ * library mismatch. This header is the single source of the version number.
+ */
+#ifndef BNORM_BNORM_H
+#define BNORM_BNORM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define BNORM_VERSION_MAJOR 0
+#define BNORM_VERSION_MINOR 1
+#define BNORM_VERSION_PATCH 0
+
+#define BNORM_VERSION_NUMBER \
+  (BNORM_VERSION_MAJOR * 10000 + BNORM_VERSION_MINOR * 100 + BNORM_VERSION_PATCH)
+
+#if defined(BNORM_STATIC_DEFINE)
+#  define BNORM_API
+#elif defined(_WIN32)
+#  if defined(BNORM_BUILDING_LIBRARY)
+#    define BNORM_API __declspec(dllexport)
+#  else
+#    define BNORM_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__) && __GNUC__ >= 4
+#  define BNORM_API __attribute__((visibility("default")))
+#else
+#  define BNORM_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Status codes. The values are pinned: they never change meaning.          */
+/* ------------------------------------------------------------------------ */
+
+typedef int32_t bnorm_status;
+
+#define BNORM_OK                      0
+/* A required pointer argument is NULL. */
+#define BNORM_ERROR_NULL_POINTER      1
+/* A size is negative, or outer*channels*inner overflows int64 or memory. */
+#define BNORM_ERROR_INVALID_SIZE      2
+/* The dtype argument is not a known bnorm_dtype, or is not supported yet. */
+#define BNORM_ERROR_UNSUPPORTED_DTYPE 3
+/* eps is not finite or not > 0. */
+#define BNORM_ERROR_INVALID_EPS       4
+/* momentum is not in [0, 1] (or is NaN). */
+#define BNORM_ERROR_INVALID_MOMENTUM  5
+/* Training needs more than one value per channel (m = outer*inner > 1)
+ * and at least one channel. */
+#define BNORM_ERROR_TOO_FEW_VALUES    6
+/* The flags argument has a bit this version does not know. */
+#define BNORM_ERROR_INVALID_FLAGS     7
+/* Two buffers overlap where that is not allowed (an output partially
+ * overlapping an input, or two outputs sharing memory). */
+#define BNORM_ERROR_OVERLAP           8
+/* Scratch memory for the training reductions could not be allocated. */
+#define BNORM_ERROR_OUT_OF_MEMORY     9
+/* An argument pair is inconsistent (e.g. running_mean given without
+ * running_var). */
+#define BNORM_ERROR_INVALID_ARGUMENT  10
+/* A bug in bnorm: an internal failure that was contained. Please report. */
+#define BNORM_ERROR_INTERNAL          11
+
+/* A static, NUL-terminated English description of a status code; for an
+ * unknown code, a string saying so. Never NULL. */
+BNORM_API const char *bnorm_status_string(bnorm_status status);
+
+/* ------------------------------------------------------------------------ */
+/* Version                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* BNORM_VERSION_NUMBER of the library that is linked (not the header). */
+BNORM_API int bnorm_version_number(void);
+/* "MAJOR.MINOR.PATCH" of the library that is linked. */
+BNORM_API const char *bnorm_version_string(void);
+
+/* ------------------------------------------------------------------------ */
+/* Data types                                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef int32_t bnorm_dtype;
+
+/* float data, float parameters and statistics. */
+#define BNORM_FLOAT32  1
+/* double data, double parameters and statistics. */
+#define BNORM_FLOAT64  2
+/* Reserved for half-precision data with float parameters; these versions
+ * return BNORM_ERROR_UNSUPPORTED_DTYPE. */
+#define BNORM_FLOAT16  3
+#define BNORM_BFLOAT16 4
+
+/* ------------------------------------------------------------------------ */
+/* Threads                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Sets how many threads later calls may use (process-wide). n <= 0 restores
+ * the default (OpenMP's default team size). Results never depend on it. In a
+ * build without OpenMP this has no effect and the count stays 1. */
+BNORM_API void bnorm_set_num_threads(int n);
+/* The number of threads calls will use. */
+BNORM_API int bnorm_get_num_threads(void);
+
+/* ------------------------------------------------------------------------ */
+/* Flags                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Training forward: update running_var with the biased batch variance
+ * (ONNX BatchNormalization convention) instead of the unbiased one. */
+#define BNORM_FLAG_BIASED_RUNNING_VAR  (1u << 0)
+/* Backward: the statistics were constants (eval mode, frozen batch norm),
+ * so dx = g * gamma * invstd. */
+#define BNORM_FLAG_FROZEN_STATS        (1u << 1)
+
+/* ------------------------------------------------------------------------ */
+/* Operations                                                               */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Training forward.
+ *
+ * Computes each channel's batch mean and biased variance over its
+ * m = outer * inner values, writes y = (x - mean) * invstd * gamma + beta,
+ * and optionally the statistics and the running-statistics update.
+ *
+ *   x, y                 outer*channels*inner elements of dtype. y may be
+ *                        x itself (in place) but may not partially overlap it.
+ *   weight, bias         gamma and beta, or NULL for 1 and 0.
+ *   save_mean,           outputs: the batch mean and 1/sqrt(var + eps);
+ *   save_invstd          either may be NULL.
+ *   running_mean,        updated in place with `momentum`, both or neither
+ *   running_var          (NULL, NULL). The unbiased variance var*m/(m-1) is
+ *                        used unless BNORM_FLAG_BIASED_RUNNING_VAR is set.
+ *   eps                  finite and > 0.
+ *   momentum             in [0, 1]; ignored when no running statistics.
+ *   flags                0 or BNORM_FLAG_BIASED_RUNNING_VAR.
+ *
+ * Errors: NULL_POINTER (x or y), INVALID_SIZE, UNSUPPORTED_DTYPE,
+ * INVALID_EPS, INVALID_MOMENTUM, TOO_FEW_VALUES (m <= 1 or channels == 0),
+ * INVALID_FLAGS, INVALID_ARGUMENT (only one running statistic), OVERLAP,
+ * OUT_OF_MEMORY.
+ */
+BNORM_API bnorm_status bnorm_forward_training(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void *x, void *y, const void *weight, const void *bias,
+    void *save_mean, void *save_invstd,
+    void *running_mean, void *running_var,
+    double eps, double momentum, uint32_t flags);
+
+/*
+ * Inference forward: y = (x - mean) * gamma / sqrt(var + eps) + beta with the
+ * given (population / running) statistics. Allocates nothing. An empty tensor
+ * (outer, channels or inner zero) is valid and writes nothing.
+ *
+ *   x, y                 as for training; y may be x (in place).
+ *   mean, var            the statistics, `channels` parameter-type values.
+ *   weight, bias         gamma and beta, or NULL for 1 and 0.
+ *   eps                  finite and > 0.
+ *
+ * Errors: NULL_POINTER, INVALID_SIZE, UNSUPPORTED_DTYPE, INVALID_EPS,
+ * OVERLAP.
+ */
+BNORM_API bnorm_status bnorm_forward_inference(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void *x, void *y, const void *mean, const void *var,
+    const void *weight, const void *bias, double eps);
+
+/*
+ * Backward.
+ *
+ * From g = dy, x and the statistics of the forward pass (save_mean and
+ * save_invstd of bnorm_forward_training; or, with BNORM_FLAG_FROZEN_STATS,
+ * the running mean and 1/sqrt(running_var + eps)) computes
+ *   dbias   = sum(g)                         per channel
+ *   dweight = sum(g * (x - mean) * invstd)   per channel
+ *   dx      = see the math above (training) or g * gamma * invstd (frozen).
+ *
+ *   dy, x                outer*channels*inner elements of dtype.
+ *   mean, invstd         `channels` parameter-type values each (required).
+ *   weight               gamma, or NULL for 1.
+ *   dx                   output, or NULL to skip it. May be dy or x itself
+ *                        (in place) but may not partially overlap either.
+ *   dweight, dbias       outputs, `channels` values each, or NULL to skip.
+ *   flags                0 or BNORM_FLAG_FROZEN_STATS.
+ *
+ * Training mode needs m > 1 (TOO_FEW_VALUES otherwise). An empty tensor in
+ * frozen mode is valid: dweight and dbias become 0.
+ *
+ * Errors: NULL_POINTER, INVALID_SIZE, UNSUPPORTED_DTYPE, TOO_FEW_VALUES,
+ * INVALID_FLAGS, OVERLAP, OUT_OF_MEMORY.
+ */
+BNORM_API bnorm_status bnorm_backward(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void *dy, const void *x, const void *mean, const void *invstd,
+    const void *weight, void *dx, void *dweight, void *dbias,
+    uint32_t flags);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* BNORM_BNORM_H */

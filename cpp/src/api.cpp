@@ -1,0 +1,251 @@
+// The C API: argument checks, dtype dispatch, and the wall that keeps C++
+// exceptions inside the library. Every check runs before any write.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <new>
+
+#include "bnorm/bnorm.h"
+#include "kernels.hpp"
+
+#define BNORM_STR2(x) #x
+#define BNORM_STR(x) BNORM_STR2(x)
+
+namespace bnorm {
+namespace {
+
+// Elements of the tensor, or -1 for a negative size or an overflow (of
+// int64 or of the address space once multiplied by the element size).
+int64_t checked_elements(int64_t outer, int64_t channels, int64_t inner,
+                         int64_t elem_size) {
+  if (outer < 0 || channels < 0 || inner < 0) return -1;
+  const int64_t limit = std::numeric_limits<int64_t>::max() / elem_size;
+  int64_t n = outer;
+  for (int64_t f : {channels, inner}) {
+    if (f != 0 && n > limit / f) return -1;
+    n *= f;
+  }
+  if (static_cast<uint64_t>(n * elem_size) >
+      static_cast<uint64_t>(std::numeric_limits<intptr_t>::max()))
+    return -1;
+  return n;
+}
+
+int64_t elem_size_of(bnorm_dtype dtype) {
+  switch (dtype) {
+    case BNORM_FLOAT32: return 4;
+    case BNORM_FLOAT64: return 8;
+    default: return 0;
+  }
+}
+
+struct Span {
+  const void* p;
+  int64_t bytes;
+};
+
+bool overlap(Span a, Span b) {
+  if (!a.p || !b.p || a.bytes <= 0 || b.bytes <= 0) return false;
+  const uintptr_t a0 = reinterpret_cast<uintptr_t>(a.p);
+  const uintptr_t b0 = reinterpret_cast<uintptr_t>(b.p);
+  return a0 < b0 + static_cast<uintptr_t>(b.bytes) &&
+         b0 < a0 + static_cast<uintptr_t>(a.bytes);
+}
+
+// Each output must not overlap any other buffer in the list, except that an
+// output may be exactly one of the inputs named in `alias_ok` (in place).
+bool any_forbidden_overlap(const Span* outs, int n_out, const Span* ins,
+                           int n_in, const void* alias_ok0,
+                           const void* alias_ok1, int aliasing_out) {
+  for (int i = 0; i < n_out; ++i) {
+    for (int j = i + 1; j < n_out; ++j)
+      if (overlap(outs[i], outs[j])) return true;
+    for (int j = 0; j < n_in; ++j) {
+      if (!overlap(outs[i], ins[j])) continue;
+      const bool exact = outs[i].p == ins[j].p && outs[i].bytes == ins[j].bytes;
+      const bool allowed = i == aliasing_out && exact &&
+                           (ins[j].p == alias_ok0 || ins[j].p == alias_ok1);
+      if (!allowed) return true;
+    }
+  }
+  return false;
+}
+
+bool valid_eps(double eps) { return std::isfinite(eps) && eps > 0; }
+bool valid_momentum(double m) { return m >= 0.0 && m <= 1.0; }  // NaN fails
+
+template <class F>
+bnorm_status guarded(F&& f) {
+  try {
+    f();
+    return BNORM_OK;
+  } catch (const std::bad_alloc&) {
+    return BNORM_ERROR_OUT_OF_MEMORY;
+  } catch (...) {
+    return BNORM_ERROR_INTERNAL;
+  }
+}
+
+}  // namespace
+}  // namespace bnorm
+
+using namespace bnorm;
+
+extern "C" {
+
+BNORM_API const char* bnorm_status_string(bnorm_status status) {
+  switch (status) {
+    case BNORM_OK: return "success";
+    case BNORM_ERROR_NULL_POINTER: return "a required pointer argument is NULL";
+    case BNORM_ERROR_INVALID_SIZE:
+      return "invalid size: negative, or the element count overflows";
+    case BNORM_ERROR_UNSUPPORTED_DTYPE: return "unsupported dtype";
+    case BNORM_ERROR_INVALID_EPS: return "eps must be finite and > 0";
+    case BNORM_ERROR_INVALID_MOMENTUM: return "momentum must be in [0, 1]";
+    case BNORM_ERROR_TOO_FEW_VALUES:
+      return "training needs more than 1 value per channel";
+    case BNORM_ERROR_INVALID_FLAGS: return "unknown flag bits";
+    case BNORM_ERROR_OVERLAP: return "buffers overlap where they must not";
+    case BNORM_ERROR_OUT_OF_MEMORY: return "out of memory";
+    case BNORM_ERROR_INVALID_ARGUMENT: return "inconsistent arguments";
+    case BNORM_ERROR_INTERNAL: return "internal error in bnorm (please report)";
+    default: return "unknown bnorm status code";
+  }
+}
+
+BNORM_API int bnorm_version_number(void) { return BNORM_VERSION_NUMBER; }
+
+BNORM_API const char* bnorm_version_string(void) {
+  return BNORM_STR(BNORM_VERSION_MAJOR) "." BNORM_STR(
+      BNORM_VERSION_MINOR) "." BNORM_STR(BNORM_VERSION_PATCH);
+}
+
+BNORM_API bnorm_status bnorm_forward_training(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void* x, void* y, const void* weight, const void* bias,
+    void* save_mean, void* save_invstd, void* running_mean, void* running_var,
+    double eps, double momentum, uint32_t flags) {
+  const int64_t es = elem_size_of(dtype);
+  if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
+  const int64_t n = checked_elements(outer, channels, inner, es);
+  if (n < 0) return BNORM_ERROR_INVALID_SIZE;
+  if (!x || !y) return BNORM_ERROR_NULL_POINTER;
+  if ((flags & ~uint32_t(BNORM_FLAG_BIASED_RUNNING_VAR)) != 0)
+    return BNORM_ERROR_INVALID_FLAGS;
+  if (!valid_eps(eps)) return BNORM_ERROR_INVALID_EPS;
+  if ((running_mean == nullptr) != (running_var == nullptr))
+    return BNORM_ERROR_INVALID_ARGUMENT;
+  if (running_mean && !valid_momentum(momentum))
+    return BNORM_ERROR_INVALID_MOMENTUM;
+  if (channels == 0 || outer * inner <= 1) return BNORM_ERROR_TOO_FEW_VALUES;
+  const int64_t data = n * es, par = channels * es;
+  const Span outs[] = {{y, data}, {save_mean, par}, {save_invstd, par},
+                       {running_mean, par}, {running_var, par}};
+  const Span ins[] = {{x, data}, {weight, par}, {bias, par}};
+  if (any_forbidden_overlap(outs, 5, ins, 3, x, nullptr, 0))
+    return BNORM_ERROR_OVERLAP;
+  const bool unbiased = !(flags & BNORM_FLAG_BIASED_RUNNING_VAR);
+  return guarded([&] {
+    const Plan plan(outer, channels, inner, es);
+    if (dtype == BNORM_FLOAT32)
+      forward_training(plan, static_cast<const float*>(x),
+                       static_cast<float*>(y),
+                       static_cast<const float*>(weight),
+                       static_cast<const float*>(bias),
+                       static_cast<float*>(save_mean),
+                       static_cast<float*>(save_invstd),
+                       static_cast<float*>(running_mean),
+                       static_cast<float*>(running_var), eps, momentum,
+                       unbiased);
+    else
+      forward_training(plan, static_cast<const double*>(x),
+                       static_cast<double*>(y),
+                       static_cast<const double*>(weight),
+                       static_cast<const double*>(bias),
+                       static_cast<double*>(save_mean),
+                       static_cast<double*>(save_invstd),
+                       static_cast<double*>(running_mean),
+                       static_cast<double*>(running_var), eps, momentum,
+                       unbiased);
+  });
+}
+
+BNORM_API bnorm_status bnorm_forward_inference(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void* x, void* y, const void* mean, const void* var,
+    const void* weight, const void* bias, double eps) {
+  const int64_t es = elem_size_of(dtype);
+  if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
+  const int64_t n = checked_elements(outer, channels, inner, es);
+  if (n < 0) return BNORM_ERROR_INVALID_SIZE;
+  if (!x || !y || !mean || !var) return BNORM_ERROR_NULL_POINTER;
+  if (!valid_eps(eps)) return BNORM_ERROR_INVALID_EPS;
+  const int64_t data = n * es, par = channels * es;
+  const Span outs[] = {{y, data}};
+  const Span ins[] = {{x, data}, {mean, par}, {var, par}, {weight, par},
+                      {bias, par}};
+  if (any_forbidden_overlap(outs, 1, ins, 5, x, nullptr, 0))
+    return BNORM_ERROR_OVERLAP;
+  if (n == 0) return BNORM_OK;
+  // Nothing here allocates (the inference path is allocation-free), but the
+  // guard still keeps any surprise inside the library.
+  return guarded([&] {
+    const Plan plan(outer, channels, inner, es);
+    if (dtype == BNORM_FLOAT32)
+      forward_inference(plan, static_cast<const float*>(x),
+                        static_cast<float*>(y), static_cast<const float*>(mean),
+                        static_cast<const float*>(var),
+                        static_cast<const float*>(weight),
+                        static_cast<const float*>(bias), eps);
+    else
+      forward_inference(plan, static_cast<const double*>(x),
+                        static_cast<double*>(y),
+                        static_cast<const double*>(mean),
+                        static_cast<const double*>(var),
+                        static_cast<const double*>(weight),
+                        static_cast<const double*>(bias), eps);
+  });
+}
+
+BNORM_API bnorm_status bnorm_backward(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void* dy, const void* x, const void* mean, const void* invstd,
+    const void* weight, void* dx, void* dweight, void* dbias,
+    uint32_t flags) {
+  const int64_t es = elem_size_of(dtype);
+  if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
+  const int64_t n = checked_elements(outer, channels, inner, es);
+  if (n < 0) return BNORM_ERROR_INVALID_SIZE;
+  if (!dy || !x || !mean || !invstd) return BNORM_ERROR_NULL_POINTER;
+  if ((flags & ~uint32_t(BNORM_FLAG_FROZEN_STATS)) != 0)
+    return BNORM_ERROR_INVALID_FLAGS;
+  const bool frozen = (flags & BNORM_FLAG_FROZEN_STATS) != 0;
+  if (!frozen && (channels == 0 || outer * inner <= 1))
+    return BNORM_ERROR_TOO_FEW_VALUES;
+  const int64_t data = n * es, par = channels * es;
+  const Span outs[] = {{dx, data}, {dweight, par}, {dbias, par}};
+  const Span ins[] = {{dy, data}, {x, data}, {mean, par}, {invstd, par},
+                      {weight, par}};
+  if (any_forbidden_overlap(outs, 3, ins, 5, dy, x, 0))
+    return BNORM_ERROR_OVERLAP;
+  return guarded([&] {
+    const Plan plan(outer, channels, inner, es);
+    if (dtype == BNORM_FLOAT32)
+      backward(plan, static_cast<const float*>(dy),
+               static_cast<const float*>(x), static_cast<const float*>(mean),
+               static_cast<const float*>(invstd),
+               static_cast<const float*>(weight), static_cast<float*>(dx),
+               static_cast<float*>(dweight), static_cast<float*>(dbias),
+               frozen);
+    else
+      backward(plan, static_cast<const double*>(dy),
+               static_cast<const double*>(x), static_cast<const double*>(mean),
+               static_cast<const double*>(invstd),
+               static_cast<const double*>(weight), static_cast<double*>(dx),
+               static_cast<double*>(dweight), static_cast<double*>(dbias),
+               frozen);
+  });
+}
+
+}  // extern "C"
