@@ -1,0 +1,65 @@
+"""bnorm: batch normalization on the CPU.
+
+Functions (PyTorch's conventions; see the README's API table):
+``batch_norm``, ``batch_norm_train``, ``batch_norm_backward``, the
+``BatchNorm`` layer, and ``bnorm.reference``, the same math in plain NumPy
+written from the paper.
+"""
+
+from __future__ import annotations
+
+import os as _os
+
+from . import reference
+from ._core import BnormError
+from ._core import get_num_threads as _get_num_threads
+from ._core import set_num_threads as _set_num_threads
+from ._core import version_string as _version_string
+from ._functional import batch_norm, batch_norm_backward, batch_norm_train
+from ._layer import BatchNorm
+
+__version__ = _version_string()
+
+__all__ = [
+    "BatchNorm",
+    "BnormError",
+    "batch_norm",
+    "batch_norm_backward",
+    "batch_norm_train",
+    "get_cmake_dir",
+    "get_include",
+    "get_num_threads",
+    "reference",
+    "set_num_threads",
+    "__version__",
+]
+
+
+def set_num_threads(n: int) -> None:
+    """Sets how many threads bnorm's kernels use (process-wide, n >= 1).
+    Results do not depend on it: they are bitwise the same for any n."""
+    import operator
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"n must be an integer, got {type(n).__name__}") from None
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    _set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The number of threads bnorm's kernels use."""
+    return _get_num_threads()
+
+
+def get_include() -> str:
+    """Directory holding ``bnorm/bnorm.h``, for building C/C++ code against
+    the libbnorm inside this package."""
+    return _os.path.join(_os.path.dirname(__file__), "include")
+
+
+def get_cmake_dir() -> str:
+    """Directory holding ``bnormConfig.cmake``: pass it as ``bnorm_DIR`` (or
+    on ``CMAKE_PREFIX_PATH``) to ``find_package(bnorm CONFIG)``."""
+    return _os.path.join(_os.path.dirname(__file__), "lib", "cmake", "bnorm")

@@ -1,0 +1,42 @@
+"""Command line: ``python -m bnorm bench [--quick]``, ``python -m bnorm info``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bnorm",
+                                     description="bnorm: batch normalization on the CPU")
+    sub = parser.add_subparsers(dest="command")
+    bench = sub.add_parser("bench", help="time bnorm against the NumPy reference "
+                                         "and PyTorch (when installed)")
+    bench.add_argument("--quick", action="store_true",
+                       help="a short run on a few small shapes")
+    bench.add_argument("--threads", type=int, default=None,
+                       help="threads for bnorm and PyTorch (default: all)")
+    bench.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    bench.add_argument("--repeat", type=int, default=None,
+                       help="timed calls per case (median reported)")
+    sub.add_parser("info", help="version, threads, and where the C library is")
+    args = parser.parse_args(argv)
+
+    if args.command == "bench":
+        from ._bench import run
+        return run(quick=args.quick, threads=args.threads, dtype=args.dtype,
+                   repeat=args.repeat)
+    if args.command == "info":
+        import bnorm
+        print(f"bnorm {bnorm.__version__}")
+        print(f"threads     {bnorm.get_num_threads()}")
+        print(f"include dir {bnorm.get_include()}")
+        print(f"cmake dir   {bnorm.get_cmake_dir()}")
+        return 0
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+# The C API of bnorm/bnorm.h, declared once for Cython. Every function is
+# safe to call without the GIL.
+from libc.stdint cimport int32_t, int64_t, uint32_t
+
+cdef extern from "bnorm/bnorm.h" nogil:
+    ctypedef int32_t bnorm_status
+    ctypedef int32_t bnorm_dtype
+
+    int BNORM_VERSION_MAJOR
+    int BNORM_VERSION_MINOR
+    int BNORM_VERSION_PATCH
+
+    bnorm_status BNORM_OK
+    bnorm_status BNORM_ERROR_NULL_POINTER
+    bnorm_status BNORM_ERROR_INVALID_SIZE
+    bnorm_status BNORM_ERROR_UNSUPPORTED_DTYPE
+    bnorm_status BNORM_ERROR_INVALID_EPS
+    bnorm_status BNORM_ERROR_INVALID_MOMENTUM
+    bnorm_status BNORM_ERROR_TOO_FEW_VALUES
+    bnorm_status BNORM_ERROR_INVALID_FLAGS
+    bnorm_status BNORM_ERROR_OVERLAP
+    bnorm_status BNORM_ERROR_OUT_OF_MEMORY
+    bnorm_status BNORM_ERROR_INVALID_ARGUMENT
+    bnorm_status BNORM_ERROR_INTERNAL
+
+    bnorm_dtype BNORM_FLOAT32
+    bnorm_dtype BNORM_FLOAT64
+
+    uint32_t BNORM_FLAG_BIASED_RUNNING_VAR
+    uint32_t BNORM_FLAG_FROZEN_STATS
+
+    const char *bnorm_status_string(bnorm_status status)
+    int bnorm_version_number()
+    const char *bnorm_version_string()
+    void bnorm_set_num_threads(int n)
+    int bnorm_get_num_threads()
+
+    bnorm_status bnorm_forward_training(
+        bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+        const void *x, void *y, const void *weight, const void *bias,
+        void *save_mean, void *save_invstd,
+        void *running_mean, void *running_var,
+        double eps, double momentum, uint32_t flags)
+
+    bnorm_status bnorm_forward_inference(
+        bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+        const void *x, void *y, const void *mean, const void *var,
+        const void *weight, const void *bias, double eps)
+
+    bnorm_status bnorm_backward(
+        bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+        const void *dy, const void *x, const void *mean, const void *invstd,
+        const void *weight, void *dx, void *dweight, void *dbias,
+        uint32_t flags)

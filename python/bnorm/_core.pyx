@@ -1,0 +1,160 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Thin bindings to the C API of libbnorm.
+
+The public functions in ``bnorm._functional`` check and shape the arguments;
+this module re-checks what memory safety depends on (dtype, contiguity,
+size, writability), releases the GIL around the C call, and turns status
+codes into exceptions in one place, ``_check``.
+"""
+cimport numpy as cnp
+from libc.stdint cimport int64_t, uint32_t
+
+from bnorm._bnorm cimport *
+
+cnp.import_array()
+
+
+class BnormError(Exception):
+    """An error reported by the bnorm C library (``status`` holds its code)."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.status = status
+
+
+class BnormValueError(BnormError, ValueError):
+    pass
+
+
+class BnormTypeError(BnormError, TypeError):
+    pass
+
+
+class BnormMemoryError(BnormError, MemoryError):
+    pass
+
+
+def status_string(int status):
+    return bnorm_status_string(status).decode()
+
+
+cdef int _check(bnorm_status status, str op) except -1:
+    if status == BNORM_OK:
+        return 0
+    msg = f"{op}: {bnorm_status_string(status).decode()} (bnorm status {status})"
+    if status == BNORM_ERROR_UNSUPPORTED_DTYPE:
+        raise BnormTypeError(msg, status)
+    if status == BNORM_ERROR_OUT_OF_MEMORY:
+        raise BnormMemoryError(msg, status)
+    raise BnormValueError(msg, status)
+
+
+cdef bnorm_dtype _dtype_code(cnp.ndarray a) except -1:
+    cdef int t = cnp.PyArray_TYPE(a)
+    if t == cnp.NPY_FLOAT32:
+        return BNORM_FLOAT32
+    if t == cnp.NPY_FLOAT64:
+        return BNORM_FLOAT64
+    raise TypeError(f"unsupported dtype {a.dtype}; expected float32 or float64")
+
+
+cdef void* _buf(object obj, int64_t n, int typenum, bint writable,
+                str name) except? NULL:
+    """Data pointer of a C-contiguous array of n elements of typenum, or NULL
+    for None. Anything else raises: these checks are what keep a wrong call
+    from reading or writing out of bounds."""
+    if obj is None:
+        return NULL
+    if not cnp.PyArray_Check(obj):
+        raise TypeError(f"{name} must be a numpy.ndarray")
+    cdef cnp.ndarray a = <cnp.ndarray>obj
+    if cnp.PyArray_TYPE(a) != typenum:
+        raise TypeError(f"{name} has dtype {a.dtype}, expected "
+                        f"{cnp.PyArray_DescrFromType(typenum)}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raise ValueError(f"{name} must be C-contiguous")
+    if cnp.PyArray_SIZE(a) != n:
+        raise ValueError(f"{name} has {cnp.PyArray_SIZE(a)} elements, expected {n}")
+    if writable and not cnp.PyArray_ISWRITEABLE(a):
+        raise ValueError(f"{name} is read-only")
+    return cnp.PyArray_DATA(a)
+
+
+def version_string():
+    return bnorm_version_string().decode()
+
+
+def version_number():
+    return bnorm_version_number()
+
+
+def set_num_threads(int n):
+    bnorm_set_num_threads(n)
+
+
+def get_num_threads():
+    return bnorm_get_num_threads()
+
+
+def forward_training(cnp.ndarray x, cnp.ndarray y, int64_t outer,
+                     int64_t channels, int64_t inner, weight, bias,
+                     save_mean, save_invstd, running_mean, running_var,
+                     double eps, double momentum, bint unbiased):
+    cdef bnorm_dtype dt = _dtype_code(x)
+    cdef int t = cnp.PyArray_TYPE(x)
+    cdef int64_t n = outer * channels * inner
+    cdef const void* px = _buf(x, n, t, False, "x")
+    cdef void* py = _buf(y, n, t, True, "out")
+    cdef const void* pw = _buf(weight, channels, t, False, "weight")
+    cdef const void* pb = _buf(bias, channels, t, False, "bias")
+    cdef void* psm = _buf(save_mean, channels, t, True, "save_mean")
+    cdef void* psi = _buf(save_invstd, channels, t, True, "save_invstd")
+    cdef void* prm = _buf(running_mean, channels, t, True, "running_mean")
+    cdef void* prv = _buf(running_var, channels, t, True, "running_var")
+    cdef uint32_t flags = 0 if unbiased else BNORM_FLAG_BIASED_RUNNING_VAR
+    cdef bnorm_status st
+    with nogil:
+        st = bnorm_forward_training(dt, outer, channels, inner, px, py, pw, pb,
+                                    psm, psi, prm, prv, eps, momentum, flags)
+    _check(st, "batch norm training forward")
+
+
+def forward_inference(cnp.ndarray x, cnp.ndarray y, int64_t outer,
+                      int64_t channels, int64_t inner, mean, var, weight,
+                      bias, double eps):
+    cdef bnorm_dtype dt = _dtype_code(x)
+    cdef int t = cnp.PyArray_TYPE(x)
+    cdef int64_t n = outer * channels * inner
+    cdef const void* px = _buf(x, n, t, False, "x")
+    cdef void* py = _buf(y, n, t, True, "out")
+    cdef const void* pm = _buf(mean, channels, t, False, "running_mean")
+    cdef const void* pv = _buf(var, channels, t, False, "running_var")
+    cdef const void* pw = _buf(weight, channels, t, False, "weight")
+    cdef const void* pb = _buf(bias, channels, t, False, "bias")
+    cdef bnorm_status st
+    with nogil:
+        st = bnorm_forward_inference(dt, outer, channels, inner, px, py, pm,
+                                     pv, pw, pb, eps)
+    _check(st, "batch norm inference forward")
+
+
+def backward(cnp.ndarray dy, cnp.ndarray x, int64_t outer, int64_t channels,
+             int64_t inner, mean, invstd, weight, dx, dweight, dbias,
+             bint frozen):
+    cdef bnorm_dtype dt = _dtype_code(x)
+    cdef int t = cnp.PyArray_TYPE(x)
+    cdef int64_t n = outer * channels * inner
+    cdef const void* pdy = _buf(dy, n, t, False, "dy")
+    cdef const void* px = _buf(x, n, t, False, "x")
+    cdef const void* pm = _buf(mean, channels, t, False, "save_mean")
+    cdef const void* pi = _buf(invstd, channels, t, False, "save_invstd")
+    cdef const void* pw = _buf(weight, channels, t, False, "weight")
+    cdef void* pdx = _buf(dx, n, t, True, "out")
+    cdef void* pdw = _buf(dweight, channels, t, True, "dweight")
+    cdef void* pdb = _buf(dbias, channels, t, True, "dbias")
+    cdef uint32_t flags = BNORM_FLAG_FROZEN_STATS if frozen else 0
+    cdef bnorm_status st
+    with nogil:
+        st = bnorm_backward(dt, outer, channels, inner, pdy, px, pm, pi, pw,
+                            pdx, pdw, pdb, flags)
+    _check(st, "batch norm backward")

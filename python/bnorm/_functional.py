@@ -1,0 +1,283 @@
+"""The public functions: argument checks and shaping, then one call into
+``bnorm._core``. Every tensor is viewed as [outer, C, inner] (see SPEC.md)."""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["batch_norm", "batch_norm_train", "batch_norm_backward"]
+
+_DATA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class _View:
+    """x seen as a C-contiguous [outer, C, inner] block of memory.
+
+    ``flat`` is a C-contiguous array holding x's values, in x's own memory
+    when x is contiguous (NCHW-like) or channels-last along ``axis``
+    (NHWC-like), else a copy. ``like(flat_out)`` turns a result laid out like
+    ``flat`` back into an array of x's shape.
+    """
+
+    __slots__ = ("flat", "outer", "channels", "inner", "channels_last", "axis")
+
+    def __init__(self, x: np.ndarray, axis: int, allow_channels_last: bool):
+        ndim = x.ndim
+        shape = x.shape
+        self.axis = axis
+        self.channels = shape[axis]
+        self.channels_last = False
+        if not x.flags.c_contiguous and allow_channels_last and axis != ndim - 1:
+            moved = np.moveaxis(x, axis, -1)
+            if moved.flags.c_contiguous:
+                self.channels_last = True
+                self.flat = moved
+                self.outer = math.prod(shape[:axis] + shape[axis + 1:])
+                self.inner = 1
+                return
+        self.flat = x if x.flags.c_contiguous else np.ascontiguousarray(x)
+        self.outer = math.prod(shape[:axis])
+        self.inner = math.prod(shape[axis + 1:])
+
+    def empty(self) -> np.ndarray:
+        return np.empty_like(self.flat)
+
+    def like(self, flat_out: np.ndarray) -> np.ndarray:
+        if self.channels_last:
+            return np.moveaxis(flat_out, -1, self.axis)
+        return flat_out
+
+
+def _data(x: Any, name: str) -> np.ndarray:
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+    if x.dtype not in _DATA_DTYPES:
+        raise TypeError(
+            f"{name} has dtype {x.dtype}, expected float32 or float64")
+    if x.ndim < 2:
+        raise ValueError(
+            f"{name} must have at least 2 dimensions (N, C, ...), got shape {x.shape}")
+    return x
+
+
+def _axis(axis: Any, ndim: int) -> int:
+    try:
+        a = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"axis must be an integer, got {type(axis).__name__}") from None
+    if not -ndim <= a < ndim:
+        raise np.exceptions.AxisError(
+            f"axis {a} is out of range for an input with {ndim} dimensions")
+    return a % ndim
+
+
+def _eps(eps: Any) -> float:
+    try:
+        e = float(eps)
+    except (TypeError, ValueError):
+        raise TypeError(f"eps must be a number, got {type(eps).__name__}") from None
+    if not (math.isfinite(e) and e > 0):
+        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+    return e
+
+
+def _momentum(momentum: Any) -> float:
+    try:
+        m = float(momentum)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"momentum must be a number in [0, 1], got {type(momentum).__name__}") from None
+    if not 0.0 <= m <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
+    return m
+
+
+def _channels_note(axis: int) -> str:
+    return f"channels on axis {axis}"
+
+
+def _param(p: Any, name: str, view: _View, dtype: np.dtype) -> Optional[np.ndarray]:
+    """A per-channel input (weight, bias, statistics), cast to dtype."""
+    if p is None:
+        return None
+    a = p if isinstance(p, np.ndarray) else np.asarray(p)
+    if a.dtype.kind not in "fiu":
+        raise TypeError(f"{name} has dtype {a.dtype}, expected a real number type")
+    if a.ndim != 1 or a.shape[0] != view.channels:
+        what = f"{a.shape[0]} elements" if a.ndim == 1 else f"shape {a.shape}"
+        raise ValueError(
+            f"{name} has {what}, expected {view.channels} "
+            f"({_channels_note(view.axis)})")
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _running(p: Any, name: str, view: _View, dtype: np.dtype) -> np.ndarray:
+    """A running statistic updated in place: never a silent copy."""
+    if not isinstance(p, np.ndarray):
+        raise TypeError(
+            f"{name} must be a numpy.ndarray (it is updated in place), "
+            f"got {type(p).__name__}")
+    if p.dtype != dtype:
+        raise TypeError(
+            f"{name} has dtype {p.dtype}, expected {dtype} (statistics have "
+            f"the dtype of the data)")
+    if p.ndim != 1 or p.shape[0] != view.channels:
+        what = f"{p.shape[0]} elements" if p.ndim == 1 else f"shape {p.shape}"
+        raise ValueError(
+            f"{name} has {what}, expected {view.channels} "
+            f"({_channels_note(view.axis)})")
+    if not p.flags.c_contiguous:
+        raise ValueError(f"{name} must be contiguous (it is updated in place)")
+    if not p.flags.writeable:
+        raise ValueError(f"{name} is read-only (it is updated in place)")
+    return p
+
+
+def _out(out: Any, x: np.ndarray, view: _View, name: str = "out") -> np.ndarray:
+    """The output buffer: preallocated `out`, else a new array laid out like x."""
+    if out is None:
+        return view.empty()
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != x.shape:
+        raise ValueError(f"{name} has shape {out.shape}, expected {x.shape}")
+    if out.dtype != x.dtype:
+        raise ValueError(f"{name} has dtype {out.dtype}, expected {x.dtype}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    # In place (the same memory as the flattened input) is fine; any other
+    # overlap would read values already overwritten.
+    flat = view.flat
+    same = (out.__array_interface__["data"][0] == flat.__array_interface__["data"][0])
+    if not same and np.may_share_memory(out, flat):
+        raise ValueError(f"{name} partially overlaps the input")
+    return out
+
+
+def _prepare(x: Any, axis: Any, out: Any, name: str = "x"):
+    x = _data(x, name)
+    a = _axis(axis, x.ndim)
+    view = _View(x, a, allow_channels_last=out is None)
+    pdtype = x.dtype  # parameters/statistics share the data dtype (float32/64)
+    return x, view, pdtype
+
+
+def _check_training_size(x: np.ndarray, view: _View) -> None:
+    if x.size == 0:
+        raise ValueError(
+            f"cannot train on an empty input: got input shape {x.shape}")
+    if view.outer * view.inner <= 1:
+        raise ValueError(
+            "Expected more than 1 value per channel when training, "
+            f"got input shape {x.shape}")
+
+
+def batch_norm_train(x, weight=None, bias=None, eps=1e-5, *, axis=1,
+                     running_mean=None, running_var=None, momentum=0.1,
+                     unbiased=True, out=None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training forward with batch statistics.
+
+    Returns ``(y, save_mean, save_invstd)``; ``save_invstd`` is
+    ``1/sqrt(var + eps)`` of the biased batch variance. When ``running_mean``
+    and ``running_var`` are given they are updated in place:
+    ``running = (1 - momentum) * running + momentum * batch``, with the
+    unbiased batch variance (``unbiased=True``, PyTorch) or the biased one
+    (``unbiased=False``, ONNX with ``momentum = 1 - onnx_momentum``).
+    """
+    x, view, pdtype = _prepare(x, axis, out)
+    eps = _eps(eps)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must be given together")
+    if running_mean is not None:
+        momentum = _momentum(momentum)
+        running_mean = _running(running_mean, "running_mean", view, pdtype)
+        running_var = _running(running_var, "running_var", view, pdtype)
+        if np.may_share_memory(running_mean, running_var):
+            raise ValueError("running_mean and running_var share memory")
+    else:
+        momentum = 0.0
+    w = _param(weight, "weight", view, pdtype)
+    b = _param(bias, "bias", view, pdtype)
+    _check_training_size(x, view)
+    y = _out(out, x, view)
+    save_mean = np.empty(view.channels, pdtype)
+    save_invstd = np.empty(view.channels, pdtype)
+    _core.forward_training(view.flat, y,
+                           view.outer, view.channels, view.inner, w, b,
+                           save_mean, save_invstd, running_mean, running_var,
+                           eps, momentum, bool(unbiased))
+    return view.like(y), save_mean, save_invstd
+
+
+def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
+               training=False, momentum=0.1, eps=1e-5, *, axis=1, out=None) -> np.ndarray:
+    """Batch normalization with PyTorch's ``torch.nn.functional.batch_norm``
+    semantics. ``training=False`` normalizes with the running statistics
+    (required); ``training=True`` with the batch statistics, updating the
+    running statistics in place when they are given."""
+    if training:
+        y, _, _ = batch_norm_train(x, weight, bias, eps, axis=axis,
+                                   running_mean=running_mean,
+                                   running_var=running_var, momentum=momentum,
+                                   out=out)
+        return y
+    x, view, pdtype = _prepare(x, axis, out)
+    eps = _eps(eps)
+    if running_mean is None or running_var is None:
+        raise ValueError(
+            "running_mean and running_var are required when training=False")
+    rm = _param(running_mean, "running_mean", view, pdtype)
+    rv = _param(running_var, "running_var", view, pdtype)
+    w = _param(weight, "weight", view, pdtype)
+    b = _param(bias, "bias", view, pdtype)
+    y = _out(out, x, view)
+    _core.forward_inference(view.flat, y,
+                            view.outer, view.channels, view.inner, rm, rv, w,
+                            b, eps)
+    return view.like(y)
+
+
+def batch_norm_backward(dy, x, save_mean, save_invstd, weight=None, *, axis=1,
+                        training=True, out=None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of batch normalization: ``(dx, dweight, dbias)``.
+
+    ``save_mean`` and ``save_invstd`` come from :func:`batch_norm_train`.
+    With ``training=False`` the statistics are constants (eval mode, frozen
+    batch norm): pass the running mean and ``1/sqrt(running_var + eps)``;
+    then ``dx = dy * weight * invstd``. ``out=`` receives dx.
+    """
+    x = _data(x, "x")
+    dy = _data(dy, "dy")
+    if dy.shape != x.shape:
+        raise ValueError(f"dy has shape {dy.shape}, expected {x.shape} (the shape of x)")
+    if dy.dtype != x.dtype:
+        raise TypeError(f"dy has dtype {dy.dtype}, expected {x.dtype} (the dtype of x)")
+    a = _axis(axis, x.ndim)
+    vx = _View(x, a, allow_channels_last=out is None)
+    vdy = _View(dy, a, allow_channels_last=vx.channels_last)
+    if vx.channels_last != vdy.channels_last:  # one layout for both
+        vx = _View(x, a, allow_channels_last=False)
+        vdy = _View(dy, a, allow_channels_last=False)
+    pdtype = x.dtype
+    if save_mean is None or save_invstd is None:
+        raise ValueError("save_mean and save_invstd are required")
+    mean = _param(save_mean, "save_mean", vx, pdtype)
+    invstd = _param(save_invstd, "save_invstd", vx, pdtype)
+    w = _param(weight, "weight", vx, pdtype)
+    frozen = not training
+    if not frozen:
+        _check_training_size(x, vx)
+    dx = _out(out, x, vx)
+    dweight = np.empty(vx.channels, pdtype)
+    dbias = np.empty(vx.channels, pdtype)
+    _core.backward(vdy.flat, vx.flat, vx.outer, vx.channels, vx.inner, mean,
+                   invstd, w, dx, dweight, dbias, frozen)
+    return vx.like(dx), dweight, dbias

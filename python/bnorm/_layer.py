@@ -1,0 +1,191 @@
+"""The ``BatchNorm`` layer: parameters, running statistics, train/eval
+modes and a backward pass, with PyTorch's ``torch.nn.BatchNorm*d`` behaviour
+and ``state_dict`` keys."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from ._functional import _DATA_DTYPES, _eps, _momentum, batch_norm, \
+    batch_norm_backward, batch_norm_train
+
+__all__ = ["BatchNorm"]
+
+
+class BatchNorm:
+    """Batch normalization over the channel axis ``axis`` of its input.
+
+    In training mode (the default) each call normalizes with the batch
+    statistics and, with ``track_running_stats``, updates the running
+    statistics: ``running = (1 - momentum) * running + momentum * batch``, or
+    a cumulative average when ``momentum`` is None. In eval mode it
+    normalizes with the running statistics (or, without
+    ``track_running_stats``, with the batch statistics).
+    ``backward(dy)`` returns dx for the last ``forward`` and sets
+    ``grad_weight`` and ``grad_bias``.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5,
+                 momentum: Optional[float] = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, *, axis: int = 1,
+                 dtype: Any = np.float32):
+        try:
+            n = operator.index(num_features)
+        except TypeError:
+            raise TypeError("num_features must be an integer, got "
+                            f"{type(num_features).__name__}") from None
+        if n < 1:
+            raise ValueError(f"num_features must be >= 1, got {n}")
+        dt = np.dtype(dtype)
+        if dt not in _DATA_DTYPES:
+            raise TypeError(f"dtype must be float32 or float64, got {dt}")
+        self.num_features = n
+        self.eps = _eps(eps)
+        self.momentum = None if momentum is None else _momentum(momentum)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        self.axis = operator.index(axis)
+        self.dtype = dt
+        self.weight = np.ones(n, dt) if self.affine else None
+        self.bias = np.zeros(n, dt) if self.affine else None
+        if self.track_running_stats:
+            self.running_mean: Optional[np.ndarray] = np.zeros(n, dt)
+            self.running_var: Optional[np.ndarray] = np.ones(n, dt)
+            self.num_batches_tracked: Optional[int] = 0
+        else:
+            self.running_mean = self.running_var = None
+            self.num_batches_tracked = None
+        self.training = True
+        self.grad_weight: Optional[np.ndarray] = None
+        self.grad_bias: Optional[np.ndarray] = None
+        self._saved = None  # (x, mean, invstd, batch_stats) of the last forward
+
+    def __repr__(self) -> str:
+        return (f"BatchNorm({self.num_features}, eps={self.eps}, "
+                f"momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}, "
+                f"axis={self.axis}, dtype={self.dtype})")
+
+    # -- modes ------------------------------------------------------------
+    def train(self, mode: bool = True) -> "BatchNorm":
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> "BatchNorm":
+        return self.train(False)
+
+    def reset_running_stats(self) -> None:
+        if self.track_running_stats:
+            self.running_mean[...] = 0
+            self.running_var[...] = 1
+            self.num_batches_tracked = 0
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        if self.affine:
+            self.weight[...] = 1
+            self.bias[...] = 0
+
+    # -- forward and backward ---------------------------------------------
+    def _check_input(self, x: Any) -> np.ndarray:
+        if not isinstance(x, np.ndarray):
+            x = np.asarray(x)
+        if x.dtype != self.dtype:
+            raise TypeError(
+                f"x has dtype {x.dtype}, expected {self.dtype} (the layer's dtype)")
+        if x.ndim < 2:
+            raise ValueError(
+                f"x must have at least 2 dimensions (N, C, ...), got shape {x.shape}")
+        if not -x.ndim <= self.axis < x.ndim:
+            raise np.exceptions.AxisError(
+                f"axis {self.axis} is out of range for an input with {x.ndim} dimensions")
+        if x.shape[self.axis] != self.num_features:
+            raise ValueError(
+                f"x has {x.shape[self.axis]} channels on axis {self.axis}, "
+                f"expected {self.num_features} (num_features)")
+        return x
+
+    def forward(self, x: Any) -> np.ndarray:
+        x = self._check_input(x)
+        use_batch_stats = self.training or not self.track_running_stats
+        if use_batch_stats:
+            update = self.training and self.track_running_stats
+            factor = 0.0
+            if update:
+                if self.momentum is None:  # cumulative moving average
+                    factor = 1.0 / (self.num_batches_tracked + 1)
+                else:
+                    factor = self.momentum
+            y, mean, invstd = batch_norm_train(
+                x, self.weight, self.bias, self.eps, axis=self.axis,
+                running_mean=self.running_mean if update else None,
+                running_var=self.running_var if update else None,
+                momentum=factor)
+            if update:
+                self.num_batches_tracked += 1
+        else:
+            y = batch_norm(x, self.running_mean, self.running_var,
+                           self.weight, self.bias, False, eps=self.eps,
+                           axis=self.axis)
+            mean = self.running_mean.copy()
+            invstd = (1.0 / np.sqrt(self.running_var.astype(np.float64)
+                                    + self.eps)).astype(self.dtype)
+        self._saved = (x, mean, invstd, use_batch_stats)
+        return y
+
+    __call__ = forward
+
+    def backward(self, dy: Any) -> np.ndarray:
+        if self._saved is None:
+            raise RuntimeError("backward() called before forward()")
+        x, mean, invstd, batch_stats = self._saved
+        dx, dw, db = batch_norm_backward(dy, x, mean, invstd, self.weight,
+                                         axis=self.axis, training=batch_stats)
+        if self.affine:
+            self.grad_weight, self.grad_bias = dw, db
+        return dx
+
+    # -- state -------------------------------------------------------------
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """Copies of the state under PyTorch's key names."""
+        state: Dict[str, np.ndarray] = {}
+        if self.affine:
+            state["weight"] = self.weight.copy()
+            state["bias"] = self.bias.copy()
+        if self.track_running_stats:
+            state["running_mean"] = self.running_mean.copy()
+            state["running_var"] = self.running_var.copy()
+            state["num_batches_tracked"] = np.array(self.num_batches_tracked,
+                                                    dtype=np.int64)
+        return state
+
+    def load_state_dict(self, state: Dict[str, Any], strict: bool = True) -> None:
+        """Loads a state (e.g. from ``state_dict()`` or a PyTorch
+        ``BatchNorm*d``, whose CPU tensors convert with numpy.asarray)."""
+        expected = set(self.state_dict())
+        given = set(state)
+        if strict and given != expected:
+            missing = sorted(expected - given)
+            unexpected = sorted(given - expected)
+            raise KeyError(f"state_dict does not match: missing keys {missing}, "
+                           f"unexpected keys {unexpected}")
+        new = {}
+        for key in expected & given:
+            value = np.asarray(state[key])
+            if key == "num_batches_tracked":
+                if value.size != 1:
+                    raise ValueError("num_batches_tracked must hold one integer")
+                new[key] = int(value.reshape(()))
+                continue
+            if value.shape != (self.num_features,):
+                raise ValueError(f"{key} has shape {value.shape}, expected "
+                                 f"({self.num_features},)")
+            new[key] = value
+        for key, value in new.items():  # all checked: now write
+            if key == "num_batches_tracked":
+                self.num_batches_tracked = value
+            else:
+                getattr(self, key)[...] = value
