@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+
+import bnorm
+
+# Accuracy bounds the tests hold the core to, as the largest absolute error
+# relative to the largest magnitude of the reference result.
+TOL = {np.dtype(np.float32): 2e-6, np.dtype(np.float64): 1e-12}
+
+
+def rel_err(a, ref):
+    a = np.asarray(a, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    scale = max(float(np.max(np.abs(ref))) if ref.size else 0.0, 1e-300)
+    return float(np.max(np.abs(a - ref))) / scale if ref.size else 0.0
+
+
+def assert_close(a, ref, dtype, factor=1.0, what=""):
+    err = rel_err(a, ref)
+    bound = TOL[np.dtype(dtype)] * factor
+    assert err <= bound, f"{what}: relative error {err:.3g} > {bound:.3g}"
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def threads():
+    """Restores bnorm's thread count after a test that changes it."""
+    before = bnorm.get_num_threads()
+    yield
+    bnorm.set_num_threads(before)
+
+
+def make_case(rng, shape, axis, dtype, offset=0.0, scale=1.0):
+    x = (offset + scale * rng.standard_normal(shape)).astype(dtype)
+    C = shape[axis]
+    w = rng.uniform(0.5, 2.0, C).astype(dtype) * rng.choice([-1, 1], C)
+    b = rng.standard_normal(C).astype(dtype)
+    return x, w, b
