@@ -1,0 +1,83 @@
+"""The package as users see it: version, paths, threads, the command line."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import bnorm
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_version_comes_from_the_header():
+    header = (Path(bnorm.get_include()) / "bnorm" / "bnorm.h").read_text()
+    parts = [re.search(rf"#define BNORM_VERSION_{p} (\d+)", header).group(1)
+             for p in ("MAJOR", "MINOR", "PATCH")]
+    assert bnorm.__version__ == ".".join(parts)
+    src = (ROOT / "cpp" / "include" / "bnorm" / "bnorm.h")
+    if src.exists():  # the installed header is the source header
+        assert src.read_text() == header
+    from importlib.metadata import version
+    assert version("bnorm") == bnorm.__version__
+
+
+def test_paths():
+    assert (Path(bnorm.get_include()) / "bnorm" / "bnorm.h").is_file()
+    cmake = Path(bnorm.get_cmake_dir())
+    assert (cmake / "bnormConfig.cmake").is_file()
+    assert (cmake / "bnormConfigVersion.cmake").is_file()
+
+
+def test_thread_setting(threads):
+    bnorm.set_num_threads(1)
+    assert bnorm.get_num_threads() == 1
+    bnorm.set_num_threads(3)
+    assert bnorm.get_num_threads() == 3
+
+
+def test_public_names():
+    for name in ["batch_norm", "batch_norm_train", "batch_norm_backward",
+                 "BatchNorm", "reference", "set_num_threads", "get_num_threads",
+                 "get_include", "get_cmake_dir", "__version__"]:
+        assert hasattr(bnorm, name), name
+    for name in ["batch_norm", "batch_norm_train", "batch_norm_backward"]:
+        assert callable(getattr(bnorm.reference, name))
+    assert (Path(bnorm.__file__).parent / "py.typed").is_file()
+
+
+def test_gil_is_released_during_compute():
+    # Two Python threads computing at once must not corrupt each other.
+    import threading
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((16, 8, 64, 64)).astype(np.float32) for _ in range(4)]
+    want = [bnorm.batch_norm_train(x)[0] for x in xs]
+    got = [None] * 4
+
+    def work(i):
+        for _ in range(3):
+            got[i] = bnorm.batch_norm_train(xs[i])[0]
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_bench_quick_runs():
+    r = subprocess.run([sys.executable, "-m", "bnorm", "bench", "--quick",
+                        "--repeat", "3"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "train fwd" in r.stdout and "backward" in r.stdout
+    assert "small call (2,3,4,5)" in r.stdout
+
+
+def test_info_command():
+    r = subprocess.run([sys.executable, "-m", "bnorm", "info"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0
+    assert f"bnorm {bnorm.__version__}" in r.stdout
