@@ -81,3 +81,10 @@ def test_info_command():
                        text=True)
     assert r.returncode == 0
     assert f"bnorm {bnorm.__version__}" in r.stdout
+
+
+def test_accuracy_command_runs():
+    r = subprocess.run([sys.executable, "-m", "bnorm", "accuracy"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "vs reference" in r.stdout and "float32 batch variance" in r.stdout

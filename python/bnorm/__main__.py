@@ -1,4 +1,4 @@
-"""Command line: ``python -m bnorm bench [--quick]``, ``python -m bnorm info``."""
+"""Command line: ``python -m bnorm bench [--quick]``, ``accuracy``, ``info``."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     bench.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     bench.add_argument("--repeat", type=int, default=None,
                        help="timed calls per case (median reported)")
+    sub.add_parser("accuracy", help="the worst errors against the reference, "
+                                    "PyTorch and float64, measured")
     sub.add_parser("info", help="version, threads, and where the C library is")
     args = parser.parse_args(argv)
 
@@ -27,6 +29,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         from ._bench import run
         return run(quick=args.quick, threads=args.threads, dtype=args.dtype,
                    repeat=args.repeat)
+    if args.command == "accuracy":
+        from ._accuracy import run as run_accuracy
+        return run_accuracy()
     if args.command == "info":
         import bnorm
         print(f"bnorm {bnorm.__version__}")
