@@ -116,6 +116,8 @@ BNORM_API const char* bnorm_status_string(bnorm_status status) {
 
 BNORM_API int bnorm_version_number(void) { return BNORM_VERSION_NUMBER; }
 
+BNORM_API const char* bnorm_kernel_isa(void) { return kernel_isa(); }
+
 BNORM_API const char* bnorm_version_string(void) {
   return BNORM_STR(BNORM_VERSION_MAJOR) "." BNORM_STR(
       BNORM_VERSION_MINOR) "." BNORM_STR(BNORM_VERSION_PATCH);
@@ -149,7 +151,7 @@ BNORM_API bnorm_status bnorm_forward_training(
   return guarded([&] {
     const Plan plan(outer, channels, inner, es);
     if (dtype == BNORM_FLOAT32)
-      forward_training(plan, static_cast<const float*>(x),
+      kernels<float>().forward_training(plan, static_cast<const float*>(x),
                        static_cast<float*>(y),
                        static_cast<const float*>(weight),
                        static_cast<const float*>(bias),
@@ -159,7 +161,7 @@ BNORM_API bnorm_status bnorm_forward_training(
                        static_cast<float*>(running_var), eps, momentum,
                        unbiased);
     else
-      forward_training(plan, static_cast<const double*>(x),
+      kernels<double>().forward_training(plan, static_cast<const double*>(x),
                        static_cast<double*>(y),
                        static_cast<const double*>(weight),
                        static_cast<const double*>(bias),
@@ -193,13 +195,13 @@ BNORM_API bnorm_status bnorm_forward_inference(
   return guarded([&] {
     const Plan plan(outer, channels, inner, es);
     if (dtype == BNORM_FLOAT32)
-      forward_inference(plan, static_cast<const float*>(x),
+      kernels<float>().forward_inference(plan, static_cast<const float*>(x),
                         static_cast<float*>(y), static_cast<const float*>(mean),
                         static_cast<const float*>(var),
                         static_cast<const float*>(weight),
                         static_cast<const float*>(bias), eps);
     else
-      forward_inference(plan, static_cast<const double*>(x),
+      kernels<double>().forward_inference(plan, static_cast<const double*>(x),
                         static_cast<double*>(y),
                         static_cast<const double*>(mean),
                         static_cast<const double*>(var),
@@ -232,14 +234,14 @@ BNORM_API bnorm_status bnorm_backward(
   return guarded([&] {
     const Plan plan(outer, channels, inner, es);
     if (dtype == BNORM_FLOAT32)
-      backward(plan, static_cast<const float*>(dy),
+      kernels<float>().backward(plan, static_cast<const float*>(dy),
                static_cast<const float*>(x), static_cast<const float*>(mean),
                static_cast<const float*>(invstd),
                static_cast<const float*>(weight), static_cast<float*>(dx),
                static_cast<float*>(dweight), static_cast<float*>(dbias),
                frozen);
     else
-      backward(plan, static_cast<const double*>(dy),
+      kernels<double>().backward(plan, static_cast<const double*>(dy),
                static_cast<const double*>(x), static_cast<const double*>(mean),
                static_cast<const double*>(invstd),
                static_cast<const double*>(weight), static_cast<double*>(dx),

@@ -1,15 +1,18 @@
 // Backward: dbias = sum(g), dweight = invstd * sum(g * (x - mean)), and dx.
 //
-// Pass 1 reduces sum(g) and sum(g * (x - mean)) per channel in double, one
-// partial per (channel unit, group) merged in group order (see plan.hpp).
-// Pass 2 writes dx = g * k - (x - mean) * q - r with per-channel k, q, r.
+// The sums are reduced in double, one partial per (group, channel) in unit
+// order, merged in group order (plan.hpp). dx = (g * k - r) - (x - mean) * q
+// with per-channel k, q, r (or g * k with frozen statistics). Whole lanes
+// that fit in cache are reduced and differentiated by one thread at once.
 #include <cmath>
 #include <vector>
 
+#include "elementwise.hpp"
 #include "kernels.hpp"
-#include "threading.hpp"
+#include "reduce.hpp"
 
 namespace bnorm {
+namespace BNORM_ISA_NS {
 namespace {
 
 struct Sums {
@@ -17,30 +20,49 @@ struct Sums {
 };
 
 template <class T>
-Sums run_sums(const T* dy, const T* x, int64_t n, double mean) {
-  double a = 0, b = 0;
-#pragma omp simd reduction(+ : a, b)
-  for (int64_t i = 0; i < n; ++i) {
-    const double g = static_cast<double>(dy[i]);
-    a += g;
-    b += g * (static_cast<double>(x[i]) - mean);
-  }
-  return {a, b};
-}
-
-template <class T>
-void tile_sums(const T* dy, const T* x, int64_t rows, int64_t ld, int64_t cw,
-               const double* mean, double* a, double* b) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* gr = dy + r * ld;
-    const T* xr = x + r * ld;
-#pragma omp simd
+void group_sums(const Plan& p, const T* dy, const T* x, const T* mean,
+                int64_t lane, int64_t g, Sums* out) {
+  int64_t c0, cw, u0, u1;
+  p.lane_channels(lane, &c0, &cw);
+  p.group_range(g, &u0, &u1);
+  const int64_t C = p.channels;
+  if (p.rows) {
+    double mu[kChannelBlock], a[kChannelBlock], b[kChannelBlock];
     for (int64_t j = 0; j < cw; ++j) {
-      const double g = static_cast<double>(gr[j]);
-      a[j] += g;
-      b[j] += g * (static_cast<double>(xr[j]) - mean[j]);
+      mu[j] = static_cast<double>(mean[c0 + j]);
+      a[j] = b[j] = 0;
     }
+    int64_t r0, r1, unused;
+    p.rows_unit(u0, &r0, &unused);
+    p.rows_unit(u1 - 1, &unused, &r1);
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* gr = dy + r * C + c0;
+      const T* xr = x + r * C + c0;
+      BNORM_SIMD
+      for (int64_t j = 0; j < cw; ++j) {
+        const double gj = static_cast<double>(gr[j]);
+        a[j] += gj;
+        b[j] += gj * (static_cast<double>(xr[j]) - mu[j]);
+      }
+    }
+    for (int64_t j = 0; j < cw; ++j) out[j] = {a[j], b[j]};
+    return;
   }
+  const double mu = static_cast<double>(mean[c0]);
+  const int64_t stride = C * p.inner;
+  double a = 0, b = 0;
+  for (int64_t u = u0; u < u1; ++u) {
+    int64_t o0, o1, lo, hi;
+    p.planar_unit(u, &o0, &o1, &lo, &hi);
+    Lanes ua, ub;
+    for (int64_t o = o0; o < o1; ++o) {
+      const int64_t off = o * stride + c0 * p.inner + lo;
+      add_gradients(dy + off, x + off, hi - lo, mu, ua, ub);
+    }
+    a += ua.total();
+    b += ub.total();
+  }
+  out[0] = {a, b};
 }
 
 }  // namespace
@@ -52,107 +74,93 @@ void backward(const Plan& p, const T* dy, const T* x, const T* mean,
   const int64_t C = p.channels;
   const int64_t total = p.outer * C * p.inner;
   const double m = static_cast<double>(p.outer * p.inner);
-  const bool need_sums = dweight || dbias || (dx && !frozen);
-  // Per channel: k, q, r of the dx formula.
-  std::vector<T> coef(static_cast<size_t>(3 * C));
-  std::vector<Sums> part(need_sums ? static_cast<size_t>(p.groups * C) : 0);
+  const bool need_sums = total > 0 && (dweight || dbias || (dx && !frozen));
+  const int nt = threads_for(total);
+  const bool whole = need_sums && dx &&
+                     p.whole_lanes(nt, 2 * sizeof(T), l2_cache_bytes());
+  std::vector<Sums> part(need_sums && !whole ? static_cast<size_t>(p.groups * C) : 0);
+  std::vector<T> coef(static_cast<size_t>(4 * C));  // k, r, mean, q
+  T* const arrays[4] = {coef.data(), coef.data() + C, coef.data() + 2 * C,
+                        coef.data() + 3 * C};
+  const DxOp<T> dx_op{dy, x, dx};
+  const ScaleOp<T> scale_op{dy, dx};
+  const StoredCoefs<T, 4> fill4{arrays};
+  const StoredCoefs<T, 1> fill1{arrays};
 
-  if (need_sums && total > 0) {
-    parallel_for(p.blocks * p.groups, total, [&](int64_t t) {
-      const int64_t lane = t / p.groups, g = t % p.groups;
-      const int64_t u0 = g * p.group_units;
-      const int64_t u1 = std::min(p.units, u0 + p.group_units);
-      if (p.rows) {
-        const int64_t c0 = lane * p.block, cw = std::min(p.block, C - c0);
-        double mu[kChannelBlock], a[kChannelBlock], b[kChannelBlock];
-        for (int64_t j = 0; j < cw; ++j) {
-          mu[j] = static_cast<double>(mean[c0 + j]);
-          a[j] = b[j] = 0;
-        }
-        for (int64_t u = u0; u < u1; ++u) {
-          const int64_t r0 = u * p.tile_rows;
-          const int64_t nr = std::min(p.outer - r0, p.tile_rows);
-          const int64_t off = r0 * C + c0;
-          tile_sums(dy + off, x + off, nr, C, cw, mu, a, b);
-        }
-        for (int64_t j = 0; j < cw; ++j) part[g * C + c0 + j] = {a[j], b[j]};
-      } else {
-        const int64_t c = lane;
-        const double mu = static_cast<double>(mean[c]);
-        Sums acc;
-        for (int64_t u = u0; u < u1; ++u) {
-          int64_t o, b, e;
-          p.planar_unit(u, &o, &b, &e);
-          const int64_t off = (o * C + c) * p.inner + b;
-          const Sums s = run_sums(dy + off, x + off, e - b, mu);
-          acc.g += s.g;
-          acc.gx += s.gx;
-        }
-        part[g * C + c] = acc;
-      }
-    });
-  }
-
-  T* k = coef.data();
-  T* q = k + C;
-  T* r = q + C;
-  for (int64_t c = 0; c < C; ++c) {
-    Sums acc;
-    if (need_sums && total > 0) {
-      for (int64_t g = 0; g < p.groups; ++g) {
-        acc.g += part[g * C + c].g;
-        acc.gx += part[g * C + c].gx;
-      }
-    }
+  auto finish = [&](int64_t c, const Sums& s) {
     const double is = static_cast<double>(invstd[c]);
     const double gamma = weight ? static_cast<double>(weight[c]) : 1.0;
-    const double kk = gamma * is;
-    k[c] = static_cast<T>(kk);
-    q[c] = frozen ? T(0) : static_cast<T>(kk * is * is * acc.gx / m);
-    r[c] = frozen ? T(0) : static_cast<T>(kk * acc.g / m);
-    if (dbias) dbias[c] = static_cast<T>(acc.g);
-    if (dweight) dweight[c] = static_cast<T>(acc.gx * is);
-  }
-  if (!dx || total == 0) return;
+    const double k = gamma * is;
+    arrays[0][c] = static_cast<T>(k);
+    arrays[1][c] = frozen ? T(0) : static_cast<T>(k * s.g / m);
+    arrays[2][c] = mean[c];
+    arrays[3][c] = frozen ? T(0) : static_cast<T>(k * is * is * s.gx / m);
+    if (dbias) dbias[c] = static_cast<T>(s.g);
+    if (dweight) dweight[c] = static_cast<T>(s.gx * is);
+  };
+  auto apply = [&](int tid, int n) {
+    if (!dx || total == 0) return;
+    if (frozen)
+      sweep<T>(p, scale_op, fill1, tid, n);
+    else
+      sweep<T>(p, dx_op, fill4, tid, n);
+  };
 
-  if (p.rows) {
-    const int64_t rows_per_task =
-        std::max<int64_t>(1, (kTileBytes * 8) / (C * int64_t(sizeof(T))));
-    parallel_for(ceil_div(p.outer, rows_per_task), total, [&](int64_t t) {
-      const int64_t r0 = t * rows_per_task;
-      const int64_t nr = std::min(p.outer - r0, rows_per_task);
-      for (int64_t i = r0; i < r0 + nr; ++i) {
-        const T* gr = dy + i * C;
-        const T* xr = x + i * C;
-        T* dr = dx + i * C;
-        if (frozen) {
-#pragma omp simd
-          for (int64_t c = 0; c < C; ++c) dr[c] = gr[c] * k[c];
-        } else {
-#pragma omp simd
-          for (int64_t c = 0; c < C; ++c)
-            dr[c] = (gr[c] * k[c] - r[c]) - (xr[c] - mean[c]) * q[c];
+  if (whole) {
+    parallel(nt, [&](int tid, int n) {
+      int64_t l0, l1;
+      share(p.lanes, tid, n, &l0, &l1);
+      Sums tot[kChannelBlock], acc[kChannelBlock];
+      for (int64_t lane = l0; lane < l1; ++lane) {
+        int64_t c0, cw;
+        p.lane_channels(lane, &c0, &cw);
+        for (int64_t j = 0; j < cw; ++j) tot[j] = Sums();
+        for (int64_t g = 0; g < p.groups; ++g) {
+          group_sums(p, dy, x, mean, lane, g, acc);
+          for (int64_t j = 0; j < cw; ++j) {
+            tot[j].g += acc[j].g;
+            tot[j].gx += acc[j].gx;
+          }
+        }
+        for (int64_t j = 0; j < cw; ++j) finish(c0 + j, tot[j]);
+        if (frozen)
+          sweep_lane<T>(p, scale_op, fill1, lane);
+        else
+          sweep_lane<T>(p, dx_op, fill4, lane);
+      }
+    });
+    return;
+  }
+
+  parallel(nt, [&](int tid, int n) {
+    if (need_sums) {
+      int64_t t0, t1;
+      share(p.lanes * p.groups, tid, n, &t0, &t1);
+      Sums acc[kChannelBlock];
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t lane = t / p.groups, g = t % p.groups;
+        int64_t c0, cw;
+        p.lane_channels(lane, &c0, &cw);
+        group_sums(p, dy, x, mean, lane, g, acc);
+        for (int64_t j = 0; j < cw; ++j) part[g * C + c0 + j] = acc[j];
+      }
+      barrier();
+    }
+    int64_t c_begin, c_end;
+    share(C, tid, n, &c_begin, &c_end);
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      Sums tot;
+      if (need_sums) {
+        for (int64_t g = 0; g < p.groups; ++g) {
+          tot.g += part[g * C + c].g;
+          tot.gx += part[g * C + c].gx;
         }
       }
-    });
-  } else {
-    parallel_for(p.outer * C, total, [&](int64_t t) {
-      const int64_t c = t % C;
-      const int64_t off = t * p.inner;
-      const T* g = dy + off;
-      const T* xs = x + off;
-      T* d = dx + off;
-      const T kc = k[c], qc = q[c], rc = r[c], mc = mean[c];
-      if (frozen) {
-#pragma omp simd
-        for (int64_t i = 0; i < p.inner; ++i) d[i] = g[i] * kc;
-      } else {
-#pragma omp simd
-        for (int64_t i = 0; i < p.inner; ++i)
-          d[i] = (g[i] * kc - rc) - (xs[i] - mc) * qc;
-      }
-    });
-  }
+      finish(c, tot);
+    }
+    barrier();
+    apply(tid, n);
+  });
 }
 
 template void backward<float>(const Plan&, const float*, const float*,
@@ -162,4 +170,5 @@ template void backward<double>(const Plan&, const double*, const double*,
                                const double*, const double*, const double*,
                                double*, double*, double*, bool);
 
+}  // namespace BNORM_ISA_NS
 }  // namespace bnorm

@@ -1,31 +1,159 @@
-// The elementwise passes shared by the ops.
+// The elementwise passes and the sweep that drives them over a tensor.
 #pragma once
 
 #include <cstdint>
 
+#include "plan.hpp"
+#include "simd.hpp"
+#include "threading.hpp"
+
 namespace bnorm {
+namespace BNORM_ISA_NS {
 
-// y = ((x - mh) - ml) * s + b over n contiguous values of one channel.
-// mean = mh + ml split into a value of T and its rounding error keeps x - mean
-// accurate in float even for data far from zero (offset >> std).
-template <class T>
-inline void affine_run(const T* x, T* y, int64_t n, T mh, T ml, T s, T b) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) y[i] = ((x[i] - mh) - ml) * s + b;
-}
+// Bytes of per-channel coefficients a sweep keeps on the stack.
+constexpr int64_t kCoefBytes = 16 * 1024;
+// Runs at least this long are visited one by one (coefficients per run).
+constexpr int64_t kLongRun = 256;
 
-// The same over `rows` rows of `cw` contiguous channels, row stride `ld`;
-// coefficients indexed by channel within the block.
+// Normalization: y = ((x - mh) - ml) * s + b, per channel. mean = mh + ml is
+// split into a T value and its rounding error, which keeps x - mean accurate
+// in float even for data far from zero (offset >> std).
 template <class T>
-inline void affine_rows(const T* x, T* y, int64_t rows, int64_t ld,
-                        int64_t cw, const T* mh, const T* ml, const T* s,
-                        const T* b) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * ld;
-    T* yr = y + r * ld;
-#pragma omp simd
-    for (int64_t j = 0; j < cw; ++j) yr[j] = ((xr[j] - mh[j]) - ml[j]) * s[j] + b[j];
+struct AffineOp {
+  static constexpr int K = 4;  // mh, ml, s, b
+  const T* x;
+  T* y;
+
+  void run(int64_t off, int64_t n, T* const* k, int64_t j) const {
+    const T mh = k[0][j], ml = k[1][j], s = k[2][j], b = k[3][j];
+    const T* xs = x + off;
+    T* ys = y + off;
+    BNORM_SIMD
+    for (int64_t i = 0; i < n; ++i) ys[i] = ((xs[i] - mh) - ml) * s + b;
+  }
+  void row(int64_t off, int64_t cw, T* const* k) const {
+    const T* xs = x + off;
+    T* ys = y + off;
+    const T *mh = k[0], *ml = k[1], *s = k[2], *b = k[3];
+    BNORM_SIMD
+    for (int64_t j = 0; j < cw; ++j) ys[j] = ((xs[j] - mh[j]) - ml[j]) * s[j] + b[j];
+  }
+};
+
+// Backward, training statistics: dx = (g * k - r) - (x - mean) * q.
+template <class T>
+struct DxOp {
+  static constexpr int K = 4;  // k, r, mean, q
+  const T* dy;
+  const T* x;
+  T* dx;
+
+  void run(int64_t off, int64_t n, T* const* c, int64_t j) const {
+    const T k = c[0][j], r = c[1][j], m = c[2][j], q = c[3][j];
+    const T* g = dy + off;
+    const T* xs = x + off;
+    T* d = dx + off;
+    BNORM_SIMD
+    for (int64_t i = 0; i < n; ++i) d[i] = (g[i] * k - r) - (xs[i] - m) * q;
+  }
+  void row(int64_t off, int64_t cw, T* const* c) const {
+    const T* g = dy + off;
+    const T* xs = x + off;
+    T* d = dx + off;
+    const T *k = c[0], *r = c[1], *m = c[2], *q = c[3];
+    BNORM_SIMD
+    for (int64_t j = 0; j < cw; ++j) d[j] = (g[j] * k[j] - r[j]) - (xs[j] - m[j]) * q[j];
+  }
+};
+
+// Backward, frozen statistics: dx = g * k.
+template <class T>
+struct ScaleOp {
+  static constexpr int K = 1;
+  const T* dy;
+  T* dx;
+
+  void run(int64_t off, int64_t n, T* const* c, int64_t j) const {
+    const T k = c[0][j];
+    const T* g = dy + off;
+    T* d = dx + off;
+    BNORM_SIMD
+    for (int64_t i = 0; i < n; ++i) d[i] = g[i] * k;
+  }
+  void row(int64_t off, int64_t cw, T* const* c) const {
+    const T* g = dy + off;
+    T* d = dx + off;
+    const T* k = c[0];
+    BNORM_SIMD
+    for (int64_t j = 0; j < cw; ++j) d[j] = g[j] * k[j];
+  }
+};
+
+// Coefficients read from K precomputed arrays of `channels` values.
+template <class T, int K>
+struct StoredCoefs {
+  const T* const* arrays;
+  void operator()(int64_t c0, int64_t cw, T* const* dst) const {
+    for (int i = 0; i < K; ++i)
+      for (int64_t j = 0; j < cw; ++j) dst[i][j] = arrays[i][c0 + j];
+  }
+};
+
+// Thread tid's share of an elementwise pass over the whole tensor.
+// fill(c0, cw, dst) writes the K coefficient arrays of channels [c0, c0+cw).
+template <class T, class Op, class Fill>
+void sweep(const Plan& p, const Op& op, const Fill& fill, int tid, int nt) {
+  constexpr int K = Op::K;
+  constexpr int64_t B = kCoefBytes / (K * int64_t(sizeof(T)));
+  T buf[K][B];
+  T* k[K];
+  for (int i = 0; i < K; ++i) k[i] = buf[i];
+  const int64_t C = p.channels;
+  if (p.rows) {
+    int64_t r0, r1;
+    share(p.outer, tid, nt, &r0, &r1);
+    for (int64_t c0 = 0; c0 < C; c0 += B) {
+      const int64_t cw = std::min(B, C - c0);
+      fill(c0, cw, k);
+      for (int64_t r = r0; r < r1; ++r) op.row(r * C + c0, cw, k);
+    }
+  } else if (p.inner >= kLongRun || p.outer < 2 * nt) {
+    int64_t t0, t1;
+    share(p.outer * C, tid, nt, &t0, &t1);
+    for (int64_t t = t0; t < t1; ++t) {
+      fill(t % C, 1, k);
+      op.run(t * p.inner, p.inner, k, 0);
+    }
+  } else {
+    int64_t o0, o1;
+    share(p.outer, tid, nt, &o0, &o1);
+    for (int64_t c0 = 0; c0 < C; c0 += B) {
+      const int64_t cw = std::min(B, C - c0);
+      fill(c0, cw, k);
+      for (int64_t o = o0; o < o1; ++o)
+        for (int64_t j = 0; j < cw; ++j)
+          op.run((o * C + c0 + j) * p.inner, p.inner, k, j);
+    }
   }
 }
 
+// The elementwise pass over one lane only (its data is still in cache).
+template <class T, class Op, class Fill>
+void sweep_lane(const Plan& p, const Op& op, const Fill& fill, int64_t lane) {
+  constexpr int K = Op::K;
+  T buf[K][kChannelBlock];
+  T* k[K];
+  for (int i = 0; i < K; ++i) k[i] = buf[i];
+  int64_t c0, cw;
+  p.lane_channels(lane, &c0, &cw);
+  fill(c0, cw, k);
+  const int64_t C = p.channels;
+  if (p.rows) {
+    for (int64_t r = 0; r < p.outer; ++r) op.row(r * C + c0, cw, k);
+  } else {
+    for (int64_t o = 0; o < p.outer; ++o) op.run((o * C + c0) * p.inner, p.inner, k, 0);
+  }
+}
+
+}  // namespace BNORM_ISA_NS
 }  // namespace bnorm

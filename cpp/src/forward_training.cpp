@@ -1,70 +1,90 @@
 // Training forward: batch statistics, normalization, running statistics.
 //
-// Pass 1 reduces each channel to (count, mean, M2) in double precision: every
-// unit (a chunk of a planar run, or a tile of rows) is summed twice while it
-// sits in L1 -- once for its own mean, once for the squares of the deviations
-// from it -- and the units are merged with Chan's formula in a fixed order.
-// Pass 2 normalizes.
+// Each unit (plan.hpp) is reduced to (count, mean, M2) in double precision
+// by two passes while it sits in L1 -- its sum, then the squares of the
+// deviations from its mean -- and units are merged with Chan's formula in
+// the plan's fixed order. When a whole lane fits in a core's cache, one
+// thread reduces it and normalizes it at once, so x comes from memory once.
 #include <cmath>
 #include <vector>
 
 #include "elementwise.hpp"
 #include "kernels.hpp"
-#include "threading.hpp"
+#include "reduce.hpp"
 
 namespace bnorm {
+namespace BNORM_ISA_NS {
 namespace {
 
-// Moments of n contiguous values: mean, then corrected two-pass M2.
 template <class T>
-Moments run_moments(const T* x, int64_t n) {
-  double s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]);
-  const double mean0 = s / static_cast<double>(n);
-  double s1 = 0, s2 = 0;
-#pragma omp simd reduction(+ : s1, s2)
-  for (int64_t i = 0; i < n; ++i) {
-    const double d = static_cast<double>(x[i]) - mean0;
-    s1 += d;
-    s2 += d * d;
-  }
-  const double dn = static_cast<double>(n);
+Moments planar_unit_moments(const Plan& p, const T* x, int64_t c, int64_t u) {
+  int64_t o0, o1, b, e;
+  p.planar_unit(u, &o0, &o1, &b, &e);
+  const int64_t len = e - b;
+  const double n = static_cast<double>((o1 - o0) * len);
+  const T* base = x + c * p.inner + b;
+  const int64_t stride = p.channels * p.inner;
+  Lanes s;
+  for (int64_t o = o0; o < o1; ++o) add_values(base + o * stride, len, s);
+  const double shift = s.total() / n;
+  Lanes s1, s2;
+  for (int64_t o = o0; o < o1; ++o)
+    add_deviations(base + o * stride, len, shift, s1, s2);
+  const double t1 = s1.total();
   Moments m;
-  m.n = dn;
-  m.mean = mean0 + s1 / dn;
-  m.m2 = s2 - s1 * s1 / dn;
+  m.n = n;
+  m.mean = shift + t1 / n;
+  m.m2 = s2.total() - t1 * t1 / n;
   return m;
 }
 
-// Moments of `rows` rows of cw channels (row stride ld), merged into acc[j].
+// Rows unit u of the channels [c0, c0 + cw), merged into acc[0..cw).
 template <class T>
-void tile_moments(const T* x, int64_t rows, int64_t ld, int64_t cw,
-                  Moments* acc) {
-  double sum[kChannelBlock], s1[kChannelBlock], s2[kChannelBlock];
-  for (int64_t j = 0; j < cw; ++j) sum[j] = s1[j] = s2[j] = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * ld;
-#pragma omp simd
-    for (int64_t j = 0; j < cw; ++j) sum[j] += static_cast<double>(xr[j]);
+void rows_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
+                       int64_t u, Moments* acc) {
+  int64_t r0, r1;
+  p.rows_unit(u, &r0, &r1);
+  const int64_t C = p.channels;
+  const double n = static_cast<double>(r1 - r0);
+  double shift[kChannelBlock], s1[kChannelBlock], s2[kChannelBlock];
+  for (int64_t j = 0; j < cw; ++j) shift[j] = s1[j] = s2[j] = 0;
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* xr = x + r * C + c0;
+    BNORM_SIMD
+    for (int64_t j = 0; j < cw; ++j) shift[j] += static_cast<double>(xr[j]);
   }
-  const double dn = static_cast<double>(rows);
-  for (int64_t j = 0; j < cw; ++j) sum[j] /= dn;  // now the tile mean
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * ld;
-#pragma omp simd
+  for (int64_t j = 0; j < cw; ++j) shift[j] /= n;
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* xr = x + r * C + c0;
+    BNORM_SIMD
     for (int64_t j = 0; j < cw; ++j) {
-      const double d = static_cast<double>(xr[j]) - sum[j];
+      const double d = static_cast<double>(xr[j]) - shift[j];
       s1[j] += d;
       s2[j] += d * d;
     }
   }
   for (int64_t j = 0; j < cw; ++j) {
     Moments m;
-    m.n = dn;
-    m.mean = sum[j] + s1[j] / dn;
-    m.m2 = s2[j] - s1[j] * s1[j] / dn;
+    m.n = n;
+    m.mean = shift[j] + s1[j] / n;
+    m.m2 = s2[j] - s1[j] * s1[j] / n;
     merge_into(acc[j], m);
+  }
+}
+
+// Group g of lane `lane`: out[j] for the lane's channels, from empty.
+template <class T>
+void group_moments(const Plan& p, const T* x, int64_t lane, int64_t g,
+                   Moments* out) {
+  int64_t c0, cw, u0, u1;
+  p.lane_channels(lane, &c0, &cw);
+  p.group_range(g, &u0, &u1);
+  for (int64_t j = 0; j < cw; ++j) out[j] = Moments();
+  for (int64_t u = u0; u < u1; ++u) {
+    if (p.rows)
+      rows_unit_moments(p, x, c0, cw, u, out);
+    else
+      merge_into(out[0], planar_unit_moments(p, x, c0, u));
   }
 }
 
@@ -77,55 +97,29 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
                       double momentum, bool unbiased) {
   const int64_t C = p.channels;
   const int64_t total = p.outer * C * p.inner;
-  std::vector<Moments> part(static_cast<size_t>(p.groups * C));
-  // Per channel: mean split in two T values, scale, shift.
-  std::vector<T> coef(static_cast<size_t>(4 * C));
-
-  // Pass 1: one partial per (channel unit, group).
-  parallel_for(p.blocks * p.groups, total, [&](int64_t t) {
-    const int64_t lane = t / p.groups, g = t % p.groups;
-    const int64_t u0 = g * p.group_units;
-    const int64_t u1 = std::min(p.units, u0 + p.group_units);
-    if (p.rows) {
-      const int64_t c0 = lane * p.block, cw = std::min(p.block, C - c0);
-      Moments acc[kChannelBlock];
-      for (int64_t u = u0; u < u1; ++u) {
-        const int64_t r0 = u * p.tile_rows;
-        const int64_t nr = std::min(p.outer - r0, p.tile_rows);
-        tile_moments(x + r0 * C + c0, nr, C, cw, acc);
-      }
-      for (int64_t j = 0; j < cw; ++j) part[g * C + c0 + j] = acc[j];
-    } else {
-      const int64_t c = lane;
-      Moments acc;
-      for (int64_t u = u0; u < u1; ++u) {
-        int64_t o, b, e;
-        p.planar_unit(u, &o, &b, &e);
-        merge_into(acc, run_moments(x + (o * C + c) * p.inner + b, e - b));
-      }
-      part[g * C + c] = acc;
-    }
-  });
-
-  // Merge the groups in order; write statistics; prepare the coefficients.
+  const int nt = threads_for(total);
+  const bool whole = p.whole_lanes(nt, sizeof(T), l2_cache_bytes());
+  std::vector<Moments> part(whole ? 0 : static_cast<size_t>(p.groups * C));
+  std::vector<T> coef(static_cast<size_t>(4 * C));  // mh, ml, scale, shift
+  T* const arrays[4] = {coef.data(), coef.data() + C, coef.data() + 2 * C,
+                        coef.data() + 3 * C};
+  const StoredCoefs<T, 4> fill{arrays};
+  const AffineOp<T> op{x, y};
   const double m = static_cast<double>(p.outer * p.inner);
   const double correction = unbiased ? m / (m - 1) : 1.0;
-  T* mh = coef.data();
-  T* ml = mh + C;
-  T* sc = ml + C;
-  T* sh = sc + C;
-  for (int64_t c = 0; c < C; ++c) {
-    Moments acc = part[c];
-    for (int64_t g = 1; g < p.groups; ++g) merge_into(acc, part[g * C + c]);
+
+  // Statistics of channel c are final: write them and its coefficients.
+  auto finish = [&](int64_t c, const Moments& acc) {
     const double mean = acc.mean;
     double var = acc.m2 / m;
     if (var < 0) var = 0;  // rounding; NaN stays NaN
     const double invstd = 1.0 / std::sqrt(var + eps);
     const double gamma = weight ? static_cast<double>(weight[c]) : 1.0;
-    mh[c] = static_cast<T>(mean);
-    ml[c] = static_cast<T>(mean - static_cast<double>(mh[c]));
-    sc[c] = static_cast<T>(gamma * invstd);
-    sh[c] = bias ? bias[c] : T(0);
+    const T mh = static_cast<T>(mean);
+    arrays[0][c] = mh;
+    arrays[1][c] = static_cast<T>(mean - static_cast<double>(mh));
+    arrays[2][c] = static_cast<T>(gamma * invstd);
+    arrays[3][c] = bias ? bias[c] : T(0);
     if (save_mean) save_mean[c] = static_cast<T>(mean);
     if (save_invstd) save_invstd[c] = static_cast<T>(invstd);
     if (running_mean) {
@@ -134,24 +128,50 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
       running_var[c] = static_cast<T>((1.0 - momentum) * running_var[c] +
                                       momentum * var * correction);
     }
+  };
+
+  if (whole) {
+    parallel(nt, [&](int tid, int n) {
+      int64_t l0, l1;
+      share(p.lanes, tid, n, &l0, &l1);
+      Moments tot[kChannelBlock], acc[kChannelBlock];
+      for (int64_t lane = l0; lane < l1; ++lane) {
+        int64_t c0, cw;
+        p.lane_channels(lane, &c0, &cw);
+        for (int64_t j = 0; j < cw; ++j) tot[j] = Moments();
+        for (int64_t g = 0; g < p.groups; ++g) {
+          group_moments(p, x, lane, g, acc);
+          for (int64_t j = 0; j < cw; ++j) merge_into(tot[j], acc[j]);
+        }
+        for (int64_t j = 0; j < cw; ++j) finish(c0 + j, tot[j]);
+        sweep_lane<T>(p, op, fill, lane);
+      }
+    });
+    return;
   }
 
-  // Pass 2: normalize.
-  if (p.rows) {
-    const int64_t rows_per_task =
-        std::max<int64_t>(1, (kTileBytes * 8) / (C * int64_t(sizeof(T))));
-    parallel_for(ceil_div(p.outer, rows_per_task), total, [&](int64_t t) {
-      const int64_t r0 = t * rows_per_task;
-      const int64_t nr = std::min(p.outer - r0, rows_per_task);
-      affine_rows(x + r0 * C, y + r0 * C, nr, C, C, mh, ml, sc, sh);
-    });
-  } else {
-    parallel_for(p.outer * C, total, [&](int64_t t) {
-      const int64_t c = t % C;
-      affine_run(x + t * p.inner, y + t * p.inner, p.inner, mh[c], ml[c],
-                 sc[c], sh[c]);
-    });
-  }
+  parallel(nt, [&](int tid, int n) {
+    int64_t t0, t1;
+    share(p.lanes * p.groups, tid, n, &t0, &t1);
+    Moments acc[kChannelBlock];
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t lane = t / p.groups, g = t % p.groups;
+      int64_t c0, cw;
+      p.lane_channels(lane, &c0, &cw);
+      group_moments(p, x, lane, g, acc);
+      for (int64_t j = 0; j < cw; ++j) part[g * C + c0 + j] = acc[j];
+    }
+    barrier();
+    int64_t c_begin, c_end;
+    share(C, tid, n, &c_begin, &c_end);
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      Moments tot;
+      for (int64_t g = 0; g < p.groups; ++g) merge_into(tot, part[g * C + c]);
+      finish(c, tot);
+    }
+    barrier();
+    sweep<T>(p, op, fill, tid, n);
+  });
 }
 
 template void forward_training<float>(const Plan&, const float*, float*,
@@ -163,4 +183,5 @@ template void forward_training<double>(const Plan&, const double*, double*,
                                        double*, double*, double*, double,
                                        double, bool);
 
+}  // namespace BNORM_ISA_NS
 }  // namespace bnorm

@@ -1,29 +1,52 @@
-// The kernels behind the C API, one template per op, instantiated for float
-// and double in their own translation units. Arguments are already
-// validated by api.cpp; these functions do not fail except by throwing
-// std::bad_alloc from their scratch allocation, before any output is written.
+// The kernels behind the C API, one template per op. Each kernel source is
+// compiled once per instruction set into namespace bnorm::<isa> (simd.hpp);
+// dispatch.cpp picks one set at run time. Arguments are already validated
+// by api.cpp; a kernel fails only by throwing std::bad_alloc from its
+// scratch allocation, before any output is written.
 #pragma once
 
 #include <cstdint>
 
 #include "plan.hpp"
 
+#define BNORM_DECLARE_KERNELS(ns)                                            \
+  namespace ns {                                                             \
+  template <class T>                                                         \
+  void forward_training(const Plan& plan, const T* x, T* y, const T* weight, \
+                        const T* bias, T* save_mean, T* save_invstd,         \
+                        T* running_mean, T* running_var, double eps,         \
+                        double momentum, bool unbiased);                     \
+  template <class T>                                                         \
+  void forward_inference(const Plan& plan, const T* x, T* y, const T* mean,  \
+                         const T* var, const T* weight, const T* bias,       \
+                         double eps);                                        \
+  template <class T>                                                         \
+  void backward(const Plan& plan, const T* dy, const T* x, const T* mean,    \
+                const T* invstd, const T* weight, T* dx, T* dweight,         \
+                T* dbias, bool frozen);                                      \
+  }
+
 namespace bnorm {
 
-template <class T>
-void forward_training(const Plan& plan, const T* x, T* y, const T* weight,
-                      const T* bias, T* save_mean, T* save_invstd,
-                      T* running_mean, T* running_var, double eps,
-                      double momentum, bool unbiased);
+#ifdef BNORM_ISA_NS
+BNORM_DECLARE_KERNELS(BNORM_ISA_NS)
+#endif
 
 template <class T>
-void forward_inference(const Plan& plan, const T* x, T* y, const T* mean,
-                       const T* var, const T* weight, const T* bias,
-                       double eps);
+struct Kernels {
+  void (*forward_training)(const Plan&, const T*, T*, const T*, const T*, T*,
+                           T*, T*, T*, double, double, bool);
+  void (*forward_inference)(const Plan&, const T*, T*, const T*, const T*,
+                            const T*, const T*, double);
+  void (*backward)(const Plan&, const T*, const T*, const T*, const T*,
+                   const T*, T*, T*, T*, bool);
+};
 
+// The kernels of the instruction set chosen for this process.
 template <class T>
-void backward(const Plan& plan, const T* dy, const T* x, const T* mean,
-              const T* invstd, const T* weight, T* dx, T* dweight, T* dbias,
-              bool frozen);
+const Kernels<T>& kernels();
+
+// Its name ("avx512", "avx2", "sse2", "baseline" or "scalar").
+const char* kernel_isa();
 
 }  // namespace bnorm

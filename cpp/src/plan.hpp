@@ -2,15 +2,17 @@
 //
 // Two loop structures cover every layout:
 //  - planar (inner > 1, e.g. NCHW): a channel's values are `outer` contiguous
-//    runs of `inner`; a *unit* is a chunk of at most kChunk values of one run.
-//  - rows (inner == 1, e.g. NHWC, (N, C)): channels are contiguous; a *unit*
-//    is a tile of `tile_rows` rows by a block of at most kChannelBlock
+//    runs of `inner`. A *unit* is up to kChunk values of one channel: several
+//    whole runs when runs are short, or a chunk of one run when they are long.
+//  - rows (inner == 1, e.g. NHWC, (N, C)): channels are contiguous. A *unit*
+//    is a tile of `tile_rows` rows of one block of up to kChannelBlock
 //    channels, vectorized across channels.
-// The units of one channel (or channel block) are split into `groups`
-// consecutive ranges of `group_units` units. Reductions produce one partial
-// per (group, channel), always in unit order, then merge the partials in
-// group order. None of this depends on the thread count, so neither do the
-// results.
+// A *lane* is one channel (planar) or one channel block (rows). The units of
+// a lane are split into `groups` ranges of `group_units` consecutive units.
+// Reductions form one partial per (group, channel) in unit order and merge
+// the partials in group order. Whether one thread does a whole lane or the
+// groups are spread over threads, the arithmetic is the same, so results
+// never depend on the thread count.
 #pragma once
 
 #include <algorithm>
@@ -18,11 +20,11 @@
 
 namespace bnorm {
 
-constexpr int64_t kChunk = 4096;            // planar unit, elements
-constexpr int64_t kChannelBlock = 256;      // rows layout, channels per block
-constexpr int64_t kTileBytes = 32 * 1024;   // rows layout, bytes per tile
-constexpr int64_t kTargetTasks = 64;        // reduction tasks to aim for
-constexpr int64_t kMinTaskElements = 16384; // smallest reduction task
+constexpr int64_t kChunk = 4096;            // planar unit, elements (fits L1)
+constexpr int64_t kChannelBlock = 256;      // rows layout, channels per lane
+constexpr int64_t kTileBytes = 32 * 1024;   // rows layout, bytes per unit
+constexpr int64_t kTargetTasks = 64;        // reduction pieces to aim for
+constexpr int64_t kMinTaskElements = 16384; // smallest reduction piece
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -30,53 +32,87 @@ struct Plan {
   int64_t outer, channels, inner;
   bool rows;
   // planar
-  int64_t chunks_per_run;  // ceil(inner / kChunk)
+  int64_t runs_per_unit;   // whole runs in one unit (short runs)
+  int64_t chunks_per_run;  // units per run (long runs)
   // rows
-  int64_t block;           // channels per block
-  int64_t blocks;          // ceil(channels / block)
-  int64_t tile_rows;       // rows per tile
+  int64_t tile_rows;       // rows per unit
   // both
-  int64_t units;           // units per channel (planar) or block (rows)
+  int64_t block;           // channels per lane (1 when planar)
+  int64_t lanes;           // ceil(channels / block)
+  int64_t units;           // units per lane
   int64_t group_units;
   int64_t groups;
 
   Plan(int64_t outer_, int64_t channels_, int64_t inner_, int64_t elem_size)
       : outer(outer_), channels(channels_), inner(inner_), rows(inner_ == 1) {
-    int64_t lanes;           // independent reduction streams (channel units)
-    int64_t unit_elements;   // elements in one unit (upper bound)
+    int64_t unit_elements;
     if (rows) {
-      chunks_per_run = 1;
-      block = std::min<int64_t>(channels, kChannelBlock);
-      if (block < 1) block = 1;
-      blocks = ceil_div(channels, block);
+      runs_per_unit = chunks_per_run = 1;
+      block = std::max<int64_t>(1, std::min<int64_t>(channels, kChannelBlock));
       tile_rows = std::max<int64_t>(1, kTileBytes / (block * elem_size));
       units = ceil_div(outer, tile_rows);
-      lanes = blocks;
       unit_elements = tile_rows * block;
     } else {
       block = 1;
-      blocks = channels;
       tile_rows = 1;
-      chunks_per_run = ceil_div(inner, kChunk);
-      units = outer * chunks_per_run;
-      lanes = channels;
-      unit_elements = std::min(inner, kChunk);
+      if (inner >= kChunk / 2) {
+        runs_per_unit = 1;
+        chunks_per_run = ceil_div(inner, kChunk);
+      } else {
+        runs_per_unit = std::max<int64_t>(1, kChunk / std::max<int64_t>(inner, 1));
+        chunks_per_run = 1;
+      }
+      units = ceil_div(outer, runs_per_unit) * chunks_per_run;
+      unit_elements = std::min(inner, kChunk) * runs_per_unit;
     }
+    lanes = ceil_div(channels, block);
     if (units < 1) units = 1;
-    int64_t want = ceil_div(kTargetTasks, std::max<int64_t>(lanes, 1));
-    int64_t by_size = std::max<int64_t>(
-        1, units * unit_elements / kMinTaskElements);
-    int64_t g = std::max<int64_t>(1, std::min({want, by_size, units}));
+    const int64_t want = ceil_div(kTargetTasks, std::max<int64_t>(lanes, 1));
+    const int64_t by_size =
+        std::max<int64_t>(1, units * unit_elements / kMinTaskElements);
+    const int64_t g = std::max<int64_t>(1, std::min({want, by_size, units}));
     group_units = ceil_div(units, g);
     groups = ceil_div(units, group_units);
   }
 
-  // Planar unit u of a channel: run o = u / chunks_per_run, elements
-  // [begin, end) of that run.
-  void planar_unit(int64_t u, int64_t* o, int64_t* begin, int64_t* end) const {
-    *o = u / chunks_per_run;
-    *begin = (u % chunks_per_run) * kChunk;
-    *end = std::min(inner, *begin + kChunk);
+  // Planar unit u of a channel: runs [o0, o1), elements [b, e) of each.
+  void planar_unit(int64_t u, int64_t* o0, int64_t* o1, int64_t* b,
+                   int64_t* e) const {
+    *o0 = (u / chunks_per_run) * runs_per_unit;
+    *o1 = std::min(outer, *o0 + runs_per_unit);
+    *b = (u % chunks_per_run) * kChunk;
+    *e = std::min(inner, *b + kChunk);
+  }
+
+  // Rows unit u: rows [r0, r1).
+  void rows_unit(int64_t u, int64_t* r0, int64_t* r1) const {
+    *r0 = u * tile_rows;
+    *r1 = std::min(outer, *r0 + tile_rows);
+  }
+
+  // Channels [c0, c0 + cw) of lane l.
+  void lane_channels(int64_t l, int64_t* c0, int64_t* cw) const {
+    *c0 = l * block;
+    *cw = std::min(block, channels - *c0);
+  }
+
+  // Units [u0, u1) of group g.
+  void group_range(int64_t g, int64_t* u0, int64_t* u1) const {
+    *u0 = g * group_units;
+    *u1 = std::min(units, *u0 + group_units);
+  }
+
+  // Bytes of one lane's data.
+  int64_t lane_bytes(int64_t elem_size) const {
+    return outer * inner * block * elem_size;
+  }
+
+  // Whether each thread should take whole lanes (reduce, then apply while
+  // the lane is still in its cache) rather than spread the groups of a lane
+  // over threads. Only the schedule changes, never the arithmetic.
+  bool whole_lanes(int nt, int64_t elem_size, int64_t cache_bytes) const {
+    if (lane_bytes(elem_size) > cache_bytes / 2) return false;
+    return nt == 1 || lanes % nt == 0 || lanes >= 8 * nt;
   }
 };
 

@@ -1,17 +1,40 @@
 #include "threading.hpp"
 
+#include <unistd.h>
+
 #include <atomic>
+#include <fstream>
+#include <string>
 
 #include "bnorm/bnorm.h"
-
-#ifdef BNORM_HAVE_OPENMP
-#include <omp.h>
-#endif
 
 namespace bnorm {
 namespace {
 // 0 means "the default": OpenMP's team size, read at call time.
 std::atomic<int> g_requested_threads{0};
+
+int64_t read_l2_bytes() {
+  // sysfs first (what the kernel reports for this CPU), then sysconf.
+  for (int index = 0; index < 8; ++index) {
+    const std::string dir =
+        "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/";
+    std::ifstream level(dir + "level"), size(dir + "size");
+    int lv = 0;
+    std::string s;
+    if (!(level >> lv) || !(size >> s)) continue;
+    if (lv != 2 || s.empty()) continue;
+    int64_t v = std::stoll(s);
+    const char unit = s.back();
+    if (unit == 'K') v *= 1024;
+    if (unit == 'M') v *= 1024 * 1024;
+    if (v > 0) return v;
+  }
+#ifdef _SC_LEVEL2_CACHE_SIZE
+  const long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  if (v > 0) return v;
+#endif
+  return 512 * 1024;  // a conservative guess
+}
 }  // namespace
 
 int num_threads() {
@@ -22,6 +45,18 @@ int num_threads() {
 #else
   return 1;
 #endif
+}
+
+int64_t l2_cache_bytes() {
+  static const int64_t bytes = [] {
+    try {
+      int64_t v = read_l2_bytes();
+      return std::min<int64_t>(std::max<int64_t>(v, 128 * 1024), 64 << 20);
+    } catch (...) {
+      return int64_t(512 * 1024);
+    }
+  }();
+  return bytes;
 }
 
 }  // namespace bnorm

@@ -1,35 +1,60 @@
-// Thread count and the one parallel-for every kernel uses.
+// Thread count, and the parallel region every kernel runs in.
 //
-// Work is always cut into tasks by the shape alone; threads only decide who
-// runs which task. That is what keeps results bitwise independent of the
+// Work is cut into pieces by the shape alone (plan.hpp); threads only decide
+// who computes which piece. That keeps results bitwise independent of the
 // thread count.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+
+#ifdef BNORM_HAVE_OPENMP
+#include <omp.h>
+#endif
 
 namespace bnorm {
 
 // Threads a call may use (>= 1).
 int num_threads();
 
-// Below this many elements a call runs on the calling thread: starting an
-// OpenMP team costs more than the work.
+// Per-core cache the blocked kernels aim to stay inside, in bytes.
+int64_t l2_cache_bytes();
+
+// Below this many elements a call runs on the calling thread: starting a
+// team costs more than the work.
 constexpr int64_t kParallelMinElements = int64_t(1) << 15;
 
+// Threads to use for a call touching `elements` values.
+inline int threads_for(int64_t elements) {
+  return elements < kParallelMinElements ? 1 : num_threads();
+}
+
+// Runs body(tid, nthreads) on a team of up to nt threads (one region, so
+// phases separated by barrier() cost no extra thread start-up).
 template <class F>
-void parallel_for(int64_t n_tasks, int64_t total_elements, const F& task) {
+void parallel(int nt, const F& body) {
 #ifdef BNORM_HAVE_OPENMP
-  int64_t nt = num_threads();
-  if (nt > n_tasks) nt = n_tasks;
-  if (nt > 1 && total_elements >= kParallelMinElements) {
-#pragma omp parallel for num_threads(static_cast<int>(nt)) schedule(static)
-    for (int64_t i = 0; i < n_tasks; ++i) task(i);
+  if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+    body(omp_get_thread_num(), omp_get_num_threads());
     return;
   }
-#else
-  (void)total_elements;
 #endif
-  for (int64_t i = 0; i < n_tasks; ++i) task(i);
+  body(0, 1);
+}
+
+// All threads of the current parallel() team wait here.
+inline void barrier() {
+#ifdef BNORM_HAVE_OPENMP
+#pragma omp barrier
+#endif
+}
+
+// The tid-th of nt contiguous, nearly equal parts of [0, n).
+inline void share(int64_t n, int tid, int nt, int64_t* begin, int64_t* end) {
+  const int64_t q = n / nt, r = n % nt;
+  *begin = tid * q + std::min<int64_t>(tid, r);
+  *end = *begin + q + (tid < r ? 1 : 0);
 }
 
 }  // namespace bnorm

@@ -23,6 +23,8 @@ cdef extern from "bnorm/bnorm.h" nogil:
     bnorm_status BNORM_ERROR_INVALID_ARGUMENT
     bnorm_status BNORM_ERROR_INTERNAL
 
+    const char *bnorm_kernel_isa()
+
     bnorm_dtype BNORM_FLOAT32
     bnorm_dtype BNORM_FLOAT64
 

@@ -88,6 +88,10 @@ def version_number():
     return bnorm_version_number()
 
 
+def kernel_isa():
+    return bnorm_kernel_isa().decode()
+
+
 def set_num_threads(int n):
     bnorm_set_num_threads(n)
 

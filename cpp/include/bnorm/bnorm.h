@@ -165,6 +165,13 @@ BNORM_API void bnorm_set_num_threads(int n);
 /* The number of threads calls will use. */
 BNORM_API int bnorm_get_num_threads(void);
 
+/* The instruction set the kernels run with, chosen once per process from
+ * what the CPU supports: "avx512", "avx2", "sse2" (x86-64), "baseline"
+ * (other CPUs) or "scalar". The environment variable BNORM_ISA, read once
+ * before the first call, can ask for any of these the CPU supports (the
+ * tests use it to hold every vector copy against the scalar one). */
+BNORM_API const char *bnorm_kernel_isa(void);
+
 /* ------------------------------------------------------------------------ */
 /* Flags                                                                    */
 /* ------------------------------------------------------------------------ */

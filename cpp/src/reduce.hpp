@@ -1,0 +1,161 @@
+// Contiguous reductions in double precision with a fixed lane structure.
+//
+// Value i of a run is added to accumulator lane i % kLanes, and the lanes
+// are combined in a fixed pairwise tree. Every instruction set computes
+// exactly these sums -- the vector copies with GCC/Clang vector types, the
+// scalar copy with plain loops -- so results are bitwise the same on every
+// CPU (FMA contraction is off for the kernels, see cpp/CMakeLists.txt).
+// kLanes independent chains also hide the latency of the adds.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "simd.hpp"
+
+namespace bnorm {
+namespace BNORM_ISA_NS {
+
+constexpr int kLanes = 16;
+
+struct Lanes {
+  double v[kLanes];
+  Lanes() {
+    for (int k = 0; k < kLanes; ++k) v[k] = 0;
+  }
+  // Fixed pairwise tree: ((v0+v1)+(v2+v3)) + ...
+  double total() const {
+    double t[kLanes];
+    for (int k = 0; k < kLanes; ++k) t[k] = v[k];
+    for (int w = kLanes / 2; w >= 1; w /= 2)
+      for (int k = 0; k < w; ++k) t[k] = t[2 * k] + t[2 * k + 1];
+    return t[0];
+  }
+};
+
+#if !defined(BNORM_ISA_SCALAR) && (defined(__GNUC__) || defined(__clang__))
+#define BNORM_VECTOR_TYPES 1
+// One hardware register of doubles; kLanes of them make kRegs registers,
+// kept as separate variables so the compiler holds them in registers.
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+#elif defined(__AVX__)
+constexpr int kVecBytes = 32;
+#else
+constexpr int kVecBytes = 16;
+#endif
+constexpr int kVecLanes = kVecBytes / 8;
+constexpr int kRegs = kLanes / kVecLanes;
+typedef double VecD __attribute__((vector_size(kVecBytes)));
+typedef float VecF __attribute__((vector_size(kVecBytes / 2)));
+
+inline VecD load_lanes(const double* p) {
+  VecD v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline VecD load_lanes(const float* p) {
+  VecF v;
+  std::memcpy(&v, p, sizeof v);
+  return __builtin_convertvector(v, VecD);
+}
+
+struct Regs {
+  VecD r[kRegs];
+  explicit Regs(const Lanes& a) {
+#pragma GCC unroll 16
+    for (int k = 0; k < kRegs; ++k) std::memcpy(&r[k], a.v + k * kVecLanes, kVecBytes);
+  }
+  void store(Lanes& a) const {
+#pragma GCC unroll 16
+    for (int k = 0; k < kRegs; ++k) std::memcpy(a.v + k * kVecLanes, &r[k], kVecBytes);
+  }
+};
+#endif
+
+// s += x[i]
+template <class T>
+inline void add_values(const T* x, int64_t n, Lanes& s) {
+  int64_t i = 0;
+#ifdef BNORM_VECTOR_TYPES
+  Regs vs(s);
+  for (; i + kLanes <= n; i += kLanes) {
+#pragma GCC unroll 16
+    for (int k = 0; k < kRegs; ++k) vs.r[k] += load_lanes(x + i + k * kVecLanes);
+  }
+  vs.store(s);
+#else
+  for (; i + kLanes <= n; i += kLanes)
+    for (int k = 0; k < kLanes; ++k) s.v[k] += static_cast<double>(x[i + k]);
+#endif
+  for (int k = 0; i + k < n; ++k) s.v[k] += static_cast<double>(x[i + k]);
+}
+
+// d = x[i] - shift;  s1 += d;  s2 += d * d
+template <class T>
+inline void add_deviations(const T* x, int64_t n, double shift, Lanes& s1,
+                           Lanes& s2) {
+  int64_t i = 0;
+#ifdef BNORM_VECTOR_TYPES
+  Regs v1(s1), v2(s2);
+  const VecD sh = VecD{} + shift;
+  for (; i + kLanes <= n; i += kLanes) {
+#pragma GCC unroll 16
+    for (int k = 0; k < kRegs; ++k) {
+      const VecD d = load_lanes(x + i + k * kVecLanes) - sh;
+      v1.r[k] += d;
+      v2.r[k] += d * d;
+    }
+  }
+  v1.store(s1);
+  v2.store(s2);
+#else
+  for (; i + kLanes <= n; i += kLanes)
+    for (int k = 0; k < kLanes; ++k) {
+      const double d = static_cast<double>(x[i + k]) - shift;
+      s1.v[k] += d;
+      s2.v[k] += d * d;
+    }
+#endif
+  for (int k = 0; i + k < n; ++k) {
+    const double d = static_cast<double>(x[i + k]) - shift;
+    s1.v[k] += d;
+    s2.v[k] += d * d;
+  }
+}
+
+// a += g[i];  b += g[i] * (x[i] - mean)
+template <class T>
+inline void add_gradients(const T* g, const T* x, int64_t n, double mean,
+                          Lanes& a, Lanes& b) {
+  int64_t i = 0;
+#ifdef BNORM_VECTOR_TYPES
+  Regs va(a), vb(b);
+  const VecD mu = VecD{} + mean;
+  for (; i + kLanes <= n; i += kLanes) {
+#pragma GCC unroll 16
+    for (int k = 0; k < kRegs; ++k) {
+      const VecD gi = load_lanes(g + i + k * kVecLanes);
+      va.r[k] += gi;
+      vb.r[k] += gi * (load_lanes(x + i + k * kVecLanes) - mu);
+    }
+  }
+  va.store(a);
+  vb.store(b);
+#else
+  for (; i + kLanes <= n; i += kLanes)
+    for (int k = 0; k < kLanes; ++k) {
+      const double gi = static_cast<double>(g[i + k]);
+      a.v[k] += gi;
+      b.v[k] += gi * (static_cast<double>(x[i + k]) - mean);
+    }
+#endif
+  for (int k = 0; i + k < n; ++k) {
+    const double gi = static_cast<double>(g[i + k]);
+    a.v[k] += gi;
+    b.v[k] += gi * (static_cast<double>(x[i + k]) - mean);
+  }
+}
+
+}  // namespace BNORM_ISA_NS
+}  // namespace bnorm

@@ -1,0 +1,90 @@
+"""Every instruction-set copy of the kernels against the scalar one.
+
+The kernels are compiled once per instruction set and chosen at run time;
+the environment variable BNORM_ISA selects one for a process. The copies
+use one fixed order of operations (reduce.hpp) and no FMA contraction, so
+their results must be bitwise identical to the scalar copy's.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ISAS = ["scalar", "sse2", "avx2", "avx512", "baseline"]
+
+SCRIPT = r"""
+import json, sys
+import numpy as np
+import bnorm
+from bnorm import _core
+rng = np.random.default_rng(7)
+out = {}
+cases = [((4, 3, 5, 7), 1), ((6, 5, 7, 3), -1), ((2, 3, 4500), 1), ((64, 2048, 1), 1),
+         ((8, 300), -1), ((16, 8, 33), 1), ((300, 17), -1), ((2, 4, 40, 40), 1)]
+for dt in (np.float32, np.float64):
+    for i, (shape, axis) in enumerate(cases):
+        x = (rng.standard_normal(shape) * 3 + 5).astype(dt)
+        g = rng.standard_normal(shape).astype(dt)
+        C = shape[axis]
+        w = rng.standard_normal(C).astype(dt)
+        b = rng.standard_normal(C).astype(dt)
+        rm, rv = np.zeros(C, dt), np.ones(C, dt)
+        y, sm, si = bnorm.batch_norm_train(x, w, b, axis=axis, running_mean=rm,
+                                           running_var=rv)
+        dx, dw, db = bnorm.batch_norm_backward(g, x, sm, si, w, axis=axis)
+        dxf, _, _ = bnorm.batch_norm_backward(g, x, sm, si, w, axis=axis, training=False)
+        yi = bnorm.batch_norm(x, rm, rv, w, b, axis=axis)
+        for name, a in zip("y sm si rm rv dx dw db dxf yi".split(),
+                           (y, sm, si, rm, rv, dx, dw, db, dxf, yi)):
+            out[f"{dt.__name__}/{i}/{name}"] = a.tobytes().hex()
+print(json.dumps({"isa": _core.kernel_isa(), "results": out}))
+"""
+
+
+def run_with(isa):
+    env = dict(os.environ, BNORM_ISA=isa)
+    r = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+@pytest.fixture(scope="module")
+def scalar():
+    res = run_with("scalar")
+    assert res["isa"] == "scalar"
+    return res["results"]
+
+
+@pytest.mark.parametrize("isa", [i for i in ISAS if i != "scalar"])
+def test_vector_copy_matches_scalar_bitwise(scalar, isa):
+    res = run_with(isa)
+    if res["isa"] != isa:
+        pytest.skip(f"{isa} is not supported here (got {res['isa']})")
+    bad = [k for k, v in scalar.items() if res["results"][k] != v]
+    assert not bad, f"{isa} differs from scalar in {bad[:10]}"
+
+
+def test_default_is_the_best_supported():
+    r = subprocess.run([sys.executable, "-c",
+                        "from bnorm import _core; print(_core.kernel_isa())"],
+                       capture_output=True, text=True,
+                       env={k: v for k, v in os.environ.items() if k != "BNORM_ISA"})
+    isa = r.stdout.strip()
+    assert isa in ISAS and isa != "scalar"
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    if " avx512f " in flags and " avx512bw " in flags and " avx512vl " in flags \
+            and " avx512dq " in flags:
+        assert isa == "avx512"
+
+
+def test_unknown_isa_request_falls_back():
+    res = subprocess.run([sys.executable, "-c",
+                          "from bnorm import _core; print(_core.kernel_isa())"],
+                         env=dict(os.environ, BNORM_ISA="nonsense"),
+                         capture_output=True, text=True)
+    assert res.stdout.strip() in ISAS
+
