@@ -19,11 +19,12 @@ struct Sums {
   double g = 0, gx = 0;
 };
 
+// Group g of the channels [c0, c0 + cw): out[j]. For the rows layout,
+// [c0, c0 + cw) is one lane; planar, up to kMaxPlanarBlock channels.
 template <class T>
 void group_sums(const Plan& p, const T* dy, const T* x, const T* mean,
-                int64_t lane, int64_t g, Sums* out) {
-  int64_t c0, cw, u0, u1;
-  p.lane_channels(lane, &c0, &cw);
+                int64_t c0, int64_t cw, int64_t g, Sums* out) {
+  int64_t u0, u1;
   p.group_range(g, &u0, &u1);
   const int64_t C = p.channels;
   if (p.rows) {
@@ -48,21 +49,30 @@ void group_sums(const Plan& p, const T* dy, const T* x, const T* mean,
     for (int64_t j = 0; j < cw; ++j) out[j] = {a[j], b[j]};
     return;
   }
-  const double mu = static_cast<double>(mean[c0]);
   const int64_t stride = C * p.inner;
-  double a = 0, b = 0;
+  for (int64_t j = 0; j < cw; ++j) out[j] = Sums();
   for (int64_t u = u0; u < u1; ++u) {
-    int64_t o0, o1, lo, hi;
+    int64_t o0, o1, lo, hi, n0 = 0, n1 = 0, nlo = 0, nhi = 0;
     p.planar_unit(u, &o0, &o1, &lo, &hi);
-    Lanes ua, ub;
+    if (u + 1 < u1) p.planar_unit(u + 1, &n0, &n1, &nlo, &nhi);
+    Lanes ua[kMaxPlanarBlock], ub[kMaxPlanarBlock];
     for (int64_t o = o0; o < o1; ++o) {
-      const int64_t off = o * stride + c0 * p.inner + lo;
-      add_gradients(dy + off, x + off, hi - lo, mu, ua, ub);
+      // prefetch the matching run of the next unit while this one streams
+      const int64_t on = n0 + (o - o0);
+      const bool pf = on < n1 && nhi - nlo >= hi - lo;
+      for (int64_t j = 0; j < cw; ++j) {
+        const int64_t off = o * stride + (c0 + j) * p.inner + lo;
+        const int64_t noff = on * stride + (c0 + j) * p.inner + nlo;
+        add_gradients(dy + off, x + off, hi - lo,
+                      static_cast<double>(mean[c0 + j]), ua[j], ub[j],
+                      pf ? dy + noff : nullptr, pf ? x + noff : nullptr);
+      }
     }
-    a += ua.total();
-    b += ub.total();
+    for (int64_t j = 0; j < cw; ++j) {
+      out[j].g += ua[j].total();
+      out[j].gx += ub[j].total();
+    }
   }
-  out[0] = {a, b};
 }
 
 }  // namespace
@@ -76,14 +86,16 @@ void backward(const Plan& p, const T* dy, const T* x, const T* mean,
   const double m = static_cast<double>(p.outer * p.inner);
   const bool need_sums = total > 0 && (dweight || dbias || (dx && !frozen));
   const int nt = threads_for(total);
-  const bool whole = need_sums && dx &&
-                     p.whole_lanes(nt, 2 * sizeof(T), l2_cache_bytes());
-  std::vector<Sums> part(need_sums && !whole ? static_cast<size_t>(p.groups * C) : 0);
+  const int64_t block = need_sums && dx
+                            ? p.whole_block(nt, 2 * sizeof(T), l2_cache_bytes())
+                            : 0;
+  std::vector<Sums> part(need_sums && block == 0 ? static_cast<size_t>(p.groups * C) : 0);
   std::vector<T> coef(static_cast<size_t>(4 * C));  // k, r, mean, q
   T* const arrays[4] = {coef.data(), coef.data() + C, coef.data() + 2 * C,
                         coef.data() + 3 * C};
-  const DxOp<T> dx_op{dy, x, dx};
-  const ScaleOp<T> scale_op{dy, dx};
+  const bool stream = stream_output(total * int64_t(sizeof(T)));
+  const DxOp<T> dx_op{dy, x, dx, stream};
+  const ScaleOp<T> scale_op{dy, dx, stream};
   const StoredCoefs<T, 4> fill4{arrays};
   const StoredCoefs<T, 1> fill1{arrays};
 
@@ -106,17 +118,16 @@ void backward(const Plan& p, const T* dy, const T* x, const T* mean,
       sweep<T>(p, dx_op, fill4, tid, n);
   };
 
-  if (whole) {
+  if (block > 0) {
     parallel(nt, [&](int tid, int n) {
-      int64_t l0, l1;
-      share(p.lanes, tid, n, &l0, &l1);
+      int64_t b0, b1;
+      share(ceil_div(C, block), tid, n, &b0, &b1);
       Sums tot[kChannelBlock], acc[kChannelBlock];
-      for (int64_t lane = l0; lane < l1; ++lane) {
-        int64_t c0, cw;
-        p.lane_channels(lane, &c0, &cw);
+      for (int64_t blk = b0; blk < b1; ++blk) {
+        const int64_t c0 = blk * block, cw = std::min(block, C - c0);
         for (int64_t j = 0; j < cw; ++j) tot[j] = Sums();
         for (int64_t g = 0; g < p.groups; ++g) {
-          group_sums(p, dy, x, mean, lane, g, acc);
+          group_sums(p, dy, x, mean, c0, cw, g, acc);
           for (int64_t j = 0; j < cw; ++j) {
             tot[j].g += acc[j].g;
             tot[j].gx += acc[j].gx;
@@ -124,9 +135,9 @@ void backward(const Plan& p, const T* dy, const T* x, const T* mean,
         }
         for (int64_t j = 0; j < cw; ++j) finish(c0 + j, tot[j]);
         if (frozen)
-          sweep_lane<T>(p, scale_op, fill1, lane);
+          sweep_channels<T>(p, scale_op, fill1, c0, cw);
         else
-          sweep_lane<T>(p, dx_op, fill4, lane);
+          sweep_channels<T>(p, dx_op, fill4, c0, cw);
       }
     });
     return;
@@ -141,7 +152,7 @@ void backward(const Plan& p, const T* dy, const T* x, const T* mean,
         const int64_t lane = t / p.groups, g = t % p.groups;
         int64_t c0, cw;
         p.lane_channels(lane, &c0, &cw);
-        group_sums(p, dy, x, mean, lane, g, acc);
+        group_sums(p, dy, x, mean, c0, cw, g, acc);
         for (int64_t j = 0; j < cw; ++j) part[g * C + c0 + j] = acc[j];
       }
       barrier();

@@ -5,6 +5,7 @@
 
 #include "plan.hpp"
 #include "simd.hpp"
+#include "stream.hpp"
 #include "threading.hpp"
 
 namespace bnorm {
@@ -14,6 +15,10 @@ namespace BNORM_ISA_NS {
 constexpr int64_t kCoefBytes = 16 * 1024;
 // Runs at least this long are visited one by one (coefficients per run).
 constexpr int64_t kLongRun = 256;
+// Streaming stores pay off on long contiguous runs only; measured here, they
+// slow down short runs and the rows (channels-last) loops, which therefore
+// always store normally.
+constexpr int64_t kStreamMinRun = 2048;
 
 // Normalization: y = ((x - mh) - ml) * s + b, per channel. mean = mh + ml is
 // split into a T value and its rounding error, which keeps x - mean accurate
@@ -23,11 +28,20 @@ struct AffineOp {
   static constexpr int K = 4;  // mh, ml, s, b
   const T* x;
   T* y;
+  bool stream;  // non-temporal stores for y (stream.hpp)
 
   void run(int64_t off, int64_t n, T* const* k, int64_t j) const {
     const T mh = k[0][j], ml = k[1][j], s = k[2][j], b = k[3][j];
     const T* xs = x + off;
     T* ys = y + off;
+#ifdef BNORM_HAVE_STREAM
+    if (stream && n * int64_t(sizeof(T)) >= kStreamMinRun) {
+      stream_out(ys, n,
+                 [&](int64_t i) { return ((sload(xs + i) - mh) - ml) * s + b; },
+                 [&](int64_t i) { return ((xs[i] - mh) - ml) * s + b; });
+      return;
+    }
+#endif
     BNORM_SIMD
     for (int64_t i = 0; i < n; ++i) ys[i] = ((xs[i] - mh) - ml) * s + b;
   }
@@ -47,12 +61,21 @@ struct DxOp {
   const T* dy;
   const T* x;
   T* dx;
+  bool stream;
 
   void run(int64_t off, int64_t n, T* const* c, int64_t j) const {
     const T k = c[0][j], r = c[1][j], m = c[2][j], q = c[3][j];
     const T* g = dy + off;
     const T* xs = x + off;
     T* d = dx + off;
+#ifdef BNORM_HAVE_STREAM
+    if (stream && n * int64_t(sizeof(T)) >= kStreamMinRun) {
+      stream_out(d, n,
+                 [&](int64_t i) { return (sload(g + i) * k - r) - (sload(xs + i) - m) * q; },
+                 [&](int64_t i) { return (g[i] * k - r) - (xs[i] - m) * q; });
+      return;
+    }
+#endif
     BNORM_SIMD
     for (int64_t i = 0; i < n; ++i) d[i] = (g[i] * k - r) - (xs[i] - m) * q;
   }
@@ -72,11 +95,19 @@ struct ScaleOp {
   static constexpr int K = 1;
   const T* dy;
   T* dx;
+  bool stream;
 
   void run(int64_t off, int64_t n, T* const* c, int64_t j) const {
     const T k = c[0][j];
     const T* g = dy + off;
     T* d = dx + off;
+#ifdef BNORM_HAVE_STREAM
+    if (stream && n * int64_t(sizeof(T)) >= kStreamMinRun) {
+      stream_out(d, n, [&](int64_t i) { return sload(g + i) * k; },
+                 [&](int64_t i) { return g[i] * k; });
+      return;
+    }
+#endif
     BNORM_SIMD
     for (int64_t i = 0; i < n; ++i) d[i] = g[i] * k;
   }
@@ -98,6 +129,17 @@ struct StoredCoefs {
       for (int64_t j = 0; j < cw; ++j) dst[i][j] = arrays[i][c0 + j];
   }
 };
+
+// Whether an output of `bytes` should bypass the caches: only when it is
+// too large for the last-level cache to hand it on to the next operation.
+inline bool stream_output(int64_t bytes) {
+#ifdef BNORM_HAVE_STREAM
+  return 2 * bytes >= l3_cache_bytes();
+#else
+  (void)bytes;
+  return false;
+#endif
+}
 
 // Thread tid's share of an elementwise pass over the whole tensor.
 // fill(c0, cw, dst) writes the K coefficient arrays of channels [c0, c0+cw).
@@ -135,24 +177,28 @@ void sweep(const Plan& p, const Op& op, const Fill& fill, int tid, int nt) {
           op.run((o * C + c0 + j) * p.inner, p.inner, k, j);
     }
   }
+  stream_fence();
 }
 
-// The elementwise pass over one lane only (its data is still in cache).
+// The elementwise pass over channels [c0, c0 + cw) only (their data is still
+// in cache). cw <= kChannelBlock.
 template <class T, class Op, class Fill>
-void sweep_lane(const Plan& p, const Op& op, const Fill& fill, int64_t lane) {
+void sweep_channels(const Plan& p, const Op& op, const Fill& fill, int64_t c0,
+                    int64_t cw) {
   constexpr int K = Op::K;
   T buf[K][kChannelBlock];
   T* k[K];
   for (int i = 0; i < K; ++i) k[i] = buf[i];
-  int64_t c0, cw;
-  p.lane_channels(lane, &c0, &cw);
   fill(c0, cw, k);
   const int64_t C = p.channels;
   if (p.rows) {
     for (int64_t r = 0; r < p.outer; ++r) op.row(r * C + c0, cw, k);
   } else {
-    for (int64_t o = 0; o < p.outer; ++o) op.run((o * C + c0) * p.inner, p.inner, k, 0);
+    for (int64_t o = 0; o < p.outer; ++o)
+      for (int64_t j = 0; j < cw; ++j)
+        op.run((o * C + c0 + j) * p.inner, p.inner, k, j);
   }
+  stream_fence();
 }
 
 }  // namespace BNORM_ISA_NS

@@ -34,7 +34,7 @@ void forward_inference(const Plan& p, const T* x, T* y, const T* mean,
                        double eps) {
   const int64_t total = p.outer * p.channels * p.inner;
   if (total == 0) return;
-  const AffineOp<T> op{x, y};
+  const AffineOp<T> op{x, y, stream_output(total * int64_t(sizeof(T)))};
   const InferenceCoefs<T> fill{mean, var, weight, bias, eps};
   parallel(threads_for(total),
            [&](int tid, int n) { sweep<T>(p, op, fill, tid, n); });

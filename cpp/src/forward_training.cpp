@@ -16,26 +16,40 @@ namespace bnorm {
 namespace BNORM_ISA_NS {
 namespace {
 
+// Unit u of the channels [c0, c0 + cw) (planar), merged into acc[0..cw).
+// While its data is in cache for the second pass, the matching runs of
+// unit `next` (if >= 0) are prefetched.
 template <class T>
-Moments planar_unit_moments(const Plan& p, const T* x, int64_t c, int64_t u) {
-  int64_t o0, o1, b, e;
+void planar_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
+                         int64_t u, int64_t next, Moments* acc) {
+  int64_t o0, o1, b, e, n0 = 0, n1 = 0, nb = 0, ne = 0;
   p.planar_unit(u, &o0, &o1, &b, &e);
+  if (next >= 0) p.planar_unit(next, &n0, &n1, &nb, &ne);
   const int64_t len = e - b;
   const double n = static_cast<double>((o1 - o0) * len);
-  const T* base = x + c * p.inner + b;
   const int64_t stride = p.channels * p.inner;
-  Lanes s;
-  for (int64_t o = o0; o < o1; ++o) add_values(base + o * stride, len, s);
-  const double shift = s.total() / n;
-  Lanes s1, s2;
+  const T* base = x + c0 * p.inner;
+  Lanes s[kMaxPlanarBlock], s1[kMaxPlanarBlock], s2[kMaxPlanarBlock];
+  double shift[kMaxPlanarBlock];
   for (int64_t o = o0; o < o1; ++o)
-    add_deviations(base + o * stride, len, shift, s1, s2);
-  const double t1 = s1.total();
-  Moments m;
-  m.n = n;
-  m.mean = shift + t1 / n;
-  m.m2 = s2.total() - t1 * t1 / n;
-  return m;
+    for (int64_t j = 0; j < cw; ++j)
+      add_values(base + o * stride + j * p.inner + b, len, s[j]);
+  for (int64_t j = 0; j < cw; ++j) shift[j] = s[j].total() / n;
+  for (int64_t o = o0; o < o1; ++o) {
+    const int64_t on = n0 + (o - o0);
+    const bool pf = next >= 0 && on < n1 && ne - nb >= len;
+    for (int64_t j = 0; j < cw; ++j)
+      add_deviations(base + o * stride + j * p.inner + b, len, shift[j], s1[j],
+                     s2[j], pf ? base + on * stride + j * p.inner + nb : nullptr);
+  }
+  for (int64_t j = 0; j < cw; ++j) {
+    const double t1 = s1[j].total();
+    Moments m;
+    m.n = n;
+    m.mean = shift[j] + t1 / n;
+    m.m2 = s2[j].total() - t1 * t1 / n;
+    merge_into(acc[j], m);
+  }
 }
 
 // Rows unit u of the channels [c0, c0 + cw), merged into acc[0..cw).
@@ -72,19 +86,19 @@ void rows_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
   }
 }
 
-// Group g of lane `lane`: out[j] for the lane's channels, from empty.
+// Group g of the channels [c0, c0 + cw): out[j], from empty. For the rows
+// layout, [c0, c0 + cw) is one lane; planar, up to kMaxPlanarBlock channels.
 template <class T>
-void group_moments(const Plan& p, const T* x, int64_t lane, int64_t g,
-                   Moments* out) {
-  int64_t c0, cw, u0, u1;
-  p.lane_channels(lane, &c0, &cw);
+void group_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
+                   int64_t g, Moments* out) {
+  int64_t u0, u1;
   p.group_range(g, &u0, &u1);
   for (int64_t j = 0; j < cw; ++j) out[j] = Moments();
   for (int64_t u = u0; u < u1; ++u) {
     if (p.rows)
       rows_unit_moments(p, x, c0, cw, u, out);
     else
-      merge_into(out[0], planar_unit_moments(p, x, c0, u));
+      planar_unit_moments(p, x, c0, cw, u, u + 1 < u1 ? u + 1 : -1, out);
   }
 }
 
@@ -98,13 +112,13 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
   const int64_t C = p.channels;
   const int64_t total = p.outer * C * p.inner;
   const int nt = threads_for(total);
-  const bool whole = p.whole_lanes(nt, sizeof(T), l2_cache_bytes());
-  std::vector<Moments> part(whole ? 0 : static_cast<size_t>(p.groups * C));
+  const int64_t block = p.whole_block(nt, sizeof(T), l2_cache_bytes());
+  std::vector<Moments> part(block > 0 ? 0 : static_cast<size_t>(p.groups * C));
   std::vector<T> coef(static_cast<size_t>(4 * C));  // mh, ml, scale, shift
   T* const arrays[4] = {coef.data(), coef.data() + C, coef.data() + 2 * C,
                         coef.data() + 3 * C};
   const StoredCoefs<T, 4> fill{arrays};
-  const AffineOp<T> op{x, y};
+  const AffineOp<T> op{x, y, stream_output(total * int64_t(sizeof(T)))};
   const double m = static_cast<double>(p.outer * p.inner);
   const double correction = unbiased ? m / (m - 1) : 1.0;
 
@@ -130,21 +144,20 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
     }
   };
 
-  if (whole) {
+  if (block > 0) {
     parallel(nt, [&](int tid, int n) {
-      int64_t l0, l1;
-      share(p.lanes, tid, n, &l0, &l1);
+      int64_t b0, b1;
+      share(ceil_div(C, block), tid, n, &b0, &b1);
       Moments tot[kChannelBlock], acc[kChannelBlock];
-      for (int64_t lane = l0; lane < l1; ++lane) {
-        int64_t c0, cw;
-        p.lane_channels(lane, &c0, &cw);
+      for (int64_t blk = b0; blk < b1; ++blk) {
+        const int64_t c0 = blk * block, cw = std::min(block, C - c0);
         for (int64_t j = 0; j < cw; ++j) tot[j] = Moments();
         for (int64_t g = 0; g < p.groups; ++g) {
-          group_moments(p, x, lane, g, acc);
+          group_moments(p, x, c0, cw, g, acc);
           for (int64_t j = 0; j < cw; ++j) merge_into(tot[j], acc[j]);
         }
         for (int64_t j = 0; j < cw; ++j) finish(c0 + j, tot[j]);
-        sweep_lane<T>(p, op, fill, lane);
+        sweep_channels<T>(p, op, fill, c0, cw);
       }
     });
     return;
@@ -158,7 +171,7 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
       const int64_t lane = t / p.groups, g = t % p.groups;
       int64_t c0, cw;
       p.lane_channels(lane, &c0, &cw);
-      group_moments(p, x, lane, g, acc);
+      group_moments(p, x, c0, cw, g, acc);
       for (int64_t j = 0; j < cw; ++j) part[g * C + c0 + j] = acc[j];
     }
     barrier();

@@ -25,6 +25,7 @@ constexpr int64_t kChannelBlock = 256;      // rows layout, channels per lane
 constexpr int64_t kTileBytes = 32 * 1024;   // rows layout, bytes per unit
 constexpr int64_t kTargetTasks = 64;        // reduction pieces to aim for
 constexpr int64_t kMinTaskElements = 16384; // smallest reduction piece
+constexpr int64_t kMaxPlanarBlock = 32;     // short channels taken at once
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -107,12 +108,26 @@ struct Plan {
     return outer * inner * block * elem_size;
   }
 
-  // Whether each thread should take whole lanes (reduce, then apply while
-  // the lane is still in its cache) rather than spread the groups of a lane
-  // over threads. Only the schedule changes, never the arithmetic.
-  bool whole_lanes(int nt, int64_t elem_size, int64_t cache_bytes) const {
-    if (lane_bytes(elem_size) > cache_bytes / 2) return false;
-    return nt == 1 || lanes % nt == 0 || lanes >= 8 * nt;
+  // Channels one thread takes at once so that it can reduce them and then
+  // apply the elementwise pass while their data is still in its cache; 0
+  // when the groups of a lane should rather be spread over threads. Only
+  // the schedule depends on this, never the arithmetic. Planar blocks group
+  // several short channels so that each outer index gives one contiguous
+  // span (friendly to the hardware prefetcher); rows blocks are the lanes.
+  int64_t whole_block(int nt, int64_t elem_size, int64_t cache_bytes) const {
+    const int64_t budget = cache_bytes / 2;
+    const int64_t lb = lane_bytes(elem_size);
+    if (lb > budget) return 0;
+    int64_t cb = rows ? block : std::min<int64_t>(kMaxPlanarBlock, budget / lb);
+    int64_t tasks = ceil_div(channels, cb);
+    if (nt > 1 && tasks % nt != 0 && tasks < 8 * nt) {
+      if (rows) return 0;
+      tasks = nt * ceil_div(tasks, nt);  // even out the threads' shares
+      cb = ceil_div(channels, tasks);
+      tasks = ceil_div(channels, cb);
+      if (tasks % nt != 0 && tasks < 8 * nt) return 0;
+    }
+    return cb;
   }
 };
 

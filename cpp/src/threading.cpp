@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <string>
@@ -13,7 +14,7 @@ namespace {
 // 0 means "the default": OpenMP's team size, read at call time.
 std::atomic<int> g_requested_threads{0};
 
-int64_t read_l2_bytes() {
+int64_t read_cache_bytes(int want_level, int64_t fallback) {
   // sysfs first (what the kernel reports for this CPU), then sysconf.
   for (int index = 0; index < 8; ++index) {
     const std::string dir =
@@ -22,18 +23,27 @@ int64_t read_l2_bytes() {
     int lv = 0;
     std::string s;
     if (!(level >> lv) || !(size >> s)) continue;
-    if (lv != 2 || s.empty()) continue;
+    if (lv != want_level || s.empty()) continue;
     int64_t v = std::stoll(s);
     const char unit = s.back();
     if (unit == 'K') v *= 1024;
     if (unit == 'M') v *= 1024 * 1024;
     if (v > 0) return v;
   }
-#ifdef _SC_LEVEL2_CACHE_SIZE
-  const long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#if defined(_SC_LEVEL2_CACHE_SIZE) && defined(_SC_LEVEL3_CACHE_SIZE)
+  const long v = sysconf(want_level == 2 ? _SC_LEVEL2_CACHE_SIZE
+                                          : _SC_LEVEL3_CACHE_SIZE);
   if (v > 0) return v;
 #endif
-  return 512 * 1024;  // a conservative guess
+  return fallback;
+}
+
+int64_t cache_bytes(int level, int64_t fallback, int64_t lo, int64_t hi) {
+  try {
+    return std::min(std::max(read_cache_bytes(level, fallback), lo), hi);
+  } catch (...) {
+    return fallback;
+  }
 }
 }  // namespace
 
@@ -48,14 +58,12 @@ int num_threads() {
 }
 
 int64_t l2_cache_bytes() {
-  static const int64_t bytes = [] {
-    try {
-      int64_t v = read_l2_bytes();
-      return std::min<int64_t>(std::max<int64_t>(v, 128 * 1024), 64 << 20);
-    } catch (...) {
-      return int64_t(512 * 1024);
-    }
-  }();
+  static const int64_t bytes = cache_bytes(2, 512 << 10, 128 << 10, 64 << 20);
+  return bytes;
+}
+
+int64_t l3_cache_bytes() {
+  static const int64_t bytes = cache_bytes(3, 8 << 20, 1 << 20, int64_t(1) << 30);
   return bytes;
 }
 

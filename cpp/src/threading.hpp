@@ -19,6 +19,8 @@ int num_threads();
 
 // Per-core cache the blocked kernels aim to stay inside, in bytes.
 int64_t l2_cache_bytes();
+// Shared last-level cache, in bytes.
+int64_t l3_cache_bytes();
 
 // Below this many elements a call runs on the calling thread: starting a
 // team costs more than the work.
