@@ -20,37 +20,37 @@ constexpr int64_t kLongRun = 256;
 // always store normally.
 constexpr int64_t kStreamMinRun = 2048;
 
-// Normalization: y = ((x - mh) - ml) * s + b, per channel. mean = mh + ml is
-// split into a T value and its rounding error, which keeps x - mean accurate
-// in float even for data far from zero (offset >> std).
+// Normalization: y = (x - m) * s + b, per channel. m is the mean rounded to
+// T; the rounding error e = mean - m is folded into b = beta - e * s (in
+// double), which keeps x - mean accurate in float even for data far from
+// zero (offset >> std) at the cost of three operations per value.
 template <class T>
 struct AffineOp {
-  static constexpr int K = 4;  // mh, ml, s, b
+  static constexpr int K = 3;  // m, s, b
   const T* x;
   T* y;
   bool stream;  // non-temporal stores for y (stream.hpp)
 
   void run(int64_t off, int64_t n, T* const* k, int64_t j) const {
-    const T mh = k[0][j], ml = k[1][j], s = k[2][j], b = k[3][j];
+    const T m = k[0][j], s = k[1][j], b = k[2][j];
     const T* xs = x + off;
     T* ys = y + off;
 #ifdef BNORM_HAVE_STREAM
     if (stream && n * int64_t(sizeof(T)) >= kStreamMinRun) {
-      stream_out(ys, n,
-                 [&](int64_t i) { return ((sload(xs + i) - mh) - ml) * s + b; },
-                 [&](int64_t i) { return ((xs[i] - mh) - ml) * s + b; });
+      stream_out(ys, n, [&](int64_t i) { return (sload(xs + i) - m) * s + b; },
+                 [&](int64_t i) { return (xs[i] - m) * s + b; });
       return;
     }
 #endif
     BNORM_SIMD
-    for (int64_t i = 0; i < n; ++i) ys[i] = ((xs[i] - mh) - ml) * s + b;
+    for (int64_t i = 0; i < n; ++i) ys[i] = (xs[i] - m) * s + b;
   }
   void row(int64_t off, int64_t cw, T* const* k) const {
     const T* xs = x + off;
     T* ys = y + off;
-    const T *mh = k[0], *ml = k[1], *s = k[2], *b = k[3];
+    const T *m = k[0], *s = k[1], *b = k[2];
     BNORM_SIMD
-    for (int64_t j = 0; j < cw; ++j) ys[j] = ((xs[j] - mh[j]) - ml[j]) * s[j] + b[j];
+    for (int64_t j = 0; j < cw; ++j) ys[j] = (xs[j] - m[j]) * s[j] + b[j];
   }
 };
 

@@ -19,9 +19,8 @@ struct InferenceCoefs {
       const int64_t c = c0 + j;
       const double gamma = weight ? static_cast<double>(weight[c]) : 1.0;
       k[0][j] = mean[c];
-      k[1][j] = T(0);
-      k[2][j] = static_cast<T>(gamma / std::sqrt(static_cast<double>(var[c]) + eps));
-      k[3][j] = bias ? bias[c] : T(0);
+      k[1][j] = static_cast<T>(gamma / std::sqrt(static_cast<double>(var[c]) + eps));
+      k[2][j] = bias ? bias[c] : T(0);
     }
   }
 };

@@ -1,9 +1,8 @@
 // Training forward: batch statistics, normalization, running statistics.
 //
 // Each unit (plan.hpp) is reduced to (count, mean, M2) in double precision
-// by two passes while it sits in L1 -- its sum, then the squares of the
-// deviations from its mean -- and units are merged with Chan's formula in
-// the plan's fixed order. When a whole lane fits in a core's cache, one
+// in one pass, as deviations from its first value (see from_shifted), and
+// units are merged with Chan's formula in the plan's fixed order. When a whole lane fits in a core's cache, one
 // thread reduces it and normalizes it at once, so x comes from memory once.
 #include <cmath>
 #include <vector>
@@ -16,9 +15,24 @@ namespace bnorm {
 namespace BNORM_ISA_NS {
 namespace {
 
-// Unit u of the channels [c0, c0 + cw) (planar), merged into acc[0..cw).
-// While its data is in cache for the second pass, the matching runs of
-// unit `next` (if >= 0) are prefetched.
+// (count, mean, M2) from sums of deviations from a shift K:
+// s1 = sum(x - K), s2 = sum((x - K)^2), M2 = s2 - s1^2 / n. Exact in exact
+// arithmetic for any K. With K one of the values themselves, (mean - K)^2 is
+// at most M2, so s2 <= (n + 1) M2: the subtraction loses at most log10(n + 1)
+// of double's 16 digits (under 4 for the units of plan.hpp), whatever the
+// data's offset -- unlike sum(x^2) - sum(x)^2 / n, which loses them all.
+inline Moments from_shifted(double n, double shift, double s1, double s2) {
+  Moments m;
+  m.n = n;
+  m.mean = shift + s1 / n;
+  m.m2 = s2 - s1 * s1 / n;
+  return m;
+}
+
+// Unit u of the channels [c0, c0 + cw) (planar), merged into acc[0..cw):
+// one pass of deviations from the unit's first value. While the unit
+// streams in, the next run is prefetched (or the first runs of unit `next`,
+// if >= 0).
 template <class T>
 void planar_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
                          int64_t u, int64_t next, Moments* acc) {
@@ -28,31 +42,26 @@ void planar_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
   const int64_t len = e - b;
   const double n = static_cast<double>((o1 - o0) * len);
   const int64_t stride = p.channels * p.inner;
-  const T* base = x + c0 * p.inner;
-  Lanes s[kMaxPlanarBlock], s1[kMaxPlanarBlock], s2[kMaxPlanarBlock];
+  const T* base = x + c0 * p.inner + b;
+  auto run = [&](int64_t o, int64_t j) { return base + o * stride + j * p.inner; };
+  auto ahead = [&](int64_t o, int64_t j) -> const T* {
+    if (o + 1 < o1) return run(o + 1, j);
+    if (next >= 0 && ne - nb >= len && n0 < n1)
+      return x + n0 * stride + (c0 + j) * p.inner + nb;
+    return nullptr;
+  };
+  Lanes s1[kMaxPlanarBlock], s2[kMaxPlanarBlock];
   double shift[kMaxPlanarBlock];
+  for (int64_t j = 0; j < cw; ++j) shift[j] = static_cast<double>(run(o0, j)[0]);
   for (int64_t o = o0; o < o1; ++o)
     for (int64_t j = 0; j < cw; ++j)
-      add_values(base + o * stride + j * p.inner + b, len, s[j]);
-  for (int64_t j = 0; j < cw; ++j) shift[j] = s[j].total() / n;
-  for (int64_t o = o0; o < o1; ++o) {
-    const int64_t on = n0 + (o - o0);
-    const bool pf = next >= 0 && on < n1 && ne - nb >= len;
-    for (int64_t j = 0; j < cw; ++j)
-      add_deviations(base + o * stride + j * p.inner + b, len, shift[j], s1[j],
-                     s2[j], pf ? base + on * stride + j * p.inner + nb : nullptr);
-  }
-  for (int64_t j = 0; j < cw; ++j) {
-    const double t1 = s1[j].total();
-    Moments m;
-    m.n = n;
-    m.mean = shift[j] + t1 / n;
-    m.m2 = s2[j].total() - t1 * t1 / n;
-    merge_into(acc[j], m);
-  }
+      add_deviations(run(o, j), len, shift[j], s1[j], s2[j], ahead(o, j));
+  for (int64_t j = 0; j < cw; ++j)
+    merge_into(acc[j], from_shifted(n, shift[j], s1[j].total(), s2[j].total()));
 }
 
-// Rows unit u of the channels [c0, c0 + cw), merged into acc[0..cw).
+// Rows unit u of the channels [c0, c0 + cw), merged into acc[0..cw): one
+// pass of deviations from the tile's first row.
 template <class T>
 void rows_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
                        int64_t u, Moments* acc) {
@@ -61,13 +70,11 @@ void rows_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
   const int64_t C = p.channels;
   const double n = static_cast<double>(r1 - r0);
   double shift[kChannelBlock], s1[kChannelBlock], s2[kChannelBlock];
-  for (int64_t j = 0; j < cw; ++j) shift[j] = s1[j] = s2[j] = 0;
-  for (int64_t r = r0; r < r1; ++r) {
-    const T* xr = x + r * C + c0;
-    BNORM_SIMD
-    for (int64_t j = 0; j < cw; ++j) shift[j] += static_cast<double>(xr[j]);
+  const T* first = x + r0 * C + c0;
+  for (int64_t j = 0; j < cw; ++j) {
+    shift[j] = static_cast<double>(first[j]);
+    s1[j] = s2[j] = 0;
   }
-  for (int64_t j = 0; j < cw; ++j) shift[j] /= n;
   for (int64_t r = r0; r < r1; ++r) {
     const T* xr = x + r * C + c0;
     BNORM_SIMD
@@ -77,13 +84,7 @@ void rows_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
       s2[j] += d * d;
     }
   }
-  for (int64_t j = 0; j < cw; ++j) {
-    Moments m;
-    m.n = n;
-    m.mean = shift[j] + s1[j] / n;
-    m.m2 = s2[j] - s1[j] * s1[j] / n;
-    merge_into(acc[j], m);
-  }
+  for (int64_t j = 0; j < cw; ++j) merge_into(acc[j], from_shifted(n, shift[j], s1[j], s2[j]));
 }
 
 // Group g of the channels [c0, c0 + cw): out[j], from empty. For the rows
@@ -114,10 +115,9 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
   const int nt = threads_for(total);
   const int64_t block = p.whole_block(nt, sizeof(T), l2_cache_bytes());
   std::vector<Moments> part(block > 0 ? 0 : static_cast<size_t>(p.groups * C));
-  std::vector<T> coef(static_cast<size_t>(4 * C));  // mh, ml, scale, shift
-  T* const arrays[4] = {coef.data(), coef.data() + C, coef.data() + 2 * C,
-                        coef.data() + 3 * C};
-  const StoredCoefs<T, 4> fill{arrays};
+  std::vector<T> coef(static_cast<size_t>(3 * C));  // mean, scale, shift
+  T* const arrays[3] = {coef.data(), coef.data() + C, coef.data() + 2 * C};
+  const StoredCoefs<T, 3> fill{arrays};
   const AffineOp<T> op{x, y, stream_output(total * int64_t(sizeof(T)))};
   const double m = static_cast<double>(p.outer * p.inner);
   const double correction = unbiased ? m / (m - 1) : 1.0;
@@ -129,11 +129,13 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
     if (var < 0) var = 0;  // rounding; NaN stays NaN
     const double invstd = 1.0 / std::sqrt(var + eps);
     const double gamma = weight ? static_cast<double>(weight[c]) : 1.0;
+    const double beta = bias ? static_cast<double>(bias[c]) : 0.0;
     const T mh = static_cast<T>(mean);
+    const T scale = static_cast<T>(gamma * invstd);
     arrays[0][c] = mh;
-    arrays[1][c] = static_cast<T>(mean - static_cast<double>(mh));
-    arrays[2][c] = static_cast<T>(gamma * invstd);
-    arrays[3][c] = bias ? bias[c] : T(0);
+    arrays[1][c] = scale;
+    arrays[2][c] = static_cast<T>(
+        beta - (mean - static_cast<double>(mh)) * static_cast<double>(scale));
     if (save_mean) save_mean[c] = static_cast<T>(mean);
     if (save_invstd) save_invstd[c] = static_cast<T>(invstd);
     if (running_mean) {

@@ -73,24 +73,6 @@ struct Regs {
 };
 #endif
 
-// s += x[i]
-template <class T>
-inline void add_values(const T* x, int64_t n, Lanes& s) {
-  int64_t i = 0;
-#ifdef BNORM_VECTOR_TYPES
-  Regs vs(s);
-  for (; i + kLanes <= n; i += kLanes) {
-#pragma GCC unroll 16
-    for (int k = 0; k < kRegs; ++k) vs.r[k] += load_lanes(x + i + k * kVecLanes);
-  }
-  vs.store(s);
-#else
-  for (; i + kLanes <= n; i += kLanes)
-    for (int k = 0; k < kLanes; ++k) s.v[k] += static_cast<double>(x[i + k]);
-#endif
-  for (int k = 0; i + k < n; ++k) s.v[k] += static_cast<double>(x[i + k]);
-}
-
 // Asks for the cache lines of p[i .. i + kLanes) ahead of use. Reading the
 // next unit while computing on this one overlaps memory with arithmetic, and
 // spares the hardware prefetcher a cold start on every short run.
