@@ -21,14 +21,18 @@ struct Sums {
 
 // Group g of the channels [c0, c0 + cw): out[j]. For the rows layout,
 // [c0, c0 + cw) is one lane; planar, up to kMaxPlanarBlock channels.
+// `scratch` holds 3 * cw doubles for the rows layout, where cw may be any
+// number of channels.
 template <class T>
 void group_sums(const Plan& p, const T* dy, const T* x, const T* mean,
-                int64_t c0, int64_t cw, int64_t g, Sums* out) {
+                int64_t c0, int64_t cw, int64_t g, Sums* out, double* scratch) {
   int64_t u0, u1;
   p.group_range(g, &u0, &u1);
   const int64_t C = p.channels;
   if (p.rows) {
-    double mu[kChannelBlock], a[kChannelBlock], b[kChannelBlock];
+    double* mu = scratch;
+    double* a = scratch + cw;
+    double* b = scratch + 2 * cw;
     for (int64_t j = 0; j < cw; ++j) {
       mu[j] = static_cast<double>(mean[c0 + j]);
       a[j] = b[j] = 0;
@@ -39,6 +43,10 @@ void group_sums(const Plan& p, const T* dy, const T* x, const T* mean,
     for (int64_t r = r0; r < r1; ++r) {
       const T* gr = dy + r * C + c0;
       const T* xr = x + r * C + c0;
+      if (r + kRowsAhead < p.outer) {
+        prefetch_span(gr + kRowsAhead * C, cw * int64_t(sizeof(T)));
+        prefetch_span(xr + kRowsAhead * C, cw * int64_t(sizeof(T)));
+      }
       BNORM_SIMD
       for (int64_t j = 0; j < cw; ++j) {
         const double gj = static_cast<double>(gr[j]);
@@ -126,8 +134,9 @@ void backward(const Plan& p, const T* dy, const T* x, const T* mean,
       for (int64_t blk = b0; blk < b1; ++blk) {
         const int64_t c0 = blk * block, cw = std::min(block, C - c0);
         for (int64_t j = 0; j < cw; ++j) tot[j] = Sums();
+        double scratch[3 * kChannelBlock];
         for (int64_t g = 0; g < p.groups; ++g) {
-          group_sums(p, dy, x, mean, c0, cw, g, acc);
+          group_sums(p, dy, x, mean, c0, cw, g, acc, scratch);
           for (int64_t j = 0; j < cw; ++j) {
             tot[j].g += acc[j].g;
             tot[j].gx += acc[j].gx;
@@ -143,8 +152,19 @@ void backward(const Plan& p, const T* dy, const T* x, const T* mean,
     return;
   }
 
+  // Rows layout: a task is a group of rows across all channels, read row
+  // after row (contiguous memory); the per-channel sums are the same.
+  std::vector<double> scratch(need_sums && block == 0 && p.rows
+                                  ? static_cast<size_t>(nt * 3 * C) : 0);
   parallel(nt, [&](int tid, int n) {
-    if (need_sums) {
+    if (need_sums && p.rows) {
+      int64_t g0, g1;
+      share(p.groups, tid, n, &g0, &g1);
+      for (int64_t g = g0; g < g1; ++g)
+        group_sums(p, dy, x, mean, 0, C, g, part.data() + g * C,
+                   scratch.data() + tid * 3 * C);
+      barrier();
+    } else if (need_sums) {
       int64_t t0, t1;
       share(p.lanes * p.groups, tid, n, &t0, &t1);
       Sums acc[kChannelBlock];
@@ -152,7 +172,7 @@ void backward(const Plan& p, const T* dy, const T* x, const T* mean,
         const int64_t lane = t / p.groups, g = t % p.groups;
         int64_t c0, cw;
         p.lane_channels(lane, &c0, &cw);
-        group_sums(p, dy, x, mean, c0, cw, g, acc);
+        group_sums(p, dy, x, mean, c0, cw, g, acc, nullptr);
         for (int64_t j = 0; j < cw; ++j) part[g * C + c0 + j] = acc[j];
       }
       barrier();

@@ -12,12 +12,16 @@ namespace bnorm {
 namespace BNORM_ISA_NS {
 
 // Bytes of per-channel coefficients a sweep keeps on the stack.
-constexpr int64_t kCoefBytes = 16 * 1024;
+constexpr int64_t kCoefBytes = 32 * 1024;
+// Rows of wide channels-last tensors are swept in tiles of at least this
+// size and this many rows (so that refilling the coefficients of each block
+// of channels per tile costs little).
+constexpr int64_t kSweepTileBytes = 256 * 1024;
+constexpr int64_t kSweepTileRows = 128;
 // Runs at least this long are visited one by one (coefficients per run).
 constexpr int64_t kLongRun = 256;
-// Streaming stores pay off on long contiguous runs only; measured here, they
-// slow down short runs and the rows (channels-last) loops, which therefore
-// always store normally.
+// Streaming stores pay off on long contiguous runs (or wide rows) only;
+// measured here, they slow down short ones, which therefore store normally.
 constexpr int64_t kStreamMinRun = 2048;
 
 // Normalization: y = (x - m) * s + b, per channel. m is the mean rounded to
@@ -49,6 +53,14 @@ struct AffineOp {
     const T* xs = x + off;
     T* ys = y + off;
     const T *m = k[0], *s = k[1], *b = k[2];
+#ifdef BNORM_HAVE_STREAM
+    if (stream && cw * int64_t(sizeof(T)) >= kStreamMinRun) {
+      stream_out(ys, cw,
+                 [&](int64_t j) { return (sload(xs + j) - sload(m + j)) * sload(s + j) + sload(b + j); },
+                 [&](int64_t j) { return (xs[j] - m[j]) * s[j] + b[j]; });
+      return;
+    }
+#endif
     BNORM_SIMD
     for (int64_t j = 0; j < cw; ++j) ys[j] = (xs[j] - m[j]) * s[j] + b[j];
   }
@@ -125,8 +137,12 @@ template <class T, int K>
 struct StoredCoefs {
   const T* const* arrays;
   void operator()(int64_t c0, int64_t cw, T* const* dst) const {
-    for (int i = 0; i < K; ++i)
-      for (int64_t j = 0; j < cw; ++j) dst[i][j] = arrays[i][c0 + j];
+    for (int i = 0; i < K; ++i) {
+      const T* src = arrays[i] + c0;
+      T* d = dst[i];
+      BNORM_SIMD
+      for (int64_t j = 0; j < cw; ++j) d[j] = src[j];
+    }
   }
 };
 
@@ -152,12 +168,21 @@ void sweep(const Plan& p, const Op& op, const Fill& fill, int tid, int nt) {
   for (int i = 0; i < K; ++i) k[i] = buf[i];
   const int64_t C = p.channels;
   if (p.rows) {
+    // Tiles of rows, so that wide rows are still read front to back while
+    // the coefficients of one block of channels are refilled per tile only.
     int64_t r0, r1;
     share(p.outer, tid, nt, &r0, &r1);
-    for (int64_t c0 = 0; c0 < C; c0 += B) {
-      const int64_t cw = std::min(B, C - c0);
-      fill(c0, cw, k);
-      for (int64_t r = r0; r < r1; ++r) op.row(r * C + c0, cw, k);
+    const int64_t tile =
+        C <= B ? r1 - r0
+               : std::max<int64_t>(kSweepTileRows,
+                                   kSweepTileBytes / (C * int64_t(sizeof(T))));
+    for (int64_t t0 = r0; t0 < r1; t0 += tile) {
+      const int64_t t1 = std::min(r1, t0 + tile);
+      for (int64_t c0 = 0; c0 < C; c0 += B) {
+        const int64_t cw = std::min(B, C - c0);
+        fill(c0, cw, k);
+        for (int64_t r = t0; r < t1; ++r) op.row(r * C + c0, cw, k);
+      }
     }
   } else if (p.inner >= kLongRun || p.outer < 2 * nt) {
     int64_t t0, t1;

@@ -14,14 +14,26 @@ template <class T>
 struct InferenceCoefs {
   const T *mean, *var, *weight, *bias;
   double eps;
+  // Vectorized (sqrt and division are correctly rounded in every
+  // instruction set, so every copy gets the same bits).
   void operator()(int64_t c0, int64_t cw, T* const* k) const {
-    for (int64_t j = 0; j < cw; ++j) {
-      const int64_t c = c0 + j;
-      const double gamma = weight ? static_cast<double>(weight[c]) : 1.0;
-      k[0][j] = mean[c];
-      k[1][j] = static_cast<T>(gamma / std::sqrt(static_cast<double>(var[c]) + eps));
-      k[2][j] = bias ? bias[c] : T(0);
+    T* m = k[0];
+    T* s = k[1];
+    T* b = k[2];
+    const T* vc = var + c0;
+    if (weight) {
+      const T* w = weight + c0;
+      BNORM_SIMD
+      for (int64_t j = 0; j < cw; ++j)
+        s[j] = static_cast<T>(static_cast<double>(w[j]) /
+                              std::sqrt(static_cast<double>(vc[j]) + eps));
+    } else {
+      BNORM_SIMD
+      for (int64_t j = 0; j < cw; ++j)
+        s[j] = static_cast<T>(1.0 / std::sqrt(static_cast<double>(vc[j]) + eps));
     }
+    for (int64_t j = 0; j < cw; ++j) m[j] = mean[c0 + j];
+    for (int64_t j = 0; j < cw; ++j) b[j] = bias ? bias[c0 + j] : T(0);
   }
 };
 

@@ -62,14 +62,17 @@ void planar_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
 
 // Rows unit u of the channels [c0, c0 + cw), merged into acc[0..cw): one
 // pass of deviations from the tile's first row.
+// `scratch` holds 3 * cw doubles; cw may be any number of channels.
 template <class T>
 void rows_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
-                       int64_t u, Moments* acc) {
+                       int64_t u, Moments* acc, double* scratch) {
   int64_t r0, r1;
   p.rows_unit(u, &r0, &r1);
   const int64_t C = p.channels;
   const double n = static_cast<double>(r1 - r0);
-  double shift[kChannelBlock], s1[kChannelBlock], s2[kChannelBlock];
+  double* shift = scratch;
+  double* s1 = scratch + cw;
+  double* s2 = scratch + 2 * cw;
   const T* first = x + r0 * C + c0;
   for (int64_t j = 0; j < cw; ++j) {
     shift[j] = static_cast<double>(first[j]);
@@ -77,6 +80,7 @@ void rows_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
   }
   for (int64_t r = r0; r < r1; ++r) {
     const T* xr = x + r * C + c0;
+    if (r + kRowsAhead < p.outer) prefetch_span(xr + kRowsAhead * C, cw * int64_t(sizeof(T)));
     BNORM_SIMD
     for (int64_t j = 0; j < cw; ++j) {
       const double d = static_cast<double>(xr[j]) - shift[j];
@@ -95,9 +99,10 @@ void group_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
   int64_t u0, u1;
   p.group_range(g, &u0, &u1);
   for (int64_t j = 0; j < cw; ++j) out[j] = Moments();
+  double scratch[3 * kChannelBlock];
   for (int64_t u = u0; u < u1; ++u) {
     if (p.rows)
-      rows_unit_moments(p, x, c0, cw, u, out);
+      rows_unit_moments(p, x, c0, cw, u, out, scratch);
     else
       planar_unit_moments(p, x, c0, cw, u, u + 1 < u1 ? u + 1 : -1, out);
   }
@@ -165,9 +170,24 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
     return;
   }
 
+  // Rows layout: a task is a group of rows across all channels, read row
+  // after row (contiguous memory); per channel, the same units in the same
+  // order as one lane at a time would take them.
+  std::vector<double> scratch(p.rows ? static_cast<size_t>(nt * 3 * C) : 0);
   parallel(nt, [&](int tid, int n) {
-    int64_t t0, t1;
-    share(p.lanes * p.groups, tid, n, &t0, &t1);
+    if (p.rows) {
+      int64_t g0, g1;
+      share(p.groups, tid, n, &g0, &g1);
+      for (int64_t g = g0; g < g1; ++g) {
+        int64_t u0, u1;
+        p.group_range(g, &u0, &u1);
+        Moments* acc = part.data() + g * C;
+        for (int64_t u = u0; u < u1; ++u)
+          rows_unit_moments(p, x, 0, C, u, acc, scratch.data() + tid * 3 * C);
+      }
+    }
+    int64_t t0 = 0, t1 = 0;
+    if (!p.rows) share(p.lanes * p.groups, tid, n, &t0, &t1);
     Moments acc[kChannelBlock];
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t lane = t / p.groups, g = t % p.groups;

@@ -89,6 +89,20 @@ inline void prefetch_lanes(const T* p, int64_t i) {
 #endif
 }
 
+// Asks for the cache lines of [p, p + bytes), e.g. a row some rows ahead.
+inline void prefetch_span(const void* p, int64_t bytes) {
+#if defined(__GNUC__) || defined(__clang__)
+  const char* c = static_cast<const char*>(p);
+  for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(c + b, 0, 3);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
+// Rows a rows loop prefetches ahead of itself.
+constexpr int64_t kRowsAhead = 4;
+
 // d = x[i] - shift;  s1 += d;  s2 += d * d.  Prefetches pf[0 .. n) if given.
 template <class T>
 inline void add_deviations(const T* x, int64_t n, double shift, Lanes& s1,
