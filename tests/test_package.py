@@ -76,6 +76,24 @@ def test_bench_quick_runs():
     assert "small call (2,3,4,5)" in r.stdout
 
 
+def test_bench_json_for_one_shape(tmp_path):
+    import json
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, "-m", "bnorm", "bench", "--shape", "4x8x6x6",
+                        "--threads", "2", "--repeat", "2", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["threads"] == 2
+    cases = doc["cases"]
+    assert {(c["op"], c["layout"]) for c in cases} == {
+        (op, lay) for op in ("inference", "train fwd", "backward")
+        for lay in ("NCHW", "NHWC")}
+    for c in cases:
+        assert c["bnorm_s"] > 0 and c["copy_s"] > 0
+        assert c["bitwise_1_vs_n_threads"] is True
+
+
 def test_info_command():
     r = subprocess.run([sys.executable, "-m", "bnorm", "info"], capture_output=True,
                        text=True)

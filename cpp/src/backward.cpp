@@ -155,14 +155,14 @@ void backward(const Plan& p, const T* dy, const T* x, const T* mean,
   // Rows layout: a task is a group of rows across all channels, read row
   // after row (contiguous memory); the per-channel sums are the same.
   std::vector<double> scratch(need_sums && block == 0 && p.rows
-                                  ? static_cast<size_t>(nt * 3 * C) : 0);
+                                  ? static_cast<size_t>(nt * scratch_stride(3 * C)) : 0);
   parallel(nt, [&](int tid, int n) {
     if (need_sums && p.rows) {
       int64_t g0, g1;
       share(p.groups, tid, n, &g0, &g1);
       for (int64_t g = g0; g < g1; ++g)
         group_sums(p, dy, x, mean, 0, C, g, part.data() + g * C,
-                   scratch.data() + tid * 3 * C);
+                   scratch.data() + tid * scratch_stride(3 * C));
       barrier();
     } else if (need_sums) {
       int64_t t0, t1;

@@ -173,7 +173,7 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
   // Rows layout: a task is a group of rows across all channels, read row
   // after row (contiguous memory); per channel, the same units in the same
   // order as one lane at a time would take them.
-  std::vector<double> scratch(p.rows ? static_cast<size_t>(nt * 3 * C) : 0);
+  std::vector<double> scratch(p.rows ? static_cast<size_t>(nt * scratch_stride(3 * C)) : 0);
   parallel(nt, [&](int tid, int n) {
     if (p.rows) {
       int64_t g0, g1;
@@ -183,7 +183,7 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
         p.group_range(g, &u0, &u1);
         Moments* acc = part.data() + g * C;
         for (int64_t u = u0; u < u1; ++u)
-          rows_unit_moments(p, x, 0, C, u, acc, scratch.data() + tid * 3 * C);
+          rows_unit_moments(p, x, 0, C, u, acc, scratch.data() + tid * scratch_stride(3 * C));
       }
     }
     int64_t t0 = 0, t1 = 0;

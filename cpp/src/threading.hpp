@@ -52,6 +52,11 @@ inline void barrier() {
 #endif
 }
 
+// Doubles between two threads' scratch areas of n doubles: whole cache
+// lines apart, so that no line is shared (false sharing costs a line
+// transfer per update).
+inline int64_t scratch_stride(int64_t n) { return (n + 7) / 8 * 8 + 8; }
+
 // The tid-th of nt contiguous, nearly equal parts of [0, n).
 inline void share(int64_t n, int tid, int nt, int64_t* begin, int64_t* end) {
   const int64_t q = n / nt, r = n % nt;

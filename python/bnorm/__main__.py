@@ -19,7 +19,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                        help="threads for bnorm and PyTorch (default: all)")
     bench.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     bench.add_argument("--repeat", type=int, default=None,
-                       help="timed calls per case (median reported)")
+                       help="timed calls per case (median reported; default 15)")
+    bench.add_argument("--shape", default=None,
+                       help="one shape instead of the suite, e.g. 32x64x56x56 "
+                            "(4-D shapes run as NCHW and NHWC)")
+    bench.add_argument("--layout", choices=["both", "nchw", "nhwc"], default="both",
+                       help="which layouts of 4-D shapes to run")
+    bench.add_argument("--json", dest="json_path", default=None, metavar="PATH",
+                       help="also write the results as JSON (- for stdout)")
+    bench.add_argument("--reference", action="store_true",
+                       help="also time the NumPy reference (always on with --quick)")
     sub.add_parser("accuracy", help="the worst errors against the reference, "
                                     "PyTorch and float64, measured")
     sub.add_parser("info", help="version, threads, and where the C library is")
@@ -27,8 +36,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if args.command == "bench":
         from ._bench import run
+        if args.threads is not None and args.threads < 1:
+            parser.error("--threads must be >= 1")
         return run(quick=args.quick, threads=args.threads, dtype=args.dtype,
-                   repeat=args.repeat)
+                   repeat=args.repeat, shape=args.shape, layout=args.layout,
+                   json_path=args.json_path, with_reference=args.reference)
     if args.command == "accuracy":
         from ._accuracy import run as run_accuracy
         return run_accuracy()

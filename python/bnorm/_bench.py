@@ -1,43 +1,39 @@
 """The benchmark behind ``python -m bnorm bench``.
 
-For each case it times, in one process and one run: a plain copy of the
-tensor (the memory-bandwidth floor), bnorm, the NumPy reference, and PyTorch
-when it is installed. It prints medians, bnorm's ratio to the floor (1.0 =
-as fast as a copy; see PERF.md) and its speedup over the others. It is a
-measurement, never a pass/fail test.
+Per case it times, in one process and one run: a plain copy of the tensor
+(``numpy.copyto`` into a preallocated array: the memory-bandwidth floor of
+PERF.md), bnorm, and PyTorch when it is installed (and, with ``--reference``
+or ``--quick``, the NumPy reference). It prints medians, bnorm's ratio to
+the floor (floor time / bnorm time; the floor is 1.5 copies for the
+backward, which reads two tensors), the speedup over the others, and
+whether bnorm's outputs are bitwise the same with 1 thread and with the
+run's thread count. It is a measurement, never a pass/fail test.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import statistics
+import sys
 import time
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 import bnorm
 from bnorm import reference
 
-# (shape, axis, label)
-QUICK_CASES: Sequence[Tuple[Tuple[int, ...], int, str]] = (
-    ((32, 64, 28, 28), 1, "NCHW"),
-    ((32, 28, 28, 64), -1, "NHWC"),
-    ((256, 1024), 1, "NC"),
-)
-FULL_CASES: Sequence[Tuple[Tuple[int, ...], int, str]] = (
-    ((32, 64, 56, 56), 1, "NCHW"),
-    ((32, 56, 56, 64), -1, "NHWC"),
-    ((32, 256, 14, 14), 1, "NCHW"),
-    ((32, 14, 14, 256), -1, "NHWC"),
-    ((8, 32, 112, 112), 1, "NCHW"),
-    ((8, 112, 112, 32), -1, "NHWC"),
-    ((64, 2048, 7, 7), 1, "NCHW"),
-    ((64, 7, 7, 2048), -1, "NHWC"),
-    ((256, 1024), 1, "NC"),
-)
+# PERF.md's suite: each 4-D shape channels-first (NCHW, axis=1) and
+# channels-last (NHWC, axis=-1), and one 2-D shape.
+SUITE_4D: Sequence[Tuple[int, int, int, int]] = (
+    (32, 64, 56, 56), (32, 128, 56, 56), (32, 256, 14, 14), (8, 32, 112, 112),
+    (64, 2048, 7, 7))
+SUITE_2D: Sequence[Tuple[int, int]] = ((256, 1024),)
+QUICK_4D: Sequence[Tuple[int, int, int, int]] = ((32, 64, 28, 28),)
 
-# floor multiple per op: backward reads two tensors and writes one (PERF.md)
 FLOOR = {"inference": 1.0, "train fwd": 1.0, "backward": 1.5}
+OPS = ("inference", "train fwd", "backward")
 
 
 def _median_time(fn: Callable[[], object], repeat: int) -> float:
@@ -67,90 +63,144 @@ def _fmt_time(t: Optional[float]) -> str:
     return f"{t * 1e3:.2f} ms"
 
 
-def run(quick: bool = False, threads: Optional[int] = None,
-        dtype: str = "float32", repeat: Optional[int] = None) -> int:
+def _cases(quick: bool, shape: Optional[str], layout: str):
+    """(label, shape in memory order, axis, NCHW shape for torch or None)."""
+    if shape:
+        dims = tuple(int(s) for s in shape.lower().split("x"))
+        if len(dims) < 2:
+            raise SystemExit("--shape needs at least two dimensions, e.g. 32x64x56x56")
+        four = [dims] if len(dims) == 4 else []
+        two = [dims] if len(dims) != 4 else []
+    else:
+        four = list(QUICK_4D if quick else SUITE_4D)
+        two = list(SUITE_2D)
+    out = []
+    for s in four:
+        if layout in ("both", "nchw"):
+            out.append(("NCHW", s, 1))
+        if layout in ("both", "nhwc"):
+            out.append(("NHWC", (s[0], s[2], s[3], s[1]), -1))
+    for s in two:
+        out.append(("NC" if len(s) == 2 else "C@1", s, 1))
+    return out
+
+
+def _bnorm_outputs(x, dy, w, b, rm, rv, sm, si, axis) -> List[bytes]:
+    rm_, rv_ = rm.copy(), rv.copy()
+    y, m, s = bnorm.batch_norm_train(x, w, b, axis=axis, running_mean=rm_,
+                                     running_var=rv_)
+    yi = bnorm.batch_norm(x, rm, rv, w, b, axis=axis)
+    dx, dw, db = bnorm.batch_norm_backward(dy, x, sm, si, w, axis=axis)
+    return [a.tobytes() for a in (y, m, s, rm_, rv_, yi, dx, dw, db)]
+
+
+def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float32",
+        repeat: Optional[int] = None, shape: Optional[str] = None,
+        layout: str = "both", json_path: Optional[str] = None,
+        with_reference: bool = False) -> int:
     torch = _torch()
     if threads is not None:
         bnorm.set_num_threads(threads)
-        if torch is not None:
-            torch.set_num_threads(threads)
+    nthreads = bnorm.get_num_threads()
+    if torch is not None:
+        torch.set_num_threads(nthreads)
     repeat = repeat or (7 if quick else 15)
-    cases = QUICK_CASES if quick else FULL_CASES
+    with_reference = with_reference or quick
     dt = np.dtype(dtype)
     rng = np.random.default_rng(0)
+    from bnorm import _core
 
-    print(f"bnorm {bnorm.__version__}, {bnorm.get_num_threads()} thread(s), {dt}, "
-          f"median of {repeat} calls"
+    print(f"bnorm {bnorm.__version__} ({_core.kernel_isa()}), {nthreads} thread(s), "
+          f"{dt}, median of {repeat} calls"
           + (f"; torch {torch.__version__}" if torch is not None else
              "; PyTorch not installed"))
-    header = (f"{'op':<10} {'shape':<20} {'layout':<6} {'bnorm':>10} "
-              f"{'floor':>6} {'reference':>10} {'x ref':>7} {'torch':>10} {'x torch':>8}")
+    header = (f"{'op':<10} {'shape':<16} {'layout':<6} {'bnorm':>9} {'floor':>6} "
+              + (f"{'reference':>10} {'x ref':>7} " if with_reference else "")
+              + f"{'torch':>9} {'x torch':>8} {'torch floor':>11} {'1t=Nt':>6}")
     print(header)
     print("-" * len(header))
-    rows: List[str] = []
-    for shape, axis, layout in cases:
-        x = rng.standard_normal(shape).astype(dt)
-        dy = rng.standard_normal(shape).astype(dt)
-        C = shape[axis]
+    results: List[Dict[str, Any]] = []
+    for label, shp, axis in _cases(quick, shape, layout):
+        x = rng.standard_normal(shp).astype(dt)
+        dy = rng.standard_normal(shp).astype(dt)
+        C = shp[axis]
         w = rng.uniform(0.5, 1.5, C).astype(dt)
         b = rng.standard_normal(C).astype(dt)
-        rm = np.zeros(C, dt)
-        rv = np.ones(C, dt)
+        rm = (0.1 * rng.standard_normal(C)).astype(dt)
+        rv = rng.uniform(0.5, 1.5, C).astype(dt)
         y = np.empty_like(x)
         dx = np.empty_like(x)
         _, sm, si = bnorm.batch_norm_train(x, w, b, axis=axis)
-        t_copy = _median_time(lambda: np.copyto(y, x), repeat)
 
+        # bitwise: 1 thread against this run's thread count
+        bnorm.set_num_threads(1)
+        one = _bnorm_outputs(x, dy, w, b, rm, rv, sm, si, axis)
+        bnorm.set_num_threads(nthreads)
+        many = _bnorm_outputs(x, dy, w, b, rm, rv, sm, si, axis)
+        bitwise = one == many
+
+        t_copy = _median_time(lambda: np.copyto(y, x), repeat)
+        trm, trv = rm.copy(), rv.copy()
         ops = {
-            "inference": (
-                lambda: bnorm.batch_norm(x, rm, rv, w, b, axis=axis, out=y),
-                lambda: reference.batch_norm(x, rm, rv, w, b, axis=axis)),
-            "train fwd": (
-                lambda: bnorm.batch_norm_train(x, w, b, axis=axis, running_mean=rm,
-                                               running_var=rv, out=y),
-                lambda: reference.batch_norm_train(x, w, b, axis=axis,
-                                                   running_mean=rm.copy(),
-                                                   running_var=rv.copy())),
-            "backward": (
-                lambda: bnorm.batch_norm_backward(dy, x, sm, si, w, axis=axis, out=dx),
-                lambda: reference.batch_norm_backward(dy, x, sm, si, w, axis=axis)),
+            "inference": lambda: bnorm.batch_norm(x, rm, rv, w, b, axis=axis, out=y),
+            "train fwd": lambda: bnorm.batch_norm_train(
+                x, w, b, axis=axis, running_mean=trm, running_var=trv, out=y),
+            "backward": lambda: bnorm.batch_norm_backward(dy, x, sm, si, w, axis=axis,
+                                                          out=dx),
         }
-        torch_ops = {}
-        if torch is not None:
+        refs = {
+            "inference": lambda: reference.batch_norm(x, rm, rv, w, b, axis=axis),
+            "train fwd": lambda: reference.batch_norm_train(
+                x, w, b, axis=axis, running_mean=rm.copy(), running_var=rv.copy()),
+            "backward": lambda: reference.batch_norm_backward(dy, x, sm, si, w, axis=axis),
+        }
+        torch_ops: Dict[str, Callable[[], object]] = {}
+        if torch is not None and len(shp) in (2, 4):
             tx = torch.from_numpy(x)
             tdy = torch.from_numpy(dy)
-            if layout == "NHWC":  # the same memory, as a channels_last tensor
+            if label == "NHWC":  # the same memory, as a channels_last tensor
                 tx = tx.permute(0, 3, 1, 2)
                 tdy = tdy.permute(0, 3, 1, 2)
             tw, tb = torch.from_numpy(w), torch.from_numpy(b)
-            trm, trv = torch.from_numpy(rm.copy()), torch.from_numpy(rv.copy())
+            t_rm, t_rv = torch.from_numpy(rm.copy()), torch.from_numpy(rv.copy())
             tsm, tsi = torch.from_numpy(sm), torch.from_numpy(si)
 
             def t_inf():
                 with torch.no_grad():
-                    torch.nn.functional.batch_norm(tx, trm, trv, tw, tb, False)
+                    torch.nn.functional.batch_norm(tx, t_rm, t_rv, tw, tb, False)
 
             def t_train():
                 with torch.no_grad():
-                    torch.native_batch_norm(tx, tw, tb, trm, trv, True, 0.1, 1e-5)
+                    torch.native_batch_norm(tx, tw, tb, t_rm, t_rv, True, 0.1, 1e-5)
 
             def t_bwd():
                 torch.ops.aten.native_batch_norm_backward(
-                    tdy, tx, tw, trm, trv, tsm, tsi, True, 1e-5, [True, True, True])
+                    tdy, tx, tw, t_rm, t_rv, tsm, tsi, True, 1e-5, [True, True, True])
 
             torch_ops = {"inference": t_inf, "train fwd": t_train, "backward": t_bwd}
 
-        for op, (f_bnorm, f_ref) in ops.items():
-            t_b = _median_time(f_bnorm, repeat)
-            t_r = _median_time(f_ref, max(3, repeat // 3))
+        for op in OPS:
+            t_b = _median_time(ops[op], repeat)
+            t_r = _median_time(refs[op], max(3, repeat // 3)) if with_reference else None
             t_t = _median_time(torch_ops[op], repeat) if op in torch_ops else None
             floor = FLOOR[op] * t_copy / t_b
-            line = (f"{op:<10} {'x'.join(map(str, shape)):<20} {layout:<6} "
-                    f"{_fmt_time(t_b):>10} {floor:>6.2f} {_fmt_time(t_r):>10} "
-                    f"{t_r / t_b:>6.1f}x {_fmt_time(t_t):>10} "
-                    + (f"{t_t / t_b:>7.2f}x" if t_t is not None else f"{'-':>8}"))
+            torch_floor = FLOOR[op] * t_copy / t_t if t_t else None
+            row = {
+                "op": op, "shape": list(shp), "layout": label, "axis": axis,
+                "dtype": dt.name, "threads": nthreads, "bnorm_s": t_b, "copy_s": t_copy,
+                "floor_ratio": floor, "reference_s": t_r, "torch_s": t_t,
+                "speedup_vs_torch": (t_t / t_b) if t_t else None,
+                "torch_floor_ratio": torch_floor, "bitwise_1_vs_n_threads": bitwise,
+            }
+            results.append(row)
+            line = (f"{op:<10} {'x'.join(map(str, shp)):<16} {label:<6} "
+                    f"{_fmt_time(t_b):>9} {floor:>6.2f} "
+                    + (f"{_fmt_time(t_r):>10} {t_r / t_b:>6.1f}x " if t_r else "")
+                    + f"{_fmt_time(t_t):>9} "
+                    + (f"{t_t / t_b:>7.2f}x" if t_t else f"{'-':>8}")
+                    + (f" {torch_floor:>11.2f}" if torch_floor else f" {'-':>11}")
+                    + f" {'yes' if bitwise else 'NO':>6}")
             print(line, flush=True)
-            rows.append(line)
 
     # the cost of the Python call itself
     xs = rng.standard_normal((2, 3, 4, 5)).astype(dt)
@@ -159,6 +209,34 @@ def run(quick: bool = False, threads: Optional[int] = None,
     t_tr = _median_time(lambda: bnorm.batch_norm_train(xs), max(repeat, 200))
     print(f"\nsmall call (2,3,4,5): inference {t_inf * 1e6:.1f} us, "
           f"training {t_tr * 1e6:.1f} us")
+    summary: Dict[str, Any] = {"latency_inference_s": t_inf, "latency_training_s": t_tr}
+    for op in OPS:
+        ratios = [r["floor_ratio"] for r in results if r["op"] == op]
+        if ratios:
+            summary[f"min_floor_ratio_{op.replace(' ', '_')}"] = min(ratios)
+    speedups = [r["speedup_vs_torch"] for r in results
+                if r["op"] in ("train fwd", "backward") and r["speedup_vs_torch"]]
+    if speedups:
+        geo = math.exp(sum(math.log(s) for s in speedups) / len(speedups))
+        summary["geomean_speedup_vs_torch_train_and_backward"] = geo
+        print(f"geometric-mean speedup over PyTorch, training forward and backward: "
+              f"{geo:.2f}x; slowest case {min(speedups):.2f}x")
+    print("lowest floor ratio: " + ", ".join(
+        f"{op} {summary[f'min_floor_ratio_' + op.replace(' ', '_')]:.2f}"
+        for op in OPS if f"min_floor_ratio_{op.replace(' ', '_')}" in summary))
     print("floor = time of a copy of the tensor (x 1.5 for backward) / time; "
-          "1.0 = as fast as a copy")
-    return 0
+          "1.0 = as fast as a copy; 1t=Nt: outputs bitwise equal for 1 and "
+          f"{nthreads} threads")
+    if json_path:
+        doc = {"bnorm": bnorm.__version__, "isa": _core.kernel_isa(),
+               "threads": nthreads, "dtype": dt.name, "repeat": repeat,
+               "torch": getattr(torch, "__version__", None), "cases": results,
+               "summary": summary}
+        if json_path == "-":
+            json.dump(doc, sys.stdout, indent=1)
+            print()
+        else:
+            with open(json_path, "w") as f:
+                json.dump(doc, f, indent=1)
+            print(f"wrote {json_path}")
+    return 0 if all(r["bitwise_1_vs_n_threads"] for r in results) else 1
