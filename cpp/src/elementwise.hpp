@@ -64,6 +64,22 @@ struct AffineOp {
     BNORM_SIMD
     for (int64_t j = 0; j < cw; ++j) ys[j] = (xs[j] - m[j]) * s[j] + b[j];
   }
+  // Four rows of stride ld at once, loading the coefficients once.
+  bool row4(int64_t off, int64_t ld, int64_t cw, T* const* k) const {
+    if (stream && cw * int64_t(sizeof(T)) >= kStreamMinRun) return false;
+    const T* xs = x + off;
+    T* ys = y + off;
+    const T *m = k[0], *s = k[1], *b = k[2];
+    BNORM_SIMD
+    for (int64_t j = 0; j < cw; ++j) {
+      const T mj = m[j], sj = s[j], bj = b[j];
+      ys[j] = (xs[j] - mj) * sj + bj;
+      ys[j + ld] = (xs[j + ld] - mj) * sj + bj;
+      ys[j + 2 * ld] = (xs[j + 2 * ld] - mj) * sj + bj;
+      ys[j + 3 * ld] = (xs[j + 3 * ld] - mj) * sj + bj;
+    }
+    return true;
+  }
 };
 
 // Backward, training statistics: dx = (g * k - r) - (x - mean) * q.
@@ -99,6 +115,22 @@ struct DxOp {
     BNORM_SIMD
     for (int64_t j = 0; j < cw; ++j) d[j] = (g[j] * k[j] - r[j]) - (xs[j] - m[j]) * q[j];
   }
+  bool row4(int64_t off, int64_t ld, int64_t cw, T* const* c) const {
+    if (stream && cw * int64_t(sizeof(T)) >= kStreamMinRun) return false;
+    const T* g = dy + off;
+    const T* xs = x + off;
+    T* d = dx + off;
+    const T *k = c[0], *r = c[1], *m = c[2], *q = c[3];
+    BNORM_SIMD
+    for (int64_t j = 0; j < cw; ++j) {
+      const T kj = k[j], rj = r[j], mj = m[j], qj = q[j];
+      d[j] = (g[j] * kj - rj) - (xs[j] - mj) * qj;
+      d[j + ld] = (g[j + ld] * kj - rj) - (xs[j + ld] - mj) * qj;
+      d[j + 2 * ld] = (g[j + 2 * ld] * kj - rj) - (xs[j + 2 * ld] - mj) * qj;
+      d[j + 3 * ld] = (g[j + 3 * ld] * kj - rj) - (xs[j + 3 * ld] - mj) * qj;
+    }
+    return true;
+  }
 };
 
 // Backward, frozen statistics: dx = g * k.
@@ -130,6 +162,21 @@ struct ScaleOp {
     BNORM_SIMD
     for (int64_t j = 0; j < cw; ++j) d[j] = g[j] * k[j];
   }
+  bool row4(int64_t off, int64_t ld, int64_t cw, T* const* c) const {
+    if (stream && cw * int64_t(sizeof(T)) >= kStreamMinRun) return false;
+    const T* g = dy + off;
+    T* d = dx + off;
+    const T* k = c[0];
+    BNORM_SIMD
+    for (int64_t j = 0; j < cw; ++j) {
+      const T kj = k[j];
+      d[j] = g[j] * kj;
+      d[j + ld] = g[j + ld] * kj;
+      d[j + 2 * ld] = g[j + 2 * ld] * kj;
+      d[j + 3 * ld] = g[j + 3 * ld] * kj;
+    }
+    return true;
+  }
 };
 
 // Coefficients read from K precomputed arrays of `channels` values.
@@ -157,6 +204,16 @@ inline bool stream_output(int64_t bytes) {
 #endif
 }
 
+// Rows [r0, r1) of channels [c0, c0 + cw), four at a time where possible.
+template <class Op, class T>
+inline void op_rows(const Op& op, int64_t r0, int64_t r1, int64_t C, int64_t c0,
+                    int64_t cw, T* const* k) {
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4)
+    if (!op.row4(r * C + c0, C, cw, k)) break;
+  for (; r < r1; ++r) op.row(r * C + c0, cw, k);
+}
+
 // Thread tid's share of an elementwise pass over the whole tensor.
 // fill(c0, cw, dst) writes the K coefficient arrays of channels [c0, c0+cw).
 template <class T, class Op, class Fill>
@@ -181,7 +238,7 @@ void sweep(const Plan& p, const Op& op, const Fill& fill, int tid, int nt) {
       for (int64_t c0 = 0; c0 < C; c0 += B) {
         const int64_t cw = std::min(B, C - c0);
         fill(c0, cw, k);
-        for (int64_t r = t0; r < t1; ++r) op.row(r * C + c0, cw, k);
+        op_rows(op, t0, t1, C, c0, cw, k);
       }
     }
   } else if (p.inner >= kLongRun || p.outer < 2 * nt) {
@@ -217,7 +274,7 @@ void sweep_channels(const Plan& p, const Op& op, const Fill& fill, int64_t c0,
   fill(c0, cw, k);
   const int64_t C = p.channels;
   if (p.rows) {
-    for (int64_t r = 0; r < p.outer; ++r) op.row(r * C + c0, cw, k);
+    op_rows(op, 0, p.outer, C, c0, cw, k);
   } else {
     for (int64_t o = 0; o < p.outer; ++o)
       for (int64_t j = 0; j < cw; ++j)

@@ -78,9 +78,26 @@ void rows_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
     shift[j] = static_cast<double>(first[j]);
     s1[j] = s2[j] = 0;
   }
-  for (int64_t r = r0; r < r1; ++r) {
+  // Four rows per sweep over the accumulators (added in row order, so the
+  // sums are those of one row at a time) to spare loads and stores.
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const T* x0 = x + r * C + c0;
+    if (r + 4 + kRowsAhead < p.outer)
+      prefetch_span(x0 + (4 + kRowsAhead) * C, cw * int64_t(sizeof(T)));
+    BNORM_SIMD
+    for (int64_t j = 0; j < cw; ++j) {
+      const double sh = shift[j];
+      const double d0 = static_cast<double>(x0[j]) - sh;
+      const double d1 = static_cast<double>(x0[j + C]) - sh;
+      const double d2 = static_cast<double>(x0[j + 2 * C]) - sh;
+      const double d3 = static_cast<double>(x0[j + 3 * C]) - sh;
+      s1[j] = s1[j] + d0 + d1 + d2 + d3;
+      s2[j] = s2[j] + d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3;
+    }
+  }
+  for (; r < r1; ++r) {
     const T* xr = x + r * C + c0;
-    if (r + kRowsAhead < p.outer) prefetch_span(xr + kRowsAhead * C, cw * int64_t(sizeof(T)));
     BNORM_SIMD
     for (int64_t j = 0; j < cw; ++j) {
       const double d = static_cast<double>(xr[j]) - shift[j];
