@@ -22,7 +22,7 @@ constexpr int64_t kSweepTileRows = 128;
 constexpr int64_t kLongRun = 256;
 // Streaming stores pay off on long contiguous runs (or wide rows) only;
 // measured here, they slow down short ones, which therefore store normally.
-constexpr int64_t kStreamMinRun = 2048;
+constexpr int64_t kStreamMinRun = 256;
 
 // Normalization: y = (x - m) * s + b, per channel. m is the mean rounded to
 // T; the rounding error e = mean - m is folded into b = beta - e * s (in
@@ -72,11 +72,15 @@ struct AffineOp {
     const T *m = k[0], *s = k[1], *b = k[2];
     BNORM_SIMD
     for (int64_t j = 0; j < cw; ++j) {
+      // All loads before any store: when ld spans a multiple of 4 KiB and y
+      // sits at x's offset within a page, a load after a store to the same
+      // page offset waits for it (4K aliasing).
+      const T x0 = xs[j], x1 = xs[j + ld], x2 = xs[j + 2 * ld], x3 = xs[j + 3 * ld];
       const T mj = m[j], sj = s[j], bj = b[j];
-      ys[j] = (xs[j] - mj) * sj + bj;
-      ys[j + ld] = (xs[j + ld] - mj) * sj + bj;
-      ys[j + 2 * ld] = (xs[j + 2 * ld] - mj) * sj + bj;
-      ys[j + 3 * ld] = (xs[j + 3 * ld] - mj) * sj + bj;
+      ys[j] = (x0 - mj) * sj + bj;
+      ys[j + ld] = (x1 - mj) * sj + bj;
+      ys[j + 2 * ld] = (x2 - mj) * sj + bj;
+      ys[j + 3 * ld] = (x3 - mj) * sj + bj;
     }
     return true;
   }
@@ -122,12 +126,14 @@ struct DxOp {
     T* d = dx + off;
     const T *k = c[0], *r = c[1], *m = c[2], *q = c[3];
     BNORM_SIMD
-    for (int64_t j = 0; j < cw; ++j) {
+    for (int64_t j = 0; j < cw; ++j) {  // loads first (see AffineOp::row4)
+      const T g0 = g[j], g1 = g[j + ld], g2 = g[j + 2 * ld], g3 = g[j + 3 * ld];
+      const T x0 = xs[j], x1 = xs[j + ld], x2 = xs[j + 2 * ld], x3 = xs[j + 3 * ld];
       const T kj = k[j], rj = r[j], mj = m[j], qj = q[j];
-      d[j] = (g[j] * kj - rj) - (xs[j] - mj) * qj;
-      d[j + ld] = (g[j + ld] * kj - rj) - (xs[j + ld] - mj) * qj;
-      d[j + 2 * ld] = (g[j + 2 * ld] * kj - rj) - (xs[j + 2 * ld] - mj) * qj;
-      d[j + 3 * ld] = (g[j + 3 * ld] * kj - rj) - (xs[j + 3 * ld] - mj) * qj;
+      d[j] = (g0 * kj - rj) - (x0 - mj) * qj;
+      d[j + ld] = (g1 * kj - rj) - (x1 - mj) * qj;
+      d[j + 2 * ld] = (g2 * kj - rj) - (x2 - mj) * qj;
+      d[j + 3 * ld] = (g3 * kj - rj) - (x3 - mj) * qj;
     }
     return true;
   }
@@ -168,12 +174,13 @@ struct ScaleOp {
     T* d = dx + off;
     const T* k = c[0];
     BNORM_SIMD
-    for (int64_t j = 0; j < cw; ++j) {
+    for (int64_t j = 0; j < cw; ++j) {  // loads first (see AffineOp::row4)
+      const T g0 = g[j], g1 = g[j + ld], g2 = g[j + 2 * ld], g3 = g[j + 3 * ld];
       const T kj = k[j];
-      d[j] = g[j] * kj;
-      d[j + ld] = g[j + ld] * kj;
-      d[j + 2 * ld] = g[j + 2 * ld] * kj;
-      d[j + 3 * ld] = g[j + 3 * ld] * kj;
+      d[j] = g0 * kj;
+      d[j + ld] = g1 * kj;
+      d[j + 2 * ld] = g2 * kj;
+      d[j + 3 * ld] = g3 * kj;
     }
     return true;
   }

@@ -20,9 +20,10 @@
 
 namespace bnorm {
 
-constexpr int64_t kChunk = 4096;            // planar unit, elements (fits L1)
+constexpr int64_t kChunk = 4096;            // planar unit, elements
 constexpr int64_t kChannelBlock = 256;      // rows layout, channels per lane
-constexpr int64_t kTileBytes = 32 * 1024;   // rows layout, bytes per unit
+constexpr int64_t kTileBytes = 256 * 1024;  // rows layout, bytes per unit
+constexpr int64_t kMaxTileRows = 4096;      // rows layout, rows per unit
 constexpr int64_t kTargetTasks = 64;        // reduction pieces to aim for
 constexpr int64_t kMinTaskElements = 16384; // smallest reduction piece
 constexpr int64_t kMaxPlanarBlock = 32;     // short channels taken at once
@@ -50,7 +51,8 @@ struct Plan {
     if (rows) {
       runs_per_unit = chunks_per_run = 1;
       block = std::max<int64_t>(1, std::min<int64_t>(channels, kChannelBlock));
-      tile_rows = std::max<int64_t>(1, kTileBytes / (block * elem_size));
+      tile_rows = std::min(kMaxTileRows,
+                           std::max<int64_t>(1, kTileBytes / (block * elem_size)));
       units = ceil_div(outer, tile_rows);
       unit_elements = tile_rows * block;
     } else {
