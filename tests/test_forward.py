@@ -11,6 +11,7 @@ SHAPES = [
     ((4, 3, 5, 6), 1), ((4, 5, 6, 3), -1), ((3, 2, 3, 4, 5), 1),
     ((3, 3, 4, 5, 2), -1), ((2, 3, 4100), 1),  # a run longer than one chunk
     ((40, 300), -1),  # more channels than one channel block
+    ((37, 16), -1), ((5, 3, 7, 32), -1),  # channel counts with fixed-width loops
     ((2, 5, 3, 4), 2),  # a middle axis: outer and inner both > 1
 ]
 DTYPES = [np.float32, np.float64]

@@ -23,7 +23,8 @@ from bnorm import _core
 rng = np.random.default_rng(7)
 out = {}
 cases = [((4, 3, 5, 7), 1), ((6, 5, 7, 3), -1), ((2, 3, 4500), 1), ((64, 2048, 1), 1),
-         ((8, 300), -1), ((16, 8, 33), 1), ((300, 17), -1), ((2, 4, 40, 40), 1)]
+         ((8, 300), -1), ((16, 8, 33), 1), ((300, 17), -1), ((2, 4, 40, 40), 1),
+         ((501, 32), -1), ((9, 7, 7, 64), -1), ((3000, 8), -1), ((70, 16), -1)]
 for dt in (np.float32, np.float64):
     for i, (shape, axis) in enumerate(cases):
         x = (rng.standard_normal(shape) * 3 + 5).astype(dt)

@@ -40,8 +40,12 @@ void group_sums(const Plan& p, const T* dy, const T* x, const T* mean,
     int64_t r0, r1, unused;
     p.rows_unit(u0, &r0, &unused);
     p.rows_unit(u1 - 1, &unused, &r1);
-    // Four rows per sweep over the accumulators, added in row order.
+    // Four rows per sweep over the accumulators, added in row order; a few
+    // channels are kept in registers throughout.
     int64_t r = r0;
+    if (rows_gradients_small(cw, dy + r0 * C + c0, x + r0 * C + c0, r1 - r0, C, mu,
+                             a, b))
+      r = r1;
     for (; r + 4 <= r1; r += 4) {
       const T* g0 = dy + r * C + c0;
       const T* x0 = x + r * C + c0;

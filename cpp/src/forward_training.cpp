@@ -79,8 +79,10 @@ void rows_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
     s1[j] = s2[j] = 0;
   }
   // Four rows per sweep over the accumulators (added in row order, so the
-  // sums are those of one row at a time) to spare loads and stores.
+  // sums are those of one row at a time) to spare loads and stores; a few
+  // channels are kept in registers throughout.
   int64_t r = r0;
+  if (rows_deviations_small(cw, first, r1 - r0, C, shift, s1, s2)) r = r1;
   for (; r + 4 <= r1; r += 4) {
     const T* x0 = x + r * C + c0;
     if (r + 4 + kRowsAhead < p.outer)

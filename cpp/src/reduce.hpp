@@ -178,5 +178,84 @@ inline void add_gradients(const T* g, const T* x, int64_t n, double mean,
   }
 }
 
+// Rows layout with a few channels known at compile time: the per-channel
+// accumulators live in registers for the whole loop over rows. Same sums, in
+// the same order, as the general loops.
+//   deviations: s1[j] += x - shift[j];  s2[j] += (x - shift[j])^2
+template <int W, class T>
+inline void rows_deviations_fixed(const T* x, int64_t rows, int64_t ld,
+                                  const double* shift, double* s1, double* s2) {
+  double a1[W], a2[W], sh[W];
+  for (int j = 0; j < W; ++j) {
+    a1[j] = s1[j];
+    a2[j] = s2[j];
+    sh[j] = shift[j];
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * ld;
+    BNORM_SIMD
+    for (int j = 0; j < W; ++j) {
+      const double d = static_cast<double>(xr[j]) - sh[j];
+      a1[j] += d;
+      a2[j] += d * d;
+    }
+  }
+  for (int j = 0; j < W; ++j) {
+    s1[j] = a1[j];
+    s2[j] = a2[j];
+  }
+}
+
+//   gradients: a[j] += g;  b[j] += g * (x - mean[j])
+template <int W, class T>
+inline void rows_gradients_fixed(const T* g, const T* x, int64_t rows, int64_t ld,
+                                 const double* mean, double* a, double* b) {
+  double va[W], vb[W], mu[W];
+  for (int j = 0; j < W; ++j) {
+    va[j] = a[j];
+    vb[j] = b[j];
+    mu[j] = mean[j];
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* gr = g + r * ld;
+    const T* xr = x + r * ld;
+    BNORM_SIMD
+    for (int j = 0; j < W; ++j) {
+      const double gj = static_cast<double>(gr[j]);
+      va[j] += gj;
+      vb[j] += gj * (static_cast<double>(xr[j]) - mu[j]);
+    }
+  }
+  for (int j = 0; j < W; ++j) {
+    a[j] = va[j];
+    b[j] = vb[j];
+  }
+}
+
+// Dispatches a channel count to the fixed-width loops; false if none fits.
+template <class T>
+inline bool rows_deviations_small(int64_t cw, const T* x, int64_t rows, int64_t ld,
+                                  const double* shift, double* s1, double* s2) {
+  switch (cw) {
+    case 8: rows_deviations_fixed<8>(x, rows, ld, shift, s1, s2); return true;
+    case 16: rows_deviations_fixed<16>(x, rows, ld, shift, s1, s2); return true;
+    case 32: rows_deviations_fixed<32>(x, rows, ld, shift, s1, s2); return true;
+    case 64: rows_deviations_fixed<64>(x, rows, ld, shift, s1, s2); return true;
+    default: return false;
+  }
+}
+
+template <class T>
+inline bool rows_gradients_small(int64_t cw, const T* g, const T* x, int64_t rows,
+                                 int64_t ld, const double* mean, double* a, double* b) {
+  switch (cw) {
+    case 8: rows_gradients_fixed<8>(g, x, rows, ld, mean, a, b); return true;
+    case 16: rows_gradients_fixed<16>(g, x, rows, ld, mean, a, b); return true;
+    case 32: rows_gradients_fixed<32>(g, x, rows, ld, mean, a, b); return true;
+    case 64: rows_gradients_fixed<64>(g, x, rows, ld, mean, a, b); return true;
+    default: return false;
+  }
+}
+
 }  // namespace BNORM_ISA_NS
 }  // namespace bnorm
