@@ -117,7 +117,9 @@ struct Plan {
   // several short channels so that each outer index gives one contiguous
   // span (friendly to the hardware prefetcher); rows blocks are the lanes.
   int64_t whole_block(int nt, int64_t elem_size, int64_t cache_bytes) const {
-    const int64_t budget = cache_bytes / 2;
+    // Most of the cache: AMD and recent Intel L3s keep what L2 evicts, so
+    // an overflowing lane still comes back from L3 rather than memory.
+    const int64_t budget = cache_bytes * 7 / 8;
     const int64_t lb = lane_bytes(elem_size);
     if (lb > budget) return 0;
     int64_t cb = rows ? block : std::min<int64_t>(kMaxPlanarBlock, budget / lb);
