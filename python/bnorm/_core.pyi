@@ -32,3 +32,9 @@ def backward(dy: np.ndarray, x: np.ndarray, outer: int, channels: int,
              weight: Optional[np.ndarray], dx: Optional[np.ndarray],
              dweight: Optional[np.ndarray], dbias: Optional[np.ndarray],
              frozen: bool) -> None: ...
+def fast_inference(x: object, mean: object, var: object, weight: object,
+                   bias: object, eps: object, axis: object) -> Optional[np.ndarray]: ...
+def fast_training(x: object, weight: object, bias: object, eps: object,
+                  axis: object, running_mean: object, running_var: object,
+                  momentum: object, unbiased: object
+                  ) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray]]: ...

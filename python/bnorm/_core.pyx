@@ -7,6 +7,7 @@ size, writability), releases the GIL around the C call, and turns status
 codes into exceptions in one place, ``_check``.
 """
 cimport numpy as cnp
+from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uint32_t
 
 from bnorm._bnorm cimport *
@@ -162,3 +163,157 @@ def backward(cnp.ndarray dy, cnp.ndarray x, int64_t outer, int64_t channels,
         st = bnorm_backward(dt, outer, channels, inner, pdy, px, pm, pi, pw,
                             pdx, pdw, pdb, flags)
     _check(st, "batch norm backward")
+
+
+# ---------------------------------------------------------------------------
+# Fast paths for the common call: C-contiguous float32/float64 data, per-
+# channel arrays already of the data's dtype, no out=. They check everything
+# the general path checks, in C; when anything is unusual they return None
+# and the caller takes the general path, which raises the precise error.
+# ---------------------------------------------------------------------------
+
+cdef inline bint _float_data(object x, int* typenum):
+    if type(x) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>x
+    cdef int t = cnp.PyArray_TYPE(a)
+    if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
+        return False
+    if cnp.PyArray_NDIM(a) < 2 or not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        return False
+    typenum[0] = t
+    return True
+
+
+cdef inline bint _vec(object p, int typenum, int64_t n, bint writable):
+    """None, or a C-contiguous 1-D array of n elements of typenum."""
+    if p is None:
+        return True
+    if type(p) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>p
+    return (cnp.PyArray_TYPE(a) == typenum and cnp.PyArray_NDIM(a) == 1
+            and cnp.PyArray_DIM(a, 0) == n and cnp.PyArray_IS_C_CONTIGUOUS(a)
+            and (not writable or cnp.PyArray_ISWRITEABLE(a)))
+
+
+cdef inline void* _ptr(object p):
+    return NULL if p is None else cnp.PyArray_DATA(<cnp.ndarray>p)
+
+
+cdef inline bint _layout(cnp.ndarray x, object axis, int64_t* outer,
+                         int64_t* channels, int64_t* inner):
+    if type(axis) is not int:
+        return False
+    cdef int nd = cnp.PyArray_NDIM(x)
+    cdef long a = <long>axis
+    if a < 0:
+        a += nd
+    if a < 0 or a >= nd:
+        return False
+    cdef int64_t o = 1, i = 1
+    cdef int k
+    for k in range(a):
+        o *= cnp.PyArray_DIM(x, k)
+    for k in range(a + 1, nd):
+        i *= cnp.PyArray_DIM(x, k)
+    outer[0] = o
+    channels[0] = cnp.PyArray_DIM(x, a)
+    inner[0] = i
+    return True
+
+
+cdef inline bint _good_eps(object eps):
+    if type(eps) is not float:
+        return False
+    cdef double e = <double>eps
+    return isfinite(e) and e > 0
+
+
+def fast_inference(x, mean, var, weight, bias, eps, axis):
+    cdef int t
+    cdef int64_t outer, channels, inner
+    if not _float_data(x, &t) or not _good_eps(eps):
+        return None
+    cdef cnp.ndarray xa = <cnp.ndarray>x
+    if not _layout(xa, axis, &outer, &channels, &inner):
+        return None
+    if mean is None or var is None:
+        return None
+    if not (_vec(mean, t, channels, False) and _vec(var, t, channels, False)
+            and _vec(weight, t, channels, False) and _vec(bias, t, channels, False)):
+        return None
+    cdef cnp.ndarray y = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), t, 0)
+    cdef bnorm_dtype dt = BNORM_FLOAT32 if t == cnp.NPY_FLOAT32 else BNORM_FLOAT64
+    cdef const void* px = cnp.PyArray_DATA(xa)
+    cdef void* py = cnp.PyArray_DATA(y)
+    cdef const void* pm = _ptr(mean)
+    cdef const void* pv = _ptr(var)
+    cdef const void* pw = _ptr(weight)
+    cdef const void* pb = _ptr(bias)
+    cdef double e = <double>eps
+    cdef bnorm_status st
+    with nogil:
+        st = bnorm_forward_inference(dt, outer, channels, inner, px, py, pm, pv,
+                                     pw, pb, e)
+    _check(st, "batch norm inference forward")
+    return y
+
+
+def fast_training(x, weight, bias, eps, axis, running_mean, running_var,
+                  momentum, unbiased):
+    cdef int t
+    cdef int64_t outer, channels, inner
+    if not _float_data(x, &t) or not _good_eps(eps):
+        return None
+    cdef cnp.ndarray xa = <cnp.ndarray>x
+    if not _layout(xa, axis, &outer, &channels, &inner):
+        return None
+    if outer * inner <= 1 or channels == 0:
+        return None
+    if not (_vec(weight, t, channels, False) and _vec(bias, t, channels, False)):
+        return None
+    cdef double mom = 0.0
+    cdef char* a0
+    cdef char* b0
+    cdef int64_t nbytes
+    if running_mean is not None or running_var is not None:
+        if running_mean is None or running_var is None:
+            return None
+        if type(momentum) is not float:
+            return None
+        mom = <double>momentum
+        if not (mom >= 0.0 and mom <= 1.0):
+            return None
+        if not (_vec(running_mean, t, channels, True)
+                and _vec(running_var, t, channels, True)):
+            return None
+        a0 = <char*>_ptr(running_mean)
+        b0 = <char*>_ptr(running_var)
+        nbytes = channels * cnp.PyArray_ITEMSIZE(<cnp.ndarray>running_mean)
+        if a0 < b0 + nbytes and b0 < a0 + nbytes:
+            return None
+    if type(unbiased) is not bool:
+        return None
+    cdef int nd = cnp.PyArray_NDIM(xa)
+    cdef cnp.ndarray y = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(xa), t, 0)
+    cdef cnp.npy_intp c = channels
+    cdef cnp.ndarray sm = cnp.PyArray_EMPTY(1, &c, t, 0)
+    cdef cnp.ndarray si = cnp.PyArray_EMPTY(1, &c, t, 0)
+    cdef bnorm_dtype dt = BNORM_FLOAT32 if t == cnp.NPY_FLOAT32 else BNORM_FLOAT64
+    cdef const void* px = cnp.PyArray_DATA(xa)
+    cdef void* py = cnp.PyArray_DATA(y)
+    cdef const void* pw = _ptr(weight)
+    cdef const void* pb = _ptr(bias)
+    cdef void* psm = cnp.PyArray_DATA(sm)
+    cdef void* psi = cnp.PyArray_DATA(si)
+    cdef void* prm = _ptr(running_mean)
+    cdef void* prv = _ptr(running_var)
+    cdef double e = <double>eps
+    cdef uint32_t flags = 0 if unbiased else BNORM_FLAG_BIASED_RUNNING_VAR
+    cdef bnorm_status st
+    with nogil:
+        st = bnorm_forward_training(dt, outer, channels, inner, px, py, pw, pb,
+                                    psm, psi, prm, prv, e, mom, flags)
+    _check(st, "batch norm training forward")
+    return y, sm, si

@@ -192,6 +192,11 @@ def batch_norm_train(x, weight=None, bias=None, eps=1e-5, *, axis=1,
     unbiased batch variance (``unbiased=True``, PyTorch) or the biased one
     (``unbiased=False``, ONNX with ``momentum = 1 - onnx_momentum``).
     """
+    if out is None:
+        r = _core.fast_training(x, weight, bias, eps, axis, running_mean,
+                                running_var, momentum, unbiased)
+        if r is not None:
+            return r
     x, view, pdtype = _prepare(x, axis, out)
     eps = _eps(eps)
     if (running_mean is None) != (running_var is None):
@@ -229,6 +234,10 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
                                    running_var=running_var, momentum=momentum,
                                    out=out)
         return y
+    if out is None:
+        r = _core.fast_inference(x, running_mean, running_var, weight, bias, eps, axis)
+        if r is not None:
+            return r
     x, view, pdtype = _prepare(x, axis, out)
     eps = _eps(eps)
     if running_mean is None or running_var is None:
