@@ -104,6 +104,7 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
     nthreads = bnorm.get_num_threads()
     if torch is not None:
         torch.set_num_threads(nthreads)
+    other = max(2, nthreads)  # the thread count compared with 1 thread
     repeat = repeat or (7 if quick else 15)
     with_reference = with_reference or quick
     dt = np.dtype(dtype)
@@ -132,11 +133,12 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
         dx = np.empty_like(x)
         _, sm, si = bnorm.batch_norm_train(x, w, b, axis=axis)
 
-        # bitwise: 1 thread against this run's thread count
+        # bitwise: 1 thread against this run's thread count (2 if that is 1)
         bnorm.set_num_threads(1)
         one = _bnorm_outputs(x, dy, w, b, rm, rv, sm, si, axis)
-        bnorm.set_num_threads(nthreads)
+        bnorm.set_num_threads(other)
         many = _bnorm_outputs(x, dy, w, b, rm, rv, sm, si, axis)
+        bnorm.set_num_threads(nthreads)
         bitwise = one == many
 
         t_copy = _median_time(lambda: np.copyto(y, x), repeat)
@@ -191,6 +193,7 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
                 "floor_ratio": floor, "reference_s": t_r, "torch_s": t_t,
                 "speedup_vs_torch": (t_t / t_b) if t_t else None,
                 "torch_floor_ratio": torch_floor, "bitwise_1_vs_n_threads": bitwise,
+                "bitwise_compared_threads": [1, other],
             }
             results.append(row)
             line = (f"{op:<10} {'x'.join(map(str, shp)):<16} {label:<6} "
@@ -226,7 +229,7 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
         for op in OPS if f"min_floor_ratio_{op.replace(' ', '_')}" in summary))
     print("floor = time of a copy of the tensor (x 1.5 for backward) / time; "
           "1.0 = as fast as a copy; 1t=Nt: outputs bitwise equal for 1 and "
-          f"{nthreads} threads")
+          f"{other} threads")
     if json_path:
         doc = {"bnorm": bnorm.__version__, "isa": _core.kernel_isa(),
                "threads": nthreads, "dtype": dt.name, "repeat": repeat,
