@@ -37,13 +37,7 @@ struct Lanes {
 #define BNORM_VECTOR_TYPES 1
 // One hardware register of doubles; kLanes of them make kRegs registers,
 // kept as separate variables so the compiler holds them in registers.
-#if defined(__AVX512F__)
-constexpr int kVecBytes = 64;
-#elif defined(__AVX__)
-constexpr int kVecBytes = 32;
-#else
-constexpr int kVecBytes = 16;
-#endif
+constexpr int kVecBytes = BNORM_VEC_BYTES;
 constexpr int kVecLanes = kVecBytes / 8;
 constexpr int kRegs = kLanes / kVecLanes;
 typedef double VecD __attribute__((vector_size(kVecBytes)));

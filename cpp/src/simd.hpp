@@ -16,3 +16,13 @@
 #define BNORM_SIMD BNORM_PRAGMA(omp simd)
 #define BNORM_SIMD_REDUCTION(...) BNORM_PRAGMA(omp simd reduction(__VA_ARGS__))
 #endif
+
+// Bytes of one hardware vector register of this copy (GCC/Clang vector
+// types of this size map to single registers).
+#if defined(__AVX512F__)
+#define BNORM_VEC_BYTES 64
+#elif defined(__AVX__)
+#define BNORM_VEC_BYTES 32
+#else
+#define BNORM_VEC_BYTES 16
+#endif

@@ -23,13 +23,7 @@ namespace bnorm {
 namespace BNORM_ISA_NS {
 
 #ifdef BNORM_HAVE_STREAM
-#if defined(__AVX512F__)
-constexpr int kStreamBytes = 64;
-#elif defined(__AVX__)
-constexpr int kStreamBytes = 32;
-#else
-constexpr int kStreamBytes = 16;
-#endif
+constexpr int kStreamBytes = BNORM_VEC_BYTES;
 typedef float SVecF __attribute__((vector_size(kStreamBytes)));
 typedef double SVecD __attribute__((vector_size(kStreamBytes)));
 template <class T> struct SVec;
