@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Cross-builds libbnorm and the C tests for aarch64 and runs the tests under
+# qemu-user, with the baseline (NEON) kernels and the scalar ones: the
+# library must build and be right on a CPU without any of the x86 paths.
+# Needs Debian's g++-aarch64-linux-gnu and qemu-user (installed by .ci/run).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+build="$(mktemp -d "${TMPDIR:-/tmp}/bnorm-aarch64.XXXXXX")"
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_SYSTEM_NAME=Linux \
+  -DCMAKE_SYSTEM_PROCESSOR=aarch64 \
+  -DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc \
+  -DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++ \
+  -DBNORM_BUILD_TESTS=ON >/dev/null
+cmake --build "$build" >/dev/null
+export QEMU_LD_PREFIX=/usr/aarch64-linux-gnu
+export LD_LIBRARY_PATH="$build/cpp"
+for isa in baseline scalar; do
+  echo "aarch64, BNORM_ISA=$isa:"
+  BNORM_ISA=$isa qemu-aarch64 "$build/tests/c/test_c_api"
+done
