@@ -14,7 +14,10 @@ cmake -S "$root" -B "$build" -DCMAKE_SYSTEM_NAME=Linux \
 cmake --build "$build" -j2 >/dev/null
 export QEMU_LD_PREFIX=/usr/aarch64-linux-gnu
 export LD_LIBRARY_PATH="$build/cpp"
+passed=0
 for isa in baseline scalar; do
   echo "aarch64, BNORM_ISA=$isa:"
   BNORM_ISA=$isa qemu-aarch64 "$build/tests/c/test_c_api"
+  passed=$((passed + 1))
 done
+echo "aarch64: $passed passed, 0 failed"
