@@ -16,16 +16,17 @@ namespace BNORM_ISA_NS {
 namespace {
 
 // (count, mean, M2) from sums of deviations from a shift K:
-// s1 = sum(x - K), s2 = sum((x - K)^2), M2 = s2 - s1^2 / n. Exact in exact
+// s1 = sum(x - K), s2 = sum((x - K)^2), M2 = s2 - s1 (s1 / n). Exact in exact
 // arithmetic for any K. With K one of the values themselves, (mean - K)^2 is
 // at most M2, so s2 <= (n + 1) M2: the subtraction loses at most log10(n + 1)
 // of double's 16 digits (under 4 for the units of plan.hpp), whatever the
 // data's offset -- unlike sum(x^2) - sum(x)^2 / n, which loses them all.
 inline Moments from_shifted(double n, double shift, double s1, double s2) {
+  const double q = s1 / n;
   Moments m;
   m.n = n;
-  m.mean = shift + s1 / n;
-  m.m2 = s2 - s1 * s1 / n;
+  m.mean = shift + q;
+  m.m2 = s2 - s1 * q;
   return m;
 }
 
@@ -146,12 +147,8 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
   const double m = static_cast<double>(p.outer * p.inner);
   const double correction = unbiased ? m / (m - 1) : 1.0;
 
-  // Statistics of channel c are final: write them and its coefficients.
-  auto finish = [&](int64_t c, const Moments& acc) {
-    const double mean = acc.mean;
-    double var = acc.m2 / m;
-    if (var < 0) var = 0;  // rounding; NaN stays NaN
-    const double invstd = 1.0 / std::sqrt(var + eps);
+  // Channel c's statistics are final: write them and its coefficients.
+  auto finish_one = [&](int64_t c, double mean, double var, double invstd) {
     const double gamma = weight ? static_cast<double>(weight[c]) : 1.0;
     const double beta = bias ? static_cast<double>(bias[c]) : 0.0;
     const T mh = static_cast<T>(mean);
@@ -169,6 +166,19 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
                                       momentum * var * correction);
     }
   };
+  // The same for channels [c0, c0 + cw), cw <= kChannelBlock, from their
+  // merged moments; the divisions and square roots run as one vector loop.
+  auto finish = [&](int64_t c0, int64_t cw, const Moments* tot) {
+    double var[kChannelBlock], inv[kChannelBlock];
+    for (int64_t j = 0; j < cw; ++j) var[j] = tot[j].m2;
+    BNORM_SIMD
+    for (int64_t j = 0; j < cw; ++j) {
+      const double v = var[j] / m;
+      var[j] = v < 0 ? 0.0 : v;  // rounding; NaN stays NaN
+      inv[j] = 1.0 / std::sqrt(var[j] + eps);
+    }
+    for (int64_t j = 0; j < cw; ++j) finish_one(c0 + j, tot[j].mean, var[j], inv[j]);
+  };
 
   if (block > 0) {
     parallel(nt, [&](int tid, int n) {
@@ -182,7 +192,7 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
           group_moments(p, x, c0, cw, g, acc);
           for (int64_t j = 0; j < cw; ++j) merge_into(tot[j], acc[j]);
         }
-        for (int64_t j = 0; j < cw; ++j) finish(c0 + j, tot[j]);
+        finish(c0, cw, tot);
         sweep_channels<T>(p, op, fill, c0, cw);
       }
     });
@@ -218,10 +228,14 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
     barrier();
     int64_t c_begin, c_end;
     share(C, tid, n, &c_begin, &c_end);
-    for (int64_t c = c_begin; c < c_end; ++c) {
-      Moments tot;
-      for (int64_t g = 0; g < p.groups; ++g) merge_into(tot, part[g * C + c]);
-      finish(c, tot);
+    Moments tot[kChannelBlock];
+    for (int64_t c0 = c_begin; c0 < c_end; c0 += kChannelBlock) {
+      const int64_t cw = std::min(kChannelBlock, c_end - c0);
+      for (int64_t j = 0; j < cw; ++j) {
+        tot[j] = Moments();
+        for (int64_t g = 0; g < p.groups; ++g) merge_into(tot[j], part[g * C + c0 + j]);
+      }
+      finish(c0, cw, tot);
     }
     barrier();
     sweep<T>(p, op, fill, tid, n);
