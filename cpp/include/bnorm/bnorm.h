@@ -43,7 +43,9 @@
  *
  * Statistics are accumulated in double precision in chunks that are merged
  * in an order fixed by the shape alone, so results are bitwise identical for
- * any number of threads.
+ * any number of threads and on every CPU (the kernels are compiled per
+ * instruction set and chosen at run time, all with the same order of
+ * operations).
  *
  * Errors and memory
  * -----------------
@@ -51,8 +53,9 @@
  * the pinned error codes below; bnorm_status_string() describes each. When a
  * function fails it has written nothing into any caller buffer. No C++
  * exception, abort or exit crosses this interface. The caller owns all
- * memory; the inference path allocates nothing. Every function is
- * thread-safe and reentrant.
+ * memory; the inference path allocates nothing (the kernels use up to about
+ * 100 KiB of the calling thread's stack). Every function is thread-safe and
+ * reentrant.
  *
  * Versioning
  * ----------
