@@ -2,7 +2,6 @@
 // exceptions inside the library. Every check runs before any write.
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <new>
 

@@ -244,19 +244,7 @@ def fast_inference(x, mean, var, weight, bias, eps, axis):
             and _vec(weight, t, channels, False) and _vec(bias, t, channels, False)):
         return None
     cdef cnp.ndarray y = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), t, 0)
-    cdef bnorm_dtype dt = BNORM_FLOAT32 if t == cnp.NPY_FLOAT32 else BNORM_FLOAT64
-    cdef const void* px = cnp.PyArray_DATA(xa)
-    cdef void* py = cnp.PyArray_DATA(y)
-    cdef const void* pm = _ptr(mean)
-    cdef const void* pv = _ptr(var)
-    cdef const void* pw = _ptr(weight)
-    cdef const void* pb = _ptr(bias)
-    cdef double e = <double>eps
-    cdef bnorm_status st
-    with nogil:
-        st = bnorm_forward_inference(dt, outer, channels, inner, px, py, pm, pv,
-                                     pw, pb, e)
-    _check(st, "batch norm inference forward")
+    forward_inference(xa, y, outer, channels, inner, mean, var, weight, bias, eps)
     return y
 
 
@@ -300,20 +288,6 @@ def fast_training(x, weight, bias, eps, axis, running_mean, running_var,
     cdef cnp.npy_intp c = channels
     cdef cnp.ndarray sm = cnp.PyArray_EMPTY(1, &c, t, 0)
     cdef cnp.ndarray si = cnp.PyArray_EMPTY(1, &c, t, 0)
-    cdef bnorm_dtype dt = BNORM_FLOAT32 if t == cnp.NPY_FLOAT32 else BNORM_FLOAT64
-    cdef const void* px = cnp.PyArray_DATA(xa)
-    cdef void* py = cnp.PyArray_DATA(y)
-    cdef const void* pw = _ptr(weight)
-    cdef const void* pb = _ptr(bias)
-    cdef void* psm = cnp.PyArray_DATA(sm)
-    cdef void* psi = cnp.PyArray_DATA(si)
-    cdef void* prm = _ptr(running_mean)
-    cdef void* prv = _ptr(running_var)
-    cdef double e = <double>eps
-    cdef uint32_t flags = 0 if unbiased else BNORM_FLAG_BIASED_RUNNING_VAR
-    cdef bnorm_status st
-    with nogil:
-        st = bnorm_forward_training(dt, outer, channels, inner, px, py, pw, pb,
-                                    psm, psi, prm, prv, e, mom, flags)
-    _check(st, "batch norm training forward")
+    forward_training(xa, y, outer, channels, inner, weight, bias, sm, si,
+                     running_mean, running_var, eps, mom, unbiased)
     return y, sm, si

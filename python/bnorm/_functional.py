@@ -98,8 +98,13 @@ def _momentum(momentum: Any) -> float:
     return m
 
 
-def _channels_note(axis: int) -> str:
-    return f"channels on axis {axis}"
+def _check_length(a: np.ndarray, name: str, view: _View) -> None:
+    """A per-channel array must be 1-D with one element per channel."""
+    if a.ndim != 1 or a.shape[0] != view.channels:
+        what = f"{a.shape[0]} elements" if a.ndim == 1 else f"shape {a.shape}"
+        raise ValueError(
+            f"{name} has {what}, expected {view.channels} "
+            f"(channels on axis {view.axis})")
 
 
 def _param(p: Any, name: str, view: _View, dtype: np.dtype) -> Optional[np.ndarray]:
@@ -109,11 +114,7 @@ def _param(p: Any, name: str, view: _View, dtype: np.dtype) -> Optional[np.ndarr
     a = p if isinstance(p, np.ndarray) else np.asarray(p)
     if a.dtype.kind not in "fiu":
         raise TypeError(f"{name} has dtype {a.dtype}, expected a real number type")
-    if a.ndim != 1 or a.shape[0] != view.channels:
-        what = f"{a.shape[0]} elements" if a.ndim == 1 else f"shape {a.shape}"
-        raise ValueError(
-            f"{name} has {what}, expected {view.channels} "
-            f"({_channels_note(view.axis)})")
+    _check_length(a, name, view)
     return np.ascontiguousarray(a, dtype=dtype)
 
 
@@ -127,11 +128,7 @@ def _running(p: Any, name: str, view: _View, dtype: np.dtype) -> np.ndarray:
         raise TypeError(
             f"{name} has dtype {p.dtype}, expected {dtype} (statistics have "
             f"the dtype of the data)")
-    if p.ndim != 1 or p.shape[0] != view.channels:
-        what = f"{p.shape[0]} elements" if p.ndim == 1 else f"shape {p.shape}"
-        raise ValueError(
-            f"{name} has {what}, expected {view.channels} "
-            f"({_channels_note(view.axis)})")
+    _check_length(p, name, view)
     if not p.flags.c_contiguous:
         raise ValueError(f"{name} must be contiguous (it is updated in place)")
     if not p.flags.writeable:
@@ -139,26 +136,26 @@ def _running(p: Any, name: str, view: _View, dtype: np.dtype) -> np.ndarray:
     return p
 
 
-def _out(out: Any, x: np.ndarray, view: _View, name: str = "out") -> np.ndarray:
+def _out(out: Any, x: np.ndarray, view: _View) -> np.ndarray:
     """The output buffer: preallocated `out`, else a new array laid out like x."""
     if out is None:
         return view.empty()
     if not isinstance(out, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != x.shape:
-        raise ValueError(f"{name} has shape {out.shape}, expected {x.shape}")
+        raise ValueError(f"out has shape {out.shape}, expected {x.shape}")
     if out.dtype != x.dtype:
-        raise ValueError(f"{name} has dtype {out.dtype}, expected {x.dtype}")
+        raise ValueError(f"out has dtype {out.dtype}, expected {x.dtype}")
     if not out.flags.writeable:
-        raise ValueError(f"{name} is read-only")
+        raise ValueError(f"out is read-only")
     if not out.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous")
+        raise ValueError(f"out must be C-contiguous")
     # In place (the same memory as the flattened input) is fine; any other
     # overlap would read values already overwritten.
     flat = view.flat
     same = (out.__array_interface__["data"][0] == flat.__array_interface__["data"][0])
     if not same and np.may_share_memory(out, flat):
-        raise ValueError(f"{name} partially overlaps the input")
+        raise ValueError(f"out partially overlaps the input")
     return out
 
 
