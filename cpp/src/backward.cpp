@@ -179,27 +179,28 @@ void backward(const Plan& p, const T* dy, const T* x, const T* mean,
   // after row (contiguous memory); the per-channel sums are the same.
   std::vector<double> scratch(need_sums && block == 0 && p.rows
                                   ? static_cast<size_t>(nt * scratch_stride(3 * C)) : 0);
-  parallel(nt, [&](int tid, int n) {
-    if (need_sums && p.rows) {
+  auto reduce = [&](int tid, int n) {
+    if (!need_sums) return;
+    if (p.rows) {
       int64_t g0, g1;
       share(p.groups, tid, n, &g0, &g1);
       for (int64_t g = g0; g < g1; ++g)
         group_sums(p, dy, x, mean, 0, C, g, part.data() + g * C,
                    scratch.data() + tid * scratch_stride(3 * C));
-      barrier();
-    } else if (need_sums) {
-      int64_t t0, t1;
-      share(p.lanes * p.groups, tid, n, &t0, &t1);
-      Sums acc[kChannelBlock];
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t lane = t / p.groups, g = t % p.groups;
-        int64_t c0, cw;
-        p.lane_channels(lane, &c0, &cw);
-        group_sums(p, dy, x, mean, c0, cw, g, acc, nullptr);
-        for (int64_t j = 0; j < cw; ++j) part[g * C + c0 + j] = acc[j];
-      }
-      barrier();
+      return;
     }
+    int64_t t0, t1;
+    share(p.lanes * p.groups, tid, n, &t0, &t1);
+    Sums acc[kChannelBlock];
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t lane = t / p.groups, g = t % p.groups;
+      int64_t c0, cw;
+      p.lane_channels(lane, &c0, &cw);
+      group_sums(p, dy, x, mean, c0, cw, g, acc, nullptr);
+      for (int64_t j = 0; j < cw; ++j) part[g * C + c0 + j] = acc[j];
+    }
+  };
+  auto merge = [&](int tid, int n) {
     int64_t c_begin, c_end;
     share(C, tid, n, &c_begin, &c_end);
     for (int64_t c = c_begin; c < c_end; ++c) {
@@ -212,9 +213,11 @@ void backward(const Plan& p, const T* dy, const T* x, const T* mean,
       }
       finish(c, tot);
     }
-    barrier();
-    apply(tid, n);
-  });
+  };
+  if (need_sums)
+    parallel(nt, reduce, merge, apply);
+  else
+    parallel(nt, merge, apply);
 }
 
 template void backward<float>(const Plan&, const float*, const float*,

@@ -203,7 +203,7 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
   // after row (contiguous memory); per channel, the same units in the same
   // order as one lane at a time would take them.
   std::vector<double> scratch(p.rows ? static_cast<size_t>(nt * scratch_stride(3 * C)) : 0);
-  parallel(nt, [&](int tid, int n) {
+  auto reduce = [&](int tid, int n) {
     if (p.rows) {
       int64_t g0, g1;
       share(p.groups, tid, n, &g0, &g1);
@@ -214,9 +214,10 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
         for (int64_t u = u0; u < u1; ++u)
           rows_unit_moments(p, x, 0, C, u, acc, scratch.data() + tid * scratch_stride(3 * C));
       }
+      return;
     }
-    int64_t t0 = 0, t1 = 0;
-    if (!p.rows) share(p.lanes * p.groups, tid, n, &t0, &t1);
+    int64_t t0, t1;
+    share(p.lanes * p.groups, tid, n, &t0, &t1);
     Moments acc[kChannelBlock];
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t lane = t / p.groups, g = t % p.groups;
@@ -225,7 +226,8 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
       group_moments(p, x, c0, cw, g, acc);
       for (int64_t j = 0; j < cw; ++j) part[g * C + c0 + j] = acc[j];
     }
-    barrier();
+  };
+  auto merge = [&](int tid, int n) {
     int64_t c_begin, c_end;
     share(C, tid, n, &c_begin, &c_end);
     Moments tot[kChannelBlock];
@@ -237,9 +239,9 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
       }
       finish(c0, cw, tot);
     }
-    barrier();
-    sweep<T>(p, op, fill, tid, n);
-  });
+  };
+  auto normalize = [&](int tid, int n) { sweep<T>(p, op, fill, tid, n); };
+  parallel(nt, reduce, merge, normalize);
 }
 
 template void forward_training<float>(const Plan&, const float*, float*,

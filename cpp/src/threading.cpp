@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <fstream>
+#include <mutex>
 #include <string>
 
 #include "bnorm/bnorm.h"
@@ -13,6 +14,11 @@ namespace bnorm {
 namespace {
 // 0 means "the default": OpenMP's team size, read at call time.
 std::atomic<int> g_requested_threads{0};
+
+// The host's parallel-for. A mutex (not atomics) so that a call always sees
+// a function, its context and its thread count that were set together.
+std::mutex g_pool_mutex;
+HostPool g_pool;
 
 int64_t read_cache_bytes(int want_level, int64_t fallback) {
   // sysfs first (what the kernel reports for this CPU), then sysconf.
@@ -47,7 +53,14 @@ int64_t cache_bytes(int level, int64_t fallback, int64_t lo, int64_t hi) {
 }
 }  // namespace
 
+HostPool host_pool() {
+  std::lock_guard<std::mutex> lock(g_pool_mutex);
+  return g_pool;
+}
+
 int num_threads() {
+  const HostPool pool = host_pool();
+  if (pool.fn) return pool.threads;
 #ifdef BNORM_HAVE_OPENMP
   int n = g_requested_threads.load(std::memory_order_relaxed);
   if (n <= 0) n = omp_get_max_threads();
@@ -76,5 +89,19 @@ BNORM_API void bnorm_set_num_threads(int n) {
 }
 
 BNORM_API int bnorm_get_num_threads(void) { return bnorm::num_threads(); }
+
+BNORM_API bnorm_status bnorm_set_parallel_for(bnorm_parallel_for_fn parallel_for,
+                                              void* pool_context, int max_threads) {
+  bnorm::HostPool pool;
+  if (parallel_for) {
+    if (max_threads < 1) return BNORM_ERROR_INVALID_ARGUMENT;
+    pool.fn = parallel_for;
+    pool.context = pool_context;
+    pool.threads = max_threads;
+  }
+  std::lock_guard<std::mutex> lock(bnorm::g_pool_mutex);
+  bnorm::g_pool = pool;
+  return BNORM_OK;
+}
 
 }  // extern "C"

@@ -6,7 +6,11 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <stdexcept>
+
+#include "bnorm/bnorm.h"
 
 #ifdef BNORM_HAVE_OPENMP
 #include <omp.h>
@@ -31,25 +35,69 @@ inline int threads_for(int64_t elements) {
   return elements < kParallelMinElements ? 1 : num_threads();
 }
 
-// Runs body(tid, nthreads) on a team of up to nt threads (one region, so
-// phases separated by barrier() cost no extra thread start-up).
-template <class F>
-void parallel(int nt, const F& body) {
-#ifdef BNORM_HAVE_OPENMP
-  if (nt > 1) {
-#pragma omp parallel num_threads(nt)
-    body(omp_get_thread_num(), omp_get_num_threads());
-    return;
-  }
-#endif
-  body(0, 1);
-}
+// The host's parallel-for (bnorm_set_parallel_for), or fn == nullptr.
+struct HostPool {
+  bnorm_parallel_for_fn fn = nullptr;
+  void* context = nullptr;
+  int threads = 1;
+};
+// A consistent copy of the current setting.
+HostPool host_pool();
 
-// All threads of the current parallel() team wait here.
-inline void barrier() {
+namespace detail {
+template <class F, class... Rest>
+void run_phases(int tid, int n, const F& first, const Rest&... rest) {
+  first(tid, n);
+  if constexpr (sizeof...(Rest) > 0) {
 #ifdef BNORM_HAVE_OPENMP
 #pragma omp barrier
 #endif
+    run_phases(tid, n, rest...);
+  }
+}
+
+// One phase as n tasks of the host's parallel-for. A task that throws
+// (nothing in the kernels should) is recorded, not let through the host.
+template <class F>
+void host_phase(const HostPool& pool, int n, const F& phase) {
+  struct Ctx {
+    const F* phase;
+    int n;
+    std::atomic<bool> failed;
+  } ctx{&phase, n, {false}};
+  auto task = [](void* c, int64_t i) {
+    auto* t = static_cast<Ctx*>(c);
+    try {
+      if (i >= 0 && i < t->n) (*t->phase)(static_cast<int>(i), t->n);
+    } catch (...) {
+      t->failed.store(true);
+    }
+  };
+  pool.fn(pool.context, n, task, &ctx);
+  if (ctx.failed.load()) throw std::runtime_error("bnorm: a parallel task failed");
+}
+}  // namespace detail
+
+// Runs phase(tid, nthreads) for tid in [0, nthreads) for each phase in turn:
+// every part of a phase finishes before any part of the next starts. With
+// OpenMP the phases share one team separated by barriers (no extra start-up);
+// with a host parallel-for each phase is one call of it, so no task ever
+// waits for another (the host may run them in any order, even serially).
+template <class... Phases>
+void parallel(int nt, const Phases&... phases) {
+  if (nt > 1) {
+    const HostPool pool = host_pool();
+    if (pool.fn) {
+      (detail::host_phase(pool, nt, phases), ...);
+      return;
+    }
+#ifdef BNORM_HAVE_OPENMP
+#pragma omp parallel num_threads(nt)
+    detail::run_phases(omp_get_thread_num(), omp_get_num_threads(), phases...);
+    return;
+#endif
+  }
+  detail::run_phases(0, 1, phases...);
 }
 
 // Doubles between two threads' scratch areas of n doubles: whole cache

@@ -168,6 +168,42 @@ BNORM_API void bnorm_set_num_threads(int n);
 /* The number of threads calls will use. */
 BNORM_API int bnorm_get_num_threads(void);
 
+/*
+ * Running on the host's threads (for runtimes that own a thread pool).
+ *
+ * By default bnorm runs its parallel work on OpenMP threads (in a build
+ * without OpenMP, on the calling thread). A host that keeps its own pool can
+ * take that work instead: after bnorm_set_parallel_for(fn, ctx, max_threads),
+ * a call that splits its work does so into at most max_threads parts, and
+ * each phase of it becomes one call
+ *
+ *     fn(ctx, n, task, task_context)
+ *
+ * which must call task(task_context, i) exactly once for every i in [0, n),
+ * on any threads, in any order, concurrently or one after another, and
+ * return only when all n have returned. Tasks never wait for one another, so
+ * a pool that runs them serially (or inline) is correct. Small calls run on
+ * the calling thread without calling fn. Results are bitwise the same for
+ * any pool and any max_threads (the work is cut by the shape alone).
+ *
+ *   parallel_for   the host's parallel-for, or NULL to go back to the default
+ *                  (pool_context and max_threads are then ignored).
+ *   pool_context   passed back to fn unchanged.
+ *   max_threads    >= 1; bnorm_get_num_threads() reports it while set.
+ *
+ * This setting is process-wide, like bnorm_set_num_threads (the only other
+ * global state). A call in flight keeps the pool it started with, so the
+ * host must keep that pool usable until such calls return.
+ *
+ * Errors: INVALID_ARGUMENT (max_threads < 1 with a non-NULL parallel_for).
+ */
+typedef void (*bnorm_task_fn)(void *task_context, int64_t index);
+typedef void (*bnorm_parallel_for_fn)(void *pool_context, int64_t n,
+                                      bnorm_task_fn task, void *task_context);
+BNORM_API bnorm_status bnorm_set_parallel_for(bnorm_parallel_for_fn parallel_for,
+                                              void *pool_context,
+                                              int max_threads);
+
 /* The instruction set the kernels run with, chosen once per process from
  * what the CPU supports: "avx512", "avx2", "sse2" (x86-64), "baseline"
  * (other CPUs) or "scalar". The environment variable BNORM_ISA, read once
