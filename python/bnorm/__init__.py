@@ -2,7 +2,8 @@
 
 Functions (PyTorch's conventions; see the README's API table):
 ``batch_norm``, ``batch_norm_train``, ``batch_norm_backward``, the
-``BatchNorm`` layer, and ``bnorm.reference``, the same math in plain NumPy
+``BatchNorm`` layer, the inference helpers ``inference_scale_shift`` and
+``fold_batch_norm``, and ``bnorm.reference``, the same math in plain NumPy
 written from the paper.
 """
 
@@ -15,6 +16,7 @@ from ._core import BnormError
 from ._core import get_num_threads as _get_num_threads
 from ._core import set_num_threads as _set_num_threads
 from ._core import version_string as _version_string
+from ._fold import fold_batch_norm, inference_scale_shift
 from ._functional import batch_norm, batch_norm_backward, batch_norm_train
 from ._layer import BatchNorm
 
@@ -26,9 +28,11 @@ __all__ = [
     "batch_norm",
     "batch_norm_backward",
     "batch_norm_train",
+    "fold_batch_norm",
     "get_cmake_dir",
     "get_include",
     "get_num_threads",
+    "inference_scale_shift",
     "reference",
     "set_num_threads",
     "__version__",

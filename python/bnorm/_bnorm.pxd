@@ -54,3 +54,14 @@ cdef extern from "bnorm/bnorm.h" nogil:
         const void *dy, const void *x, const void *mean, const void *invstd,
         const void *weight, void *dx, void *dweight, void *dbias,
         uint32_t flags)
+
+    bnorm_status bnorm_inference_scale_shift(
+        bnorm_dtype dtype, int64_t channels, const void *mean, const void *var,
+        const void *weight, const void *bias, double eps, void *scale,
+        void *shift)
+
+    bnorm_status bnorm_fold_into_layer(
+        bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+        const void *layer_weight, const void *layer_bias, const void *mean,
+        const void *var, const void *weight, const void *bias, double eps,
+        void *folded_weight, void *folded_bias)

@@ -38,3 +38,11 @@ def fast_training(x: object, weight: object, bias: object, eps: object,
                   axis: object, running_mean: object, running_var: object,
                   momentum: object, unbiased: object
                   ) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray]]: ...
+def inference_scale_shift(mean: np.ndarray, var: np.ndarray,
+                          weight: Optional[np.ndarray], bias: Optional[np.ndarray],
+                          eps: float, scale: np.ndarray, shift: np.ndarray) -> None: ...
+def fold_into_layer(layer_weight: np.ndarray, layer_bias: Optional[np.ndarray],
+                    outer: int, channels: int, inner: int, mean: np.ndarray,
+                    var: np.ndarray, weight: Optional[np.ndarray],
+                    bias: Optional[np.ndarray], eps: float,
+                    folded_weight: np.ndarray, folded_bias: np.ndarray) -> None: ...

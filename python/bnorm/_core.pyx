@@ -165,6 +165,44 @@ def backward(cnp.ndarray dy, cnp.ndarray x, int64_t outer, int64_t channels,
     _check(st, "batch norm backward")
 
 
+def inference_scale_shift(mean, var, weight, bias, double eps, scale, shift):
+    cdef cnp.ndarray m = mean
+    cdef bnorm_dtype dt = _dtype_code(m)
+    cdef int t = cnp.PyArray_TYPE(m)
+    cdef int64_t c = cnp.PyArray_SIZE(m)
+    cdef const void* pm = _buf(mean, c, t, False, "running_mean")
+    cdef const void* pv = _buf(var, c, t, False, "running_var")
+    cdef const void* pw = _buf(weight, c, t, False, "weight")
+    cdef const void* pb = _buf(bias, c, t, False, "bias")
+    cdef void* ps = _buf(scale, c, t, True, "scale")
+    cdef void* psh = _buf(shift, c, t, True, "shift")
+    cdef bnorm_status st
+    with nogil:
+        st = bnorm_inference_scale_shift(dt, c, pm, pv, pw, pb, eps, ps, psh)
+    _check(st, "inference scale/shift")
+
+
+def fold_into_layer(cnp.ndarray layer_weight, layer_bias, int64_t outer,
+                    int64_t channels, int64_t inner, mean, var, weight, bias,
+                    double eps, folded_weight, folded_bias):
+    cdef bnorm_dtype dt = _dtype_code(layer_weight)
+    cdef int t = cnp.PyArray_TYPE(layer_weight)
+    cdef int64_t n = outer * channels * inner
+    cdef const void* plw = _buf(layer_weight, n, t, False, "layer_weight")
+    cdef const void* plb = _buf(layer_bias, channels, t, False, "layer_bias")
+    cdef const void* pm = _buf(mean, channels, t, False, "running_mean")
+    cdef const void* pv = _buf(var, channels, t, False, "running_var")
+    cdef const void* pw = _buf(weight, channels, t, False, "weight")
+    cdef const void* pb = _buf(bias, channels, t, False, "bias")
+    cdef void* pfw = _buf(folded_weight, n, t, True, "folded_weight")
+    cdef void* pfb = _buf(folded_bias, channels, t, True, "folded_bias")
+    cdef bnorm_status st
+    with nogil:
+        st = bnorm_fold_into_layer(dt, outer, channels, inner, plw, plb, pm, pv,
+                                   pw, pb, eps, pfw, pfb)
+    _check(st, "fold batch norm into layer")
+
+
 # ---------------------------------------------------------------------------
 # Fast paths for the common call: C-contiguous float32/float64 data, per-
 # channel arrays already of the data's dtype, no out=. They check everything

@@ -12,6 +12,8 @@ import numpy as np
 from ._functional import _DATA_DTYPES, _eps, _momentum, batch_norm, \
     batch_norm_backward, batch_norm_train
 
+from ._fold import fold_batch_norm, inference_scale_shift
+
 __all__ = ["BatchNorm"]
 
 
@@ -147,6 +149,28 @@ class BatchNorm:
         if self.affine:
             self.grad_weight, self.grad_bias = dw, db
         return dx
+
+    # -- inference helpers ---------------------------------------------------
+    def _inference_stats(self) -> tuple:
+        if not self.track_running_stats:
+            raise RuntimeError(
+                "this layer has no running statistics (track_running_stats=False)")
+        return self.running_mean, self.running_var
+
+    def inference_scale_shift(self) -> tuple:
+        """``(scale, shift)`` of this layer in eval mode: y = x * scale + shift
+        per channel (see :func:`bnorm.inference_scale_shift`)."""
+        rm, rv = self._inference_stats()
+        return inference_scale_shift(rm, rv, self.weight, self.bias, self.eps)
+
+    def fold_into(self, layer_weight: Any, layer_bias: Any = None, *,
+                  axis: int = 0) -> tuple:
+        """``(folded_weight, folded_bias)`` of the convolution or linear
+        layer that feeds this one, with this layer (in eval mode) folded in
+        (see :func:`bnorm.fold_batch_norm`)."""
+        rm, rv = self._inference_stats()
+        return fold_batch_norm(layer_weight, layer_bias, rm, rv, self.weight,
+                               self.bias, self.eps, axis=axis)
 
     # -- state -------------------------------------------------------------
     def state_dict(self) -> Dict[str, np.ndarray]:

@@ -257,6 +257,84 @@ static void test_errors(void) {
   }
 }
 
+static void test_inference_helpers(void) {
+  const double mean[3] = {1.0, -2.0, 0.5}, var[3] = {4.0, 0.25, 1.0};
+  const double w[3] = {2.0, -1.0, 0.5}, b[3] = {0.1, 0.2, 0.3};
+  double scale[3], shift[3], copy[3];
+  /* layer: linear [out = 3, in = 2] */
+  double lw[6] = {1, 2, 3, 4, 5, 6}, lb[3] = {0.5, -0.5, 1.5};
+  double fw[6], fb[3];
+  int c, i;
+  CHECK_STATUS(bnorm_inference_scale_shift(BNORM_FLOAT64, 3, mean, var, w, b, 1e-5,
+                                           scale, shift), BNORM_OK);
+  for (c = 0; c < 3; ++c) {
+    const double a = w[c] / sqrt(var[c] + 1e-5);
+    CHECK(fabs(scale[c] - a) <= 1e-15 * fabs(a));
+    CHECK(fabs(shift[c] - (b[c] - mean[c] * a)) <= 1e-15);
+  }
+  /* in place: scale over var, shift over mean */
+  {
+    double m2[3], v2[3];
+    memcpy(m2, mean, sizeof m2);
+    memcpy(v2, var, sizeof v2);
+    CHECK_STATUS(bnorm_inference_scale_shift(BNORM_FLOAT64, 3, m2, v2, w, b, 1e-5,
+                                             v2, m2), BNORM_OK);
+    CHECK(memcmp(v2, scale, sizeof v2) == 0 && memcmp(m2, shift, sizeof m2) == 0);
+  }
+  /* errors leave the outputs alone */
+  memcpy(copy, scale, sizeof copy);
+  CHECK_STATUS(bnorm_inference_scale_shift(BNORM_FLOAT64, 3, NULL, var, w, b, 1e-5,
+                                           scale, shift), BNORM_ERROR_NULL_POINTER);
+  CHECK_STATUS(bnorm_inference_scale_shift(BNORM_FLOAT64, 3, mean, var, w, b, 0.0,
+                                           scale, shift), BNORM_ERROR_INVALID_EPS);
+  CHECK_STATUS(bnorm_inference_scale_shift(BNORM_FLOAT64, -1, mean, var, w, b, 1e-5,
+                                           scale, shift), BNORM_ERROR_INVALID_SIZE);
+  CHECK_STATUS(bnorm_inference_scale_shift(7, 3, mean, var, w, b, 1e-5, scale, shift),
+               BNORM_ERROR_UNSUPPORTED_DTYPE);
+  CHECK_STATUS(bnorm_inference_scale_shift(BNORM_FLOAT64, 3, mean, var, w, b, 1e-5,
+                                           scale, scale + 1), BNORM_ERROR_OVERLAP);
+  CHECK(memcmp(copy, scale, sizeof copy) == 0);
+
+  CHECK_STATUS(bnorm_fold_into_layer(BNORM_FLOAT64, 1, 3, 2, lw, lb, mean, var, w, b,
+                                     1e-5, fw, fb), BNORM_OK);
+  for (c = 0; c < 3; ++c) {
+    const double a = w[c] / sqrt(var[c] + 1e-5);
+    for (i = 0; i < 2; ++i) CHECK(fabs(fw[c * 2 + i] - lw[c * 2 + i] * a) <= 1e-15 * fabs(lw[c * 2 + i] * a));
+    CHECK(fabs(fb[c] - ((lb[c] - mean[c]) * a + b[c])) <= 1e-14);
+    /* the folded layer gives the layer followed by the batch norm */
+    {
+      const double in[2] = {0.7, -1.3};
+      const double h = lw[c * 2] * in[0] + lw[c * 2 + 1] * in[1] + lb[c];
+      const double want = (h - mean[c]) * a + b[c];
+      const double got = fw[c * 2] * in[0] + fw[c * 2 + 1] * in[1] + fb[c];
+      CHECK(fabs(got - want) <= 1e-13);
+    }
+  }
+  /* in place, and without a layer bias */
+  {
+    double w2[6], b2[3];
+    memcpy(w2, lw, sizeof w2);
+    CHECK_STATUS(bnorm_fold_into_layer(BNORM_FLOAT64, 1, 3, 2, w2, NULL, mean, var, w,
+                                       b, 1e-5, w2, b2), BNORM_OK);
+    CHECK(memcmp(w2, fw, sizeof w2) == 0);
+    for (c = 0; c < 3; ++c)
+      CHECK(fabs(b2[c] - (-mean[c] * w[c] / sqrt(var[c] + 1e-5) + b[c])) <= 1e-14);
+  }
+  memcpy(copy, fb, sizeof copy);
+  CHECK_STATUS(bnorm_fold_into_layer(BNORM_FLOAT64, 1, 3, 2, lw, lb, mean, var, w, b,
+                                     1e-5, fw, NULL), BNORM_ERROR_NULL_POINTER);
+  CHECK_STATUS(bnorm_fold_into_layer(BNORM_FLOAT64, 1, 3, 2, lw, lb, mean, var, w, b,
+                                     -1.0, fw, fb), BNORM_ERROR_INVALID_EPS);
+  CHECK_STATUS(bnorm_fold_into_layer(BNORM_FLOAT64, INT64_MAX, 3, 2, lw, lb, mean, var,
+                                     w, b, 1e-5, fw, fb), BNORM_ERROR_INVALID_SIZE);
+  /* writing the folded bias over the statistics is refused */
+  CHECK_STATUS(bnorm_fold_into_layer(BNORM_FLOAT64, 1, 3, 2, lw, lb, mean, var, w, b,
+                                     1e-5, fw, (void *)var), BNORM_ERROR_OVERLAP);
+  CHECK_STATUS(bnorm_fold_into_layer(BNORM_FLOAT64, 1, 3, 2, lw, lb, mean, var, w, b,
+                                     1e-5, lw + 1, fb), BNORM_ERROR_OVERLAP);
+  CHECK(memcmp(copy, fb, sizeof copy) == 0 && lw[1] == 2);
+}
+
 static void test_threads(void) {
   int before = bnorm_get_num_threads();
   CHECK(before >= 1);
@@ -272,6 +350,7 @@ int main(void) {
   test_training_forward();
   test_inference_and_backward();
   test_errors();
+  test_inference_helpers();
   test_threads();
   if (failures) {
     printf("%d failed\n", failures);

@@ -305,6 +305,62 @@ BNORM_API bnorm_status bnorm_backward(
     const void *weight, void *dx, void *dweight, void *dbias,
     uint32_t flags);
 
+/* ------------------------------------------------------------------------ */
+/* Inference helpers                                                        */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Per-channel coefficients of the inference forward pass:
+ *   scale[c] = gamma[c] / sqrt(var[c] + eps)
+ *   shift[c] = beta[c] - mean[c] * scale[c]
+ * so that y = x * scale + shift (for runtimes with their own fused kernels).
+ * Computed in double and rounded once. Allocates nothing.
+ *
+ *   mean, var            `channels` parameter-type values (required).
+ *   weight, bias         gamma and beta, or NULL for 1 and 0.
+ *   scale, shift         outputs, `channels` values each. Either may be
+ *                        exactly one of the inputs (in place); partial
+ *                        overlaps, and scale overlapping shift, are refused.
+ *
+ * Errors: NULL_POINTER, INVALID_SIZE, UNSUPPORTED_DTYPE, INVALID_EPS,
+ * OVERLAP.
+ */
+BNORM_API bnorm_status bnorm_inference_scale_shift(
+    bnorm_dtype dtype, int64_t channels, const void *mean, const void *var,
+    const void *weight, const void *bias, double eps, void *scale,
+    void *shift);
+
+/*
+ * Folds an inference-mode batch norm into the convolution or linear layer
+ * that feeds it, so the pair becomes one layer:
+ *   a[c]            = gamma[c] / sqrt(var[c] + eps)
+ *   folded_weight   = layer_weight * a[c]   (every weight of output channel c)
+ *   folded_bias[c]  = (layer_bias[c] - mean[c]) * a[c] + beta[c]
+ * computed in double and rounded once.
+ *
+ * The layer's weight is viewed as [outer, channels, inner] with `channels`
+ * its output channels, like the data above:
+ *     linear [out, in], conv [out, in, kh, kw]   outer = 1,  inner = the rest
+ *     transposed conv [in, out, kh, kw]           outer = in, inner = kh*kw
+ *     channels-last conv [kh, kw, in, out]        outer = kh*kw*in, inner = 1
+ *
+ *   layer_weight         outer*channels*inner values (required).
+ *   layer_bias           `channels` values, or NULL for a layer without bias.
+ *   mean, var            the batch norm's statistics (required).
+ *   weight, bias         its gamma and beta, or NULL for 1 and 0.
+ *   folded_weight        output like layer_weight; may be layer_weight.
+ *   folded_bias          output, `channels` values (required, since the
+ *                        folded layer has a bias); may be layer_bias.
+ *
+ * Errors: NULL_POINTER, INVALID_SIZE, UNSUPPORTED_DTYPE, INVALID_EPS,
+ * OVERLAP (any other overlap of an output with an input or the other output).
+ */
+BNORM_API bnorm_status bnorm_fold_into_layer(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void *layer_weight, const void *layer_bias, const void *mean,
+    const void *var, const void *weight, const void *bias, double eps,
+    void *folded_weight, void *folded_bias);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif
