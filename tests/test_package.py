@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import bnorm
 
@@ -31,16 +32,21 @@ def test_paths():
 
 
 def test_thread_setting(threads):
+    from bnorm._core import threading_backend
     bnorm.set_num_threads(1)
     assert bnorm.get_num_threads() == 1
     bnorm.set_num_threads(3)
-    assert bnorm.get_num_threads() == 3
+    # a build without OpenMP (-DBNORM_OPENMP=OFF) always runs on one thread
+    assert bnorm.get_num_threads() == (1 if threading_backend() == "none" else 3)
+    assert threading_backend() in ("openmp", "none")
 
 
 def test_public_names():
     for name in ["batch_norm", "batch_norm_train", "batch_norm_backward",
                  "BatchNorm", "reference", "set_num_threads", "get_num_threads",
-                 "get_include", "get_cmake_dir", "__version__"]:
+                 "get_include", "get_cmake_dir", "get_library_dir",
+                 "get_pkgconfig_dir", "inference_scale_shift", "fold_batch_norm",
+                 "__version__"]:
         assert hasattr(bnorm, name), name
     for name in ["batch_norm", "batch_norm_train", "batch_norm_backward"]:
         assert callable(getattr(bnorm.reference, name))
@@ -92,6 +98,27 @@ def test_bench_json_for_one_shape(tmp_path):
     for c in cases:
         assert c["bnorm_s"] > 0 and c["copy_s"] > 0
         assert c["bitwise_1_vs_n_threads"] is True
+
+
+@pytest.mark.parametrize("flag,getter", [("--includedir", "get_include"),
+                                         ("--libdir", "get_library_dir"),
+                                         ("--cmake-dir", "get_cmake_dir"),
+                                         ("--pkgconfigdir", "get_pkgconfig_dir")])
+def test_directory_options(flag, getter):
+    r = subprocess.run([sys.executable, "-m", "bnorm", flag], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    path = Path(r.stdout.strip())
+    assert path == Path(getattr(bnorm, getter)()) and path.is_dir()
+    marker = {"--includedir": "bnorm/bnorm.h", "--libdir": "libbnorm.so.0",
+              "--cmake-dir": "bnormConfig.cmake", "--pkgconfigdir": "bnorm.pc"}[flag]
+    assert (path / marker).is_file()
+
+
+def test_directory_options_are_exclusive():
+    r = subprocess.run([sys.executable, "-m", "bnorm", "--libdir", "--includedir"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "not allowed with" in r.stderr
 
 
 def test_info_command():

@@ -90,6 +90,15 @@ BNORM_API void bnorm_set_num_threads(int n) {
 
 BNORM_API int bnorm_get_num_threads(void) { return bnorm::num_threads(); }
 
+BNORM_API const char* bnorm_threading_backend(void) {
+  if (bnorm::host_pool().fn) return "host";
+#ifdef BNORM_HAVE_OPENMP
+  return "openmp";
+#else
+  return "none";
+#endif
+}
+
 BNORM_API bnorm_status bnorm_set_parallel_for(bnorm_parallel_for_fn parallel_for,
                                               void* pool_context, int max_threads) {
   bnorm::HostPool pool;

@@ -31,6 +31,8 @@ __all__ = [
     "fold_batch_norm",
     "get_cmake_dir",
     "get_include",
+    "get_library_dir",
+    "get_pkgconfig_dir",
     "get_num_threads",
     "inference_scale_shift",
     "reference",
@@ -63,7 +65,18 @@ def get_include() -> str:
     return _os.path.join(_os.path.dirname(__file__), "include")
 
 
+def get_library_dir() -> str:
+    """Directory holding libbnorm (``libbnorm.so.0``, and ``libbnorm.so`` to
+    link with ``-lbnorm``): the very library this package's extension uses."""
+    return _os.path.join(_os.path.dirname(__file__), "lib")
+
+
+def get_pkgconfig_dir() -> str:
+    """Directory holding ``bnorm.pc``: put it on ``PKG_CONFIG_PATH``."""
+    return _os.path.join(get_library_dir(), "pkgconfig")
+
+
 def get_cmake_dir() -> str:
     """Directory holding ``bnormConfig.cmake``: pass it as ``bnorm_DIR`` (or
     on ``CMAKE_PREFIX_PATH``) to ``find_package(bnorm CONFIG)``."""
-    return _os.path.join(_os.path.dirname(__file__), "lib", "cmake", "bnorm")
+    return _os.path.join(get_library_dir(), "cmake", "bnorm")

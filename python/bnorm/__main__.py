@@ -1,4 +1,6 @@
-"""Command line: ``python -m bnorm bench [--quick]``, ``accuracy``, ``info``."""
+"""Command line: ``python -m bnorm bench [--quick]``, ``accuracy``, ``info``,
+and ``--includedir / --libdir / --cmake-dir / --pkgconfigdir`` for builds
+of C/C++ code against the libbnorm in this package."""
 
 from __future__ import annotations
 
@@ -10,6 +12,17 @@ from typing import List, Optional
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bnorm",
                                      description="bnorm: batch normalization on the CPU")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--includedir", action="store_true",
+                       help="print the directory holding bnorm/bnorm.h")
+    where.add_argument("--libdir", action="store_true",
+                       help="print the directory holding libbnorm")
+    where.add_argument("--cmake-dir", "--cmakedir", dest="cmake_dir", action="store_true",
+                       help="print the directory holding bnormConfig.cmake "
+                            "(for -Dbnorm_DIR=...)")
+    where.add_argument("--pkgconfigdir", action="store_true",
+                       help="print the directory holding bnorm.pc "
+                            "(for PKG_CONFIG_PATH)")
     sub = parser.add_subparsers(dest="command")
     bench = sub.add_parser("bench", help="time bnorm against the NumPy reference "
                                          "and PyTorch (when installed)")
@@ -34,6 +47,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub.add_parser("info", help="version, threads, and where the C library is")
     args = parser.parse_args(argv)
 
+    if args.includedir or args.libdir or args.cmake_dir or args.pkgconfigdir:
+        if args.command is not None:
+            parser.error("the directory options take no command")
+        import bnorm
+        print(bnorm.get_include() if args.includedir else
+              bnorm.get_library_dir() if args.libdir else
+              bnorm.get_cmake_dir() if args.cmake_dir else
+              bnorm.get_pkgconfig_dir())
+        return 0
+
     if args.command == "bench":
         from ._bench import run
         if args.threads is not None and args.threads < 1:
@@ -47,9 +70,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == "info":
         import bnorm
         print(f"bnorm {bnorm.__version__}")
-        print(f"threads     {bnorm.get_num_threads()}")
+        from ._core import kernel_isa, threading_backend
+        print(f"kernels     {kernel_isa()}")
+        print(f"threads     {bnorm.get_num_threads()} ({threading_backend()})")
         print(f"include dir {bnorm.get_include()}")
+        print(f"library dir {bnorm.get_library_dir()}")
         print(f"cmake dir   {bnorm.get_cmake_dir()}")
+        print(f"pkg-config  {bnorm.get_pkgconfig_dir()}")
         return 0
     parser.print_help()
     return 2

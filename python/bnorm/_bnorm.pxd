@@ -24,6 +24,7 @@ cdef extern from "bnorm/bnorm.h" nogil:
     bnorm_status BNORM_ERROR_INTERNAL
 
     const char *bnorm_kernel_isa()
+    const char *bnorm_threading_backend()
 
     bnorm_dtype BNORM_FLOAT32
     bnorm_dtype BNORM_FLOAT64

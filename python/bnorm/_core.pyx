@@ -93,6 +93,10 @@ def kernel_isa():
     return bnorm_kernel_isa().decode()
 
 
+def threading_backend():
+    return bnorm_threading_backend().decode()
+
+
 def set_num_threads(int n):
     bnorm_set_num_threads(n)
 

@@ -163,6 +163,7 @@ int main(void) {
 
     CHECK(bnorm_set_parallel_for(serial_for, NULL, 3) == BNORM_OK);
     CHECK(bnorm_get_num_threads() == 3);
+    CHECK(strcmp(bnorm_threading_backend(), "host") == 0);
     calls = serial_calls;
     memset(got, 0xAB, bytes);
     CHECK(run_all(shapes[k], got) == used);
@@ -194,6 +195,8 @@ int main(void) {
   /* NULL restores the default. */
   CHECK(bnorm_set_parallel_for(NULL, NULL, 0) == BNORM_OK);
   CHECK(bnorm_get_num_threads() == default_threads);
+  CHECK(strcmp(bnorm_threading_backend(), "openmp") == 0 ||
+        strcmp(bnorm_threading_backend(), "none") == 0);
   {
     long calls = serial_calls;
     unsigned char *buf = malloc(bytes_for(shapes[1]));

@@ -197,6 +197,10 @@ BNORM_API int bnorm_get_num_threads(void);
  *
  * Errors: INVALID_ARGUMENT (max_threads < 1 with a non-NULL parallel_for).
  */
+/* Who runs the parallel work now: "host" (a bnorm_set_parallel_for pool is
+ * set), "openmp", or "none" (a build without OpenMP: the calling thread). */
+BNORM_API const char *bnorm_threading_backend(void);
+
 typedef void (*bnorm_task_fn)(void *task_context, int64_t index);
 typedef void (*bnorm_parallel_for_fn)(void *pool_context, int64_t n,
                                       bnorm_task_fn task, void *task_context);
