@@ -1,6 +1,13 @@
-"""The C side, tested the way C users meet it: the C unit tests (built with
-CMake from this source tree), the header under strict compilers, a consumer
-project finding the pip-installed package, and the exported symbols."""
+"""The C side, tested the way C and C++ users meet it:
+
+- the library built from this source tree three ways (shared with OpenMP,
+  shared without OpenMP, static), each installed with ``cmake --install``;
+  its C unit tests (ctest) run on each build;
+- the examples in examples/c (a C and a C++ program) built against each
+  install prefix with ``find_package(bnorm)`` and with pkg-config, and
+  against the pip-installed wheel (``bnorm.get_cmake_dir()``, its .pc file);
+- the header under strict C and C++ compilers, and the exported symbols.
+"""
 import os
 import shutil
 import subprocess
@@ -12,27 +19,137 @@ import pytest
 import bnorm
 
 ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "c"
 HAVE_CMAKE = shutil.which("cmake") is not None
-HAVE_CC = shutil.which("cc") is not None or shutil.which("gcc") is not None
+HAVE_CC = shutil.which("cc") is not None and shutil.which("c++") is not None
+HAVE_PKG_CONFIG = shutil.which("pkg-config") is not None
 needs_toolchain = pytest.mark.skipif(not (HAVE_CMAKE and HAVE_CC),
-                                     reason="needs cmake and a C compiler")
+                                     reason="needs cmake and C/C++ compilers")
+needs_pkg_config = pytest.mark.skipif(not (HAVE_PKG_CONFIG and HAVE_CC),
+                                      reason="needs pkg-config and C/C++ compilers")
+
+# The exported C API, in full: a new function must be added here on purpose
+# (and to the ABI baseline, tests/abi).
+API = sorted([
+    "bnorm_backward", "bnorm_fold_into_layer", "bnorm_forward_inference",
+    "bnorm_forward_training", "bnorm_get_num_threads", "bnorm_inference_scale_shift",
+    "bnorm_kernel_isa", "bnorm_set_num_threads", "bnorm_set_parallel_for",
+    "bnorm_status_string", "bnorm_threading_backend", "bnorm_version_number",
+    "bnorm_version_string",
+])
+
+BUILDS = {
+    "shared": ["-DBNORM_OPENMP=ON"],
+    "shared-no-openmp": ["-DBNORM_OPENMP=OFF"],
+    "static": ["-DBNORM_OPENMP=ON", "-DBNORM_SHARED=OFF"],
+}
 
 
 def run(cmd, **kw):
-    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
     assert r.returncode == 0, f"{' '.join(map(str, cmd))}\n{r.stdout}\n{r.stderr}"
     return r.stdout
 
 
-@needs_toolchain
-@pytest.mark.parametrize("openmp", ["ON", "OFF"])
-def test_c_unit_tests(tmp_path, openmp):
-    build = tmp_path / "build"
+@pytest.fixture(scope="module", params=list(BUILDS))
+def installed(request, tmp_path_factory):
+    """(kind, build dir, install prefix) of one build of this source tree."""
+    if not (HAVE_CMAKE and HAVE_CC):
+        pytest.skip("needs cmake and C/C++ compilers")
+    kind = request.param
+    tmp = tmp_path_factory.mktemp(kind)
+    build, prefix = tmp / "build", tmp / "prefix"
     run(["cmake", "-S", ROOT, "-B", build, "-DBNORM_BUILD_TESTS=ON",
-         f"-DBNORM_OPENMP={openmp}", "-DCMAKE_BUILD_TYPE=Release"])
+         "-DCMAKE_BUILD_TYPE=Release", f"-DCMAKE_INSTALL_PREFIX={prefix}",
+         "-DCMAKE_INSTALL_LIBDIR=lib", *BUILDS[kind]])
     run(["cmake", "--build", build, "-j2"])
+    run(["cmake", "--install", build])
+    return kind, build, prefix
+
+
+def run_examples(bindir):
+    out = run([bindir / "train_step"])
+    assert out.rstrip().endswith("ok") and "step 2" in out
+    out = run([bindir / "inference"])
+    assert out.rstrip().endswith("ok") and "threading host, 4 threads" in out
+
+
+def test_c_unit_tests(installed):
+    kind, build, _ = installed
     out = run(["ctest", "--output-on-failure"], cwd=build)
-    assert "100% tests passed" in out
+    assert "100% tests passed" in out, out
+
+
+def test_install_layout(installed):
+    kind, _, prefix = installed
+    lib = prefix / "lib"
+    assert (prefix / "include" / "bnorm" / "bnorm.h").is_file()
+    assert (lib / "cmake" / "bnorm" / "bnormConfig.cmake").is_file()
+    assert (lib / "cmake" / "bnorm" / "bnormConfigVersion.cmake").is_file()
+    assert (lib / "pkgconfig" / "bnorm.pc").is_file()
+    if kind == "static":
+        assert (lib / "libbnorm.a").is_file() and not (lib / "libbnorm.so").exists()
+    else:
+        # the usual chain: link name -> SONAME -> real file
+        assert os.readlink(lib / "libbnorm.so") == "libbnorm.so.0"
+        assert os.readlink(lib / "libbnorm.so.0") == f"libbnorm.so.{bnorm.__version__}"
+
+
+def test_examples_with_find_package_from_install_prefix(installed, tmp_path):
+    kind, _, prefix = installed
+    run(["cmake", "-S", EXAMPLES, "-B", tmp_path, f"-DCMAKE_PREFIX_PATH={prefix}"])
+    run(["cmake", "--build", tmp_path])
+    run_examples(tmp_path)
+    if kind == "static":  # nothing of bnorm's is needed at run time
+        if shutil.which("ldd"):
+            assert "bnorm" not in run(["ldd", tmp_path / "train_step"])
+
+
+@needs_pkg_config
+def test_examples_with_pkg_config_from_install_prefix(installed, tmp_path):
+    kind, _, prefix = installed
+    env = dict(os.environ, PKG_CONFIG_PATH=str(prefix / "lib" / "pkgconfig"))
+    static = ["--static"] if kind == "static" else []
+    flags = run(["pkg-config", *static, "--cflags", "--libs", "bnorm"], env=env).split()
+    assert run(["pkg-config", "--modversion", "bnorm"], env=env).strip() == bnorm.__version__
+    rpath = f"-Wl,-rpath,{prefix / 'lib'}"
+    run(["cc", "-std=c99", EXAMPLES / "train_step.c", *flags, "-lm", rpath,
+         "-o", tmp_path / "train_step"])
+    run(["c++", "-std=c++11", EXAMPLES / "inference.cpp", *flags, "-pthread", rpath,
+         "-o", tmp_path / "inference"])
+    run_examples(tmp_path)
+
+
+@needs_toolchain
+def test_examples_with_find_package_from_wheel(tmp_path):
+    run(["cmake", "-S", EXAMPLES, "-B", tmp_path, f"-Dbnorm_DIR={bnorm.get_cmake_dir()}"])
+    run(["cmake", "--build", tmp_path])
+    run_examples(tmp_path)
+    # they run against the very library in the package
+    if shutil.which("ldd"):
+        assert str(Path(bnorm.get_library_dir()) / "libbnorm.so.0") in \
+            run(["ldd", tmp_path / "train_step"])
+
+
+@needs_pkg_config
+def test_examples_with_pkg_config_from_wheel(tmp_path):
+    env = dict(os.environ, PKG_CONFIG_PATH=bnorm.get_pkgconfig_dir())
+    flags = run(["pkg-config", "--cflags", "--libs", "bnorm"], env=env).split()
+    assert run(["pkg-config", "--modversion", "bnorm"], env=env).strip() == bnorm.__version__
+    rpath = f"-Wl,-rpath,{bnorm.get_library_dir()}"
+    run(["cc", EXAMPLES / "train_step.c", *flags, "-lm", rpath, "-o", tmp_path / "train_step"])
+    run(["c++", EXAMPLES / "inference.cpp", *flags, "-pthread", rpath,
+         "-o", tmp_path / "inference"])
+    run_examples(tmp_path)
+
+
+def test_wheel_holds_one_copy_of_the_library():
+    lib = Path(bnorm.get_library_dir())
+    copies = [p.name for p in lib.iterdir() if p.name.startswith("libbnorm.so")]
+    assert sorted(copies) == ["libbnorm.so", "libbnorm.so.0"]
+    # the link name is a linker script, not a second copy
+    assert (lib / "libbnorm.so").stat().st_size < 200
+    assert "INPUT(libbnorm.so.0)" in (lib / "libbnorm.so").read_text()
 
 
 @pytest.mark.parametrize("lang,std", [("c", "c99"), ("c", "c11"), ("c++", "c++11"),
@@ -47,40 +164,12 @@ def test_header_compiles_strictly(tmp_path, lang, std):
          "-I", bnorm.get_include(), "-c", src, "-o", tmp_path / "h.o"])
 
 
-@needs_toolchain
-def test_consumer_finds_installed_package(tmp_path):
-    build = tmp_path / "build"
-    run(["cmake", "-S", ROOT / "tests" / "consumer", "-B", build,
-         f"-Dbnorm_DIR={bnorm.get_cmake_dir()}"])
-    run(["cmake", "--build", build])
-    out = run([build / "consumer"])
-    assert out.strip() == f"ok {bnorm.__version__}"
-
-
-@pytest.mark.skipif(shutil.which("pkg-config") is None or not HAVE_CC,
-                    reason="needs pkg-config and a C compiler")
-def test_pkg_config_from_installed_package(tmp_path):
-    pcdir = Path(bnorm.get_cmake_dir()).parent.parent / "pkgconfig"
-    env = dict(os.environ, PKG_CONFIG_PATH=str(pcdir))
-    flags = run(["pkg-config", "--cflags", "--libs", "bnorm"], env=env).split()
-    assert run(["pkg-config", "--modversion", "bnorm"], env=env).strip() == bnorm.__version__
-    libdir = [f[2:] for f in flags if f.startswith("-L")][0]
-    exe = tmp_path / "consumer"
-    run(["cc", ROOT / "tests" / "consumer" / "main.c", *flags, "-lm", "-o", exe,
-         f"-Wl,-rpath,{libdir}"])
-    assert run([exe]).startswith("ok ")
-
-
 @pytest.mark.skipif(shutil.which("nm") is None or not sys.platform.startswith("linux"),
                     reason="needs nm on Linux")
-def test_only_bnorm_symbols_are_exported():
-    lib = Path(bnorm.get_cmake_dir()).parent.parent / "libbnorm.so.0"
+def test_only_the_api_is_exported():
+    lib = Path(bnorm.get_library_dir()) / "libbnorm.so.0"
     out = run(["nm", "-D", "--defined-only", lib])
     names = sorted(line.split()[-1] for line in out.splitlines() if line.strip())
-    assert names and all(n.startswith("bnorm_") for n in names), names
-    assert {"bnorm_forward_training", "bnorm_forward_inference", "bnorm_backward",
-            "bnorm_status_string", "bnorm_version_number", "bnorm_version_string",
-            "bnorm_set_num_threads", "bnorm_get_num_threads"} <= set(names)
-    soname = run(["readelf", "-d", lib]) if shutil.which("readelf") else ""
-    if soname:
-        assert "[libbnorm.so.0]" in soname
+    assert names == API
+    if shutil.which("readelf"):
+        assert "[libbnorm.so.0]" in run(["readelf", "-d", lib])
