@@ -9,6 +9,7 @@
 - the header under strict C and C++ compilers, and the exported symbols.
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,11 +39,13 @@ API = sorted([
     "bnorm_version_string",
 ])
 
+# The shared build carries debug information for the ABI check (abidw).
 BUILDS = {
-    "shared": ["-DBNORM_OPENMP=ON"],
-    "shared-no-openmp": ["-DBNORM_OPENMP=OFF"],
-    "static": ["-DBNORM_OPENMP=ON", "-DBNORM_SHARED=OFF"],
+    "shared": ["-DBNORM_OPENMP=ON", "-DCMAKE_BUILD_TYPE=RelWithDebInfo"],
+    "shared-no-openmp": ["-DBNORM_OPENMP=OFF", "-DCMAKE_BUILD_TYPE=Release"],
+    "static": ["-DBNORM_OPENMP=ON", "-DBNORM_SHARED=OFF", "-DCMAKE_BUILD_TYPE=Release"],
 }
+_built = {}
 
 
 def run(cmd, **kw):
@@ -51,20 +54,26 @@ def run(cmd, **kw):
     return r.stdout
 
 
-@pytest.fixture(scope="module", params=list(BUILDS))
-def installed(request, tmp_path_factory):
-    """(kind, build dir, install prefix) of one build of this source tree."""
+def build_and_install(kind, tmp_path_factory):
+    """(kind, build dir, install prefix) of one build of this source tree,
+    built once per test session."""
     if not (HAVE_CMAKE and HAVE_CC):
         pytest.skip("needs cmake and C/C++ compilers")
-    kind = request.param
-    tmp = tmp_path_factory.mktemp(kind)
-    build, prefix = tmp / "build", tmp / "prefix"
-    run(["cmake", "-S", ROOT, "-B", build, "-DBNORM_BUILD_TESTS=ON",
-         "-DCMAKE_BUILD_TYPE=Release", f"-DCMAKE_INSTALL_PREFIX={prefix}",
-         "-DCMAKE_INSTALL_LIBDIR=lib", *BUILDS[kind]])
-    run(["cmake", "--build", build, "-j2"])
-    run(["cmake", "--install", build])
-    return kind, build, prefix
+    if kind not in _built:
+        tmp = tmp_path_factory.mktemp(kind)
+        build, prefix = tmp / "build", tmp / "prefix"
+        run(["cmake", "-S", ROOT, "-B", build, "-DBNORM_BUILD_TESTS=ON",
+             f"-DCMAKE_INSTALL_PREFIX={prefix}", "-DCMAKE_INSTALL_LIBDIR=lib",
+             *BUILDS[kind]])
+        run(["cmake", "--build", build, "-j2"])
+        run(["cmake", "--install", build])
+        _built[kind] = (kind, build, prefix)
+    return _built[kind]
+
+
+@pytest.fixture(scope="module", params=list(BUILDS))
+def installed(request, tmp_path_factory):
+    return build_and_install(request.param, tmp_path_factory)
 
 
 def run_examples(bindir):
@@ -173,3 +182,69 @@ def test_only_the_api_is_exported():
     assert names == API
     if shutil.which("readelf"):
         assert "[libbnorm.so.0]" in run(["readelf", "-d", lib])
+
+
+# -- ABI stability ----------------------------------------------------------
+ABI_CHECK = ROOT / "tests" / "abi" / "check.sh"
+BASELINE = ROOT / "tests" / "abi" / "libbnorm.abi"
+needs_abigail = pytest.mark.skipif(
+    shutil.which("abidw") is None or shutil.which("abidiff") is None
+    or shutil.which("bash") is None,
+    reason="needs abidw and abidiff (apt-get install abigail-tools)")
+
+
+@pytest.fixture(scope="module")
+def debug_library(tmp_path_factory):
+    _, build, _ = build_and_install("shared", tmp_path_factory)
+    return build / "cpp" / "libbnorm.so.0"
+
+
+def abi_check(lib, baseline=None):
+    cmd = ["bash", ABI_CHECK, lib] + ([baseline] if baseline else [])
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+
+
+@needs_abigail
+def test_abi_matches_the_baseline(debug_library):
+    r = abi_check(debug_library)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "no change" in r.stdout, r.stdout
+
+
+def _decl(text, name):
+    m = re.search(rf"    <function-decl name='{name}'.*?</function-decl>\n", text, re.S)
+    assert m, name
+    return m.group(0)
+
+
+@needs_abigail
+def test_abi_check_fails_on_removed_or_changed_functions(debug_library, tmp_path):
+    base = BASELINE.read_text()
+    # the baseline holds a function the library no longer has: removed
+    sym = re.search(r"    <elf-symbol name='bnorm_backward'[^\n]*\n", base).group(0)
+    removed = base.replace(sym, sym + sym.replace("bnorm_backward", "bnorm_gone"))
+    decl = _decl(removed, "bnorm_backward")
+    removed = removed.replace(decl, decl + decl.replace("bnorm_backward", "bnorm_gone"))
+    (tmp_path / "removed.abi").write_text(removed)
+    r = abi_check(debug_library, tmp_path / "removed.abi")
+    assert r.returncode == 1 and "1 Removed" in r.stdout, r.stdout + r.stderr
+    # a parameter's type differs (int64_t channels -> int32_t)
+    int32 = re.search(r"<typedef-decl name='int32_t' type-id='[^']+' id='([^']+)'", base).group(1)
+    decl = _decl(base, "bnorm_forward_inference")
+    changed = re.sub(r"<parameter type-id='[^']+' name='channels'/>",
+                     f"<parameter type-id='{int32}' name='channels'/>", decl)
+    assert changed != decl
+    (tmp_path / "changed.abi").write_text(base.replace(decl, changed))
+    r = abi_check(debug_library, tmp_path / "changed.abi")
+    assert r.returncode == 1 and "1 Changed" in r.stdout, r.stdout + r.stderr
+
+
+@needs_abigail
+def test_abi_check_accepts_additions(debug_library, tmp_path):
+    base = BASELINE.read_text()
+    # a baseline without bnorm_threading_backend: the library adds it
+    sym = re.search(r"    <elf-symbol name='bnorm_threading_backend'[^\n]*\n", base).group(0)
+    older = base.replace(sym, "").replace(_decl(base, "bnorm_threading_backend"), "")
+    (tmp_path / "older.abi").write_text(older)
+    r = abi_check(debug_library, tmp_path / "older.abi")
+    assert r.returncode == 0 and "additions only" in r.stdout, r.stdout + r.stderr
