@@ -26,6 +26,13 @@ def rng():
     return np.random.default_rng(12345)
 
 
+def effective_threads(n):
+    """What get_num_threads() reports after set_num_threads(n): n, except in
+    a build without OpenMP (-DBNORM_OPENMP=OFF), which always runs on one."""
+    from bnorm._core import threading_backend
+    return 1 if threading_backend() == "none" else n
+
+
 @pytest.fixture
 def threads():
     """Restores bnorm's thread count after a test that changes it."""

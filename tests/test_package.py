@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import bnorm
+from conftest import effective_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,7 +91,7 @@ def test_bench_json_for_one_shape(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     doc = json.loads(out.read_text())
-    assert doc["threads"] == 2
+    assert doc["threads"] == effective_threads(2)
     cases = doc["cases"]
     assert {(c["op"], c["layout"]) for c in cases} == {
         (op, lay) for op in ("inference", "train fwd", "backward")
