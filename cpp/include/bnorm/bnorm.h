@@ -184,7 +184,9 @@ BNORM_API int bnorm_get_num_threads(void);
  * return only when all n have returned. Tasks never wait for one another, so
  * a pool that runs them serially (or inline) is correct. Small calls run on
  * the calling thread without calling fn. Results are bitwise the same for
- * any pool and any max_threads (the work is cut by the shape alone).
+ * any pool and any max_threads (the work is cut by the shape alone). A task
+ * uses up to about 100 KiB of the stack of the thread that runs it, and
+ * never throws, blocks on a lock or calls back into the host.
  *
  *   parallel_for   the host's parallel-for, or NULL to go back to the default
  *                  (pool_context and max_threads are then ignored).
