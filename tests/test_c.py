@@ -109,9 +109,14 @@ def test_examples_with_find_package_from_install_prefix(installed, tmp_path):
     run(["cmake", "-S", EXAMPLES, "-B", tmp_path, f"-DCMAKE_PREFIX_PATH={prefix}"])
     run(["cmake", "--build", tmp_path])
     run_examples(tmp_path)
-    if kind == "static":  # nothing of bnorm's is needed at run time
-        if shutil.which("ldd"):
-            assert "bnorm" not in run(["ldd", tmp_path / "train_step"])
+    if shutil.which("readelf"):
+        needed = [line.split("[")[1].rstrip("]") for line in
+                  run(["readelf", "-d", tmp_path / "train_step"]).splitlines()
+                  if "(NEEDED)" in line]
+        if kind == "static":  # nothing of bnorm's is needed at run time
+            assert not any("bnorm" in n for n in needed), needed
+        else:  # OpenMP stays private to libbnorm: the program does not link it
+            assert "libbnorm.so.0" in needed and not any("gomp" in n for n in needed), needed
 
 
 @needs_pkg_config
@@ -127,6 +132,23 @@ def test_examples_with_pkg_config_from_install_prefix(installed, tmp_path):
     run(["c++", "-std=c++11", EXAMPLES / "inference.cpp", *flags, "-pthread", rpath,
          "-o", tmp_path / "inference"])
     run_examples(tmp_path)
+
+
+def test_install_prefix_is_relocatable(tmp_path_factory, tmp_path):
+    """A prefix moved elsewhere still works through CMake and pkg-config."""
+    _, _, prefix = build_and_install("shared", tmp_path_factory)
+    moved = tmp_path / "moved"
+    shutil.copytree(prefix, moved, symlinks=True)
+    run(["cmake", "-S", EXAMPLES, "-B", tmp_path / "b", f"-DCMAKE_PREFIX_PATH={moved}"])
+    cache = (tmp_path / "b" / "CMakeCache.txt").read_text()
+    assert f"bnorm_DIR:PATH={moved}/lib/cmake/bnorm" in cache
+    if HAVE_PKG_CONFIG:
+        env = dict(os.environ, PKG_CONFIG_PATH=str(moved / "lib" / "pkgconfig"))
+        flags = run(["pkg-config", "--cflags", "--libs", "bnorm"], env=env).split()
+        assert f"-L{moved}/lib" in [os.path.normpath(f) if not f.startswith("-L") else
+                                    "-L" + os.path.normpath(f[2:]) for f in flags]
+        assert f"-I{moved}/include" in ["-I" + os.path.normpath(f[2:]) for f in flags
+                                       if f.startswith("-I")]
 
 
 @needs_toolchain
@@ -150,6 +172,16 @@ def test_examples_with_pkg_config_from_wheel(tmp_path):
     run(["c++", EXAMPLES / "inference.cpp", *flags, "-pthread", rpath,
          "-o", tmp_path / "inference"])
     run_examples(tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("ldd") is None, reason="needs ldd")
+def test_extension_uses_the_packaged_library():
+    import bnorm._core as core
+    out = run(["ldd", core.__file__])
+    line = [l for l in out.splitlines() if "libbnorm.so.0" in l]
+    assert line, out
+    assert Path(line[0].split("=>")[1].split("(")[0].strip()).resolve() == \
+        (Path(bnorm.get_library_dir()) / "libbnorm.so.0").resolve()
 
 
 def test_wheel_holds_one_copy_of_the_library():
