@@ -248,6 +248,8 @@ cdef inline bint _layout(cnp.ndarray x, object axis, int64_t* outer,
     if type(axis) is not int:
         return False
     cdef int nd = cnp.PyArray_NDIM(x)
+    if not (-nd <= axis < nd):  # compared as Python ints: no overflow
+        return False
     cdef long a = <long>axis
     if a < 0:
         a += nd

@@ -79,6 +79,8 @@ def _axis(axis: Any, ndim: int) -> int:
 
 def _eps(eps: Any) -> float:
     try:
+        if isinstance(eps, (str, bytes)):  # float("1e-5") would accept them
+            raise TypeError
         e = float(eps)
     except (TypeError, ValueError):
         raise TypeError(f"eps must be a number, got {type(eps).__name__}") from None
@@ -89,6 +91,8 @@ def _eps(eps: Any) -> float:
 
 def _momentum(momentum: Any) -> float:
     try:
+        if isinstance(momentum, (str, bytes)):
+            raise TypeError
         m = float(momentum)
     except (TypeError, ValueError):
         raise TypeError(
