@@ -127,3 +127,44 @@ def test_long_channel_merging_is_accurate(rng):
                            unbiased=False)
     var64 = x.astype(np.float64).var(axis=(0, 2))
     assert float(np.max(np.abs(rv - var64) / var64)) <= 2e-6
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,axis", DETERMINISM_SHAPES[:-1])
+def test_nan_policy_on_every_code_path(rng, threads, dtype, shape, axis):
+    """SPEC: a NaN or Inf in a channel reaches that channel's outputs and
+    statistics only, whatever path the shape takes (threads, channel blocks,
+    groups); also NaN in dy, and a NaN running statistic in inference."""
+    bnorm.set_num_threads(2)
+    x, w, b = make_case(rng, shape, axis, dtype)
+    C = shape[axis]
+    bad_c = C // 2
+    others = [c for c in range(C) if c != bad_c]
+    take = lambda a: np.take(a, others, axis=axis)  # noqa: E731
+    chan = lambda a: np.take(a, bad_c, axis=axis)  # noqa: E731
+    xb = x.copy()
+    idx = [slice(None)] * x.ndim
+    idx[axis] = bad_c
+    view = xb[tuple(idx)]
+    view.flat[view.size // 2] = np.nan
+    view.flat[-1] = np.inf
+    y0, sm0, si0 = bnorm.batch_norm_train(x, w, b, axis=axis)
+    y, sm, si = bnorm.batch_norm_train(xb, w, b, axis=axis)
+    assert np.array_equal(take(y), take(y0)) and np.isnan(chan(y)).all()
+    assert np.array_equal(sm[others], sm0[others]) and np.isnan(sm[bad_c])
+    # NaN in dy of one channel
+    g = rng.standard_normal(shape).astype(dtype)
+    gb = g.copy()
+    gview = gb[tuple(idx)]
+    gview.flat[0] = np.nan
+    dx0, dw0, db0 = bnorm.batch_norm_backward(g, x, sm0, si0, w, axis=axis)
+    dx, dw, db = bnorm.batch_norm_backward(gb, x, sm0, si0, w, axis=axis)
+    assert np.array_equal(take(dx), take(dx0)) and np.isnan(chan(dx)).all()
+    assert np.array_equal(dw[others], dw0[others]) and np.isnan(dw[bad_c])
+    assert np.array_equal(db[others], db0[others]) and np.isnan(db[bad_c])
+    # inference: a NaN running variance spoils its channel only
+    rm, rv = np.zeros(C, dtype), np.ones(C, dtype)
+    yi0 = bnorm.batch_norm(x, rm, rv, w, b, axis=axis)
+    rv[bad_c] = np.nan
+    yi = bnorm.batch_norm(x, rm, rv, w, b, axis=axis)
+    assert np.array_equal(take(yi), take(yi0)) and np.isnan(chan(yi)).all()
