@@ -141,45 +141,47 @@ static void set_mom(struct call *c, long v) {
   c->momentum = bad[v];
 }
 static void set_flags(struct call *c, long bit) { c->flags |= (uint32_t)1 << bit; }
+/* p + k bytes, or NULL for NULL (a pair of mutations may have nulled p). */
+static void *off(void *p, long k) { return p ? (unsigned char *)p + k : NULL; }
 static void set_overlap(struct call *c, long v) {
   /* an output that partially overlaps an input or another output */
-  unsigned char *x = (unsigned char *)c->p[X];
+  void *x = c->p[X];
   switch (c->op) {
     case TRAIN:
-      if (v == 0) c->p[Y] = x + 8;
+      if (v == 0) c->p[Y] = off(x, 8);
       if (v == 1) c->p[SM] = x;            /* save_mean over x */
-      if (v == 2) c->p[RV] = (unsigned char *)c->p[RM] + 4;
+      if (v == 2) c->p[RV] = off(c->p[RM], 4);
       if (v == 3) c->p[SI] = c->p[SM];     /* two outputs, one buffer */
-      if (v == 4) c->p[Y] = (unsigned char *)c->p[W] - 8;
+      if (v == 4) c->p[Y] = off(c->p[W], -8);
       break;
     case INFER:
-      if (v == 0) c->p[Y] = x + 8;
+      if (v == 0) c->p[Y] = off(x, 8);
       if (v == 1) c->p[Y] = c->p[RM];
-      if (v == 2) c->p[Y] = (unsigned char *)c->p[B] - 4;
-      if (v == 3) c->p[Y] = x - 8;
-      if (v == 4) c->p[Y] = (unsigned char *)c->p[RV] + 4;
+      if (v == 2) c->p[Y] = off(c->p[B], -4);
+      if (v == 3) c->p[Y] = off(x, -8);
+      if (v == 4) c->p[Y] = off(c->p[RV], 4);
       break;
     case BACKWARD:
     case BACKWARD_FROZEN:
-      if (v == 0) c->p[DX] = (unsigned char *)c->p[DY] + 8;
-      if (v == 1) c->p[DX] = x - 8;
+      if (v == 0) c->p[DX] = off(c->p[DY], 8);
+      if (v == 1) c->p[DX] = off(x, -8);
       if (v == 2) c->p[DW] = c->p[DB];
       if (v == 3) c->p[DB] = c->p[SI];
-      if (v == 4) c->p[DW] = (unsigned char *)c->p[DX] + 16;
+      if (v == 4) c->p[DW] = off(c->p[DX], 16);
       break;
     case SCALE_SHIFT:
       if (v == 0) c->p[DW] = c->p[DB];
-      if (v == 1) c->p[DW] = (unsigned char *)c->p[RM] + 4;
-      if (v == 2) c->p[DB] = (unsigned char *)c->p[DW] + 8;
-      if (v == 3) c->p[DB] = (unsigned char *)c->p[B] - 4;
-      if (v == 4) c->p[DW] = (unsigned char *)c->p[RV] - 8;
+      if (v == 1) c->p[DW] = off(c->p[RM], 4);
+      if (v == 2) c->p[DB] = off(c->p[DW], 8);
+      if (v == 3) c->p[DB] = off(c->p[B], -4);
+      if (v == 4) c->p[DW] = off(c->p[RV], -8);
       break;
     case FOLD:
-      if (v == 0) c->p[DX] = (unsigned char *)c->p[LW] + 8;
+      if (v == 0) c->p[DX] = off(c->p[LW], 8);
       if (v == 1) c->p[DB] = c->p[RM];
       if (v == 2) c->p[DB] = c->p[DX];
-      if (v == 3) c->p[DX] = (unsigned char *)c->p[LB] - 8;
-      if (v == 4) c->p[DB] = (unsigned char *)c->p[W] + 4;
+      if (v == 3) c->p[DX] = off(c->p[LB], -8);
+      if (v == 4) c->p[DB] = off(c->p[W], 4);
       break;
     default:
       break;
