@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer harness (clang, ASan + UBSan, libbnorm linked in
+# statically, no OpenMP: the harness drives the host-pool path itself) and
+# fuzzes the C API for SECONDS (default 60), starting from the committed
+# corpus. New inputs go to a scratch directory, so the corpus only changes
+# when someone merges them in on purpose:
+#   tests/fuzz/run.sh 600 --merge    (also minimizes them into the corpus)
+# Needs Debian's clang and libclang-rt-14-dev (or any clang with libFuzzer).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+seconds="${1:-60}"
+merge="${2:-}"
+CXX="${CXX_FUZZ:-clang++}"
+CC="${CC_FUZZ:-clang}"
+work="$(mktemp -d "${TMPDIR:-/tmp}/bnorm-fuzz.XXXXXX")"
+san="-fsanitize=address,undefined -fno-sanitize-recover=undefined -g -O1"
+
+cmake -S "$root" -B "$work/build" -DCMAKE_C_COMPILER="$CC" -DCMAKE_CXX_COMPILER="$CXX" \
+  -DBNORM_SHARED=OFF -DBNORM_OPENMP=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_CXX_FLAGS="$san -fsanitize=fuzzer-no-link" >/dev/null
+cmake --build "$work/build" -j2 --target bnorm >/dev/null
+"$CXX" -std=c++17 $san -fsanitize=fuzzer -I "$root/cpp/include" \
+  "$root/tests/fuzz/fuzz_api.cc" "$work/build/cpp/libbnorm.a" -o "$work/fuzz_api"
+
+mkdir -p "$work/new"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+export ASAN_OPTIONS="detect_leaks=1"
+"$work/fuzz_api" -max_total_time="$seconds" -print_final_stats=1 -max_len=4096 \
+  -timeout=10 -artifact_prefix="$work/" "$work/new" "$root/tests/fuzz/corpus" 2>"$work/log" || {
+  tail -60 "$work/log"; echo "fuzzing FAILED (log: $work/log)"; exit 1; }
+grep -E "stat::number_of_executed_units|stat::new_units_added|^#[0-9]+.*DONE" "$work/log" || true
+execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/log")"
+echo "fuzz: ${execs:-?} executions in ${seconds} s, no crash, leak or sanitizer report"
+if [ "$merge" = "--merge" ]; then
+  "$work/fuzz_api" -merge=1 -max_len=4096 "$root/tests/fuzz/corpus" "$work/new" 2>/dev/null
+  echo "corpus: $(ls "$root/tests/fuzz/corpus" | wc -l) inputs"
+fi
