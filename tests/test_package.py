@@ -134,3 +134,18 @@ def test_accuracy_command_runs():
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "vs reference" in r.stdout and "float32 batch variance" in r.stdout
+
+
+# -- threadpoolctl -----------------------------------------------------------
+def test_threadpoolctl_sees_and_limits_bnorm(threads):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    bnorm.set_num_threads(2)
+    info = [i for i in threadpoolctl.threadpool_info() if i["internal_api"] == "bnorm"]
+    assert len(info) == 1 and info[0]["version"] == bnorm.__version__
+    assert info[0]["num_threads"] == effective_threads(2)
+    assert "libbnorm" in info[0]["filepath"]
+    with threadpoolctl.threadpool_limits(limits=1):
+        assert bnorm.get_num_threads() == 1
+    assert bnorm.get_num_threads() == effective_threads(2)
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        assert bnorm.get_num_threads() == 1

@@ -22,6 +22,11 @@ from ._layer import BatchNorm
 
 __version__ = _version_string()
 
+# threadpoolctl, when installed, sees and limits bnorm's threads.
+from ._threadpoolctl import register as _register_threadpoolctl  # noqa: E402
+
+_register_threadpoolctl()
+
 __all__ = [
     "BatchNorm",
     "BnormError",

@@ -10,7 +10,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from . import _core
-from ._functional import _DATA_DTYPES, _axis, _eps
+from ._functional import _DATA_DTYPES, _array, _axis, _eps
 
 __all__ = ["inference_scale_shift", "fold_batch_norm"]
 
@@ -18,7 +18,7 @@ __all__ = ["inference_scale_shift", "fold_batch_norm"]
 def _stat(p: Any, name: str, channels: Optional[int], dtype: Optional[np.dtype]) -> np.ndarray:
     if p is None:
         raise ValueError(f"{name} is required")
-    a = p if isinstance(p, np.ndarray) else np.asarray(p)
+    a = _array(p, name)
     if a.dtype.kind not in "fiu":
         raise TypeError(f"{name} has dtype {a.dtype}, expected a real number type")
     if a.ndim != 1:
@@ -67,7 +67,7 @@ def fold_batch_norm(layer_weight, layer_bias, running_mean, running_var,
     dtype of ``layer_weight`` (float32 or float64), is computed in double and
     rounded once, and never aliases the inputs.
     """
-    w_layer = layer_weight if isinstance(layer_weight, np.ndarray) else np.asarray(layer_weight)
+    w_layer = _array(layer_weight, "layer_weight")
     if w_layer.dtype not in _DATA_DTYPES:
         raise TypeError(
             f"layer_weight has dtype {w_layer.dtype}, expected float32 or float64")

@@ -54,9 +54,24 @@ class _View:
         return flat_out
 
 
+def _array(a: Any, name: str) -> np.ndarray:
+    """A NumPy view of an array argument: NumPy arrays as they are, any
+    object with ``__dlpack__`` (a CPU tensor of PyTorch, JAX, CuPy-on-host,
+    ...) through DLPack without a copy, anything else through
+    ``numpy.asarray``."""
+    if isinstance(a, np.ndarray):
+        return a
+    if hasattr(a, "__dlpack__"):
+        try:
+            return np.from_dlpack(a)
+        except (BufferError, RuntimeError, TypeError, ValueError) as e:
+            raise TypeError(f"{name}: cannot be read through DLPack ({e})") from None
+    return np.asarray(a)
+
+
 def _data(x: Any, name: str) -> np.ndarray:
     if not isinstance(x, np.ndarray):
-        x = np.asarray(x)
+        x = _array(x, name)
     if x.dtype not in _DATA_DTYPES:
         raise TypeError(
             f"{name} has dtype {x.dtype}, expected float32 or float64")
@@ -115,7 +130,7 @@ def _param(p: Any, name: str, view: _View, dtype: np.dtype) -> Optional[np.ndarr
     """A per-channel input (weight, bias, statistics), cast to dtype."""
     if p is None:
         return None
-    a = p if isinstance(p, np.ndarray) else np.asarray(p)
+    a = _array(p, name)
     if a.dtype.kind not in "fiu":
         raise TypeError(f"{name} has dtype {a.dtype}, expected a real number type")
     _check_length(a, name, view)
@@ -124,6 +139,8 @@ def _param(p: Any, name: str, view: _View, dtype: np.dtype) -> Optional[np.ndarr
 
 def _running(p: Any, name: str, view: _View, dtype: np.dtype) -> np.ndarray:
     """A running statistic updated in place: never a silent copy."""
+    if not isinstance(p, np.ndarray) and hasattr(p, "__dlpack__"):
+        p = _array(p, name)  # a view of the tensor's memory
     if not isinstance(p, np.ndarray):
         raise TypeError(
             f"{name} must be a numpy.ndarray (it is updated in place), "
@@ -144,6 +161,8 @@ def _out(out: Any, x: np.ndarray, view: _View) -> np.ndarray:
     """The output buffer: preallocated `out`, else a new array laid out like x."""
     if out is None:
         return view.empty()
+    if not isinstance(out, np.ndarray) and hasattr(out, "__dlpack__"):
+        out = _array(out, "out")
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != x.shape:

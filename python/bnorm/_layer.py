@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from ._functional import _DATA_DTYPES, _eps, _momentum, batch_norm, \
+from ._functional import _DATA_DTYPES, _array, _eps, _momentum, batch_norm, \
     batch_norm_backward, batch_norm_train
 
 from ._fold import fold_batch_norm, inference_scale_shift
@@ -94,7 +94,7 @@ class BatchNorm:
     # -- forward and backward ---------------------------------------------
     def _check_input(self, x: Any) -> np.ndarray:
         if not isinstance(x, np.ndarray):
-            x = np.asarray(x)
+            x = _array(x, "x")
         if x.dtype != self.dtype:
             raise TypeError(
                 f"x has dtype {x.dtype}, expected {self.dtype} (the layer's dtype)")
