@@ -1,4 +1,4 @@
-"""Command line: ``python -m bnorm bench [--quick]``, ``accuracy``, ``info``,
+"""Command line: ``python -m bnorm demo``, ``bench [--quick]``, ``accuracy``, ``info``,
 and ``--includedir / --libdir / --cmake-dir / --pkgconfigdir`` for builds
 of C/C++ code against the libbnorm in this package."""
 
@@ -42,6 +42,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                        help="also write the results as JSON (- for stdout)")
     bench.add_argument("--reference", action="store_true",
                        help="also time the NumPy reference (always on with --quick)")
+    demo = sub.add_parser("demo", help="the paper's first experiment in miniature: "
+                                        "sigmoid networks with and without batch norm "
+                                        "on handwritten digits (needs bnorm[demo])")
+    demo.add_argument("--steps", type=int, default=10000, help="training steps (default 10000)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    demo.add_argument("--out", default="bnorm-demo.png",
+                      help="where to write the figure (default bnorm-demo.png; '' for none)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub.add_parser("accuracy", help="the worst errors against the reference, "
                                     "PyTorch and float64, measured")
     sub.add_parser("info", help="version, threads, and where the C library is")
@@ -64,6 +73,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         return run(quick=args.quick, threads=args.threads, dtype=args.dtype,
                    repeat=args.repeat, shape=args.shape, layout=args.layout,
                    json_path=args.json_path, with_reference=args.reference)
+    if args.command == "demo":
+        if args.steps < 1:
+            parser.error("--steps must be >= 1")
+        if not args.lr > 0:
+            parser.error("--lr must be > 0")
+        try:
+            from ._demo import run as run_demo
+            import matplotlib  # noqa: F401
+            import sklearn  # noqa: F401
+            import tqdm  # noqa: F401
+        except ImportError as e:
+            print(f"the demo needs scikit-learn, matplotlib and tqdm ({e.name} is missing): "
+                  f'pip install "bnorm[demo]"', file=sys.stderr)
+            return 1
+        run_demo(steps=args.steps, seed=args.seed, out=args.out or None, lr=args.lr,
+                 progress=not args.no_progress)
+        return 0
     if args.command == "accuracy":
         from ._accuracy import run as run_accuracy
         return run_accuracy()
