@@ -45,7 +45,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     demo = sub.add_parser("demo", help="the paper's first experiment in miniature: "
                                         "sigmoid networks with and without batch norm "
                                         "on handwritten digits (needs bnorm[demo])")
-    demo.add_argument("--steps", type=int, default=10000, help="training steps (default 10000)")
+    demo.add_argument("--steps", type=int, default=50000,
+                      help="training steps (default 50000, as in the paper)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
     demo.add_argument("--out", default="bnorm-demo.png",

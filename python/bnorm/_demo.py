@@ -149,7 +149,7 @@ def load_digits(seed: int):
     return x[train], y[train], x[test], y[test]
 
 
-def run(steps: int = 10000, seed: int = 0, out: Optional[str] = "bnorm-demo.png",
+def run(steps: int = 50000, seed: int = 0, out: Optional[str] = "bnorm-demo.png",
         lr: float = 0.1, checkpoints: int = 50, quiet: bool = False,
         progress: bool = True) -> Dict:
     """Trains both networks; returns the curves and final accuracies (and
@@ -162,7 +162,9 @@ def run(steps: int = 10000, seed: int = 0, out: Optional[str] = "bnorm-demo.png"
                for a, b in zip(sizes[:-1], sizes[1:])]
     plain, with_bn = Net(sizes, weights, bn=False), Net(sizes, weights, bn=True)
     unit = 0  # the sigmoid whose input distribution is followed
-    every = max(1, steps // checkpoints)
+    # evenly spaced checkpoints, and denser ones early, where the curves move
+    at = set(np.linspace(0, steps, checkpoints + 1).astype(int).tolist())
+    at |= set(np.geomspace(max(1, steps // 500), max(1, steps // 10), 10).astype(int).tolist())
     curve: Dict[str, List] = {"step": [], "plain": [], "bn": [],
                               "plain_pct": [], "bn_pct": []}
 
@@ -189,7 +191,7 @@ def run(steps: int = 10000, seed: int = 0, out: Optional[str] = "bnorm-demo.png"
         pos += BATCH
         plain.step(xtr[idx], ytr[idx], lr)
         with_bn.step(xtr[idx], ytr[idx], lr)
-        if step % every == 0 or step == steps:
+        if step in at:
             checkpoint(step)
             if bar is not None:
                 bar.set_postfix(plain=f"{curve['plain'][-1]:.3f}", bn=f"{curve['bn'][-1]:.3f}")
@@ -218,8 +220,9 @@ def print_table(r: Dict) -> None:
     print("input to one last-layer sigmoid over the test set: 15th / 50th / 85th percentile\n")
     print(f"{'step':>7}  {'test acc':>8} {'test acc':>8}   {'without BN':>22}   {'with BN':>22}")
     print(f"{'':>7}  {'plain':>8} {'with BN':>8}   {'p15    p50    p85':>22}   {'p15    p50    p85':>22}")
-    rows = len(c["step"])
-    pick = sorted(set(list(range(0, rows, max(1, rows // 10))) + [rows - 1]))
+    steps = np.array(c["step"])
+    targets = r["steps"] * np.array([0, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.2, 0.4, 0.6, 0.8, 1])
+    pick = sorted({int(np.abs(steps - t).argmin()) for t in targets})
     for i in pick:
         pp, pb = c["plain_pct"][i], c["bn_pct"][i]
         print(f"{c['step'][i]:>7}  {c['plain'][i]:>8.3f} {c['bn'][i]:>8.3f}   "
