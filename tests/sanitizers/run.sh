@@ -30,8 +30,12 @@ if [ "$what" = python ] || [ "$what" = all ]; then
     -Ccmake.build-type=RelWithDebInfo \
     -Ccmake.define.CMAKE_C_FLAGS="$flags" -Ccmake.define.CMAKE_CXX_FLAGS="$flags" \
     -Cbuild-dir="$(mktemp -d "${TMPDIR:-/tmp}/bnorm-asan-wheel.XXXXXX")" >/dev/null
+  # libstdc++ is preloaded beside libasan so that ASan's __cxa_throw
+  # interceptor finds the real one: without it the first C++ exception thrown
+  # by another extension (scikit-learn's, in the demo test) aborts the run.
   libasan="$(gcc -print-file-name=libasan.so)"
-  (cd "$root" && LD_PRELOAD="$libasan" ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:allocator_may_return_null=1" \
+  libstdcxx="$(gcc -print-file-name=libstdc++.so.6)"
+  (cd "$root" && LD_PRELOAD="$libasan $libstdcxx" ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:allocator_may_return_null=1" \
      python -m pytest -q -p no:cacheprovider --ignore=tests/test_c.py)
   echo "sanitizers: Python tests clean under ASan+UBSan"
 fi
