@@ -106,6 +106,67 @@ void group_sums(const Plan& p, const T* dy, const T* x, const T* mean,
   }
 }
 
+// Channel c's coefficients of dx (k, r, mean, q: see DxOp) and its
+// gradients of weight and bias, from its sums over m values.
+template <class T>
+struct BackFinish {
+  const T *mean, *invstd, *weight;
+  T* const* arrays;
+  T *dweight, *dbias;
+  double m;
+  bool frozen;
+  void operator()(int64_t c, const Sums& s) const {
+    const double is = static_cast<double>(invstd[c]);
+    const double gamma = weight ? static_cast<double>(weight[c]) : 1.0;
+    const double k = gamma * is;
+    arrays[0][c] = static_cast<T>(k);
+    arrays[1][c] = frozen ? T(0) : static_cast<T>(k * s.g / m);
+    arrays[2][c] = mean[c];
+    arrays[3][c] = frozen ? T(0) : static_cast<T>(k * is * is * s.gx / m);
+    if (dbias) dbias[c] = static_cast<T>(s.g);
+    if (dweight) dweight[c] = static_cast<T>(s.gx * is);
+  }
+};
+
+// The reduction phase when lanes are not taken whole: thread tid's share of
+// the partial sums part[g * C + c]. Rows layout: a task is a group of rows
+// across all channels, read row after row (contiguous memory); the
+// per-channel sums are the same. `scratch`: scratch_stride(3 * C) doubles
+// per thread (rows layout).
+template <class T>
+void reduce_sums(const Plan& p, const T* dy, const T* x, const T* mean,
+                 Sums* part, double* scratch, int tid, int n) {
+  const int64_t C = p.channels;
+  if (p.rows) {
+    int64_t g0, g1;
+    share(p.groups, tid, n, &g0, &g1);
+    for (int64_t g = g0; g < g1; ++g)
+      group_sums(p, dy, x, mean, 0, C, g, part + g * C,
+                 scratch + tid * scratch_stride(3 * C));
+    return;
+  }
+  int64_t t0, t1;
+  share(p.lanes * p.groups, tid, n, &t0, &t1);
+  Sums acc[kChannelBlock];
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t lane = t / p.groups, g = t % p.groups;
+    int64_t c0, cw;
+    p.lane_channels(lane, &c0, &cw);
+    group_sums(p, dy, x, mean, c0, cw, g, acc, nullptr);
+    for (int64_t j = 0; j < cw; ++j) part[g * C + c0 + j] = acc[j];
+  }
+}
+
+// Channel c's partial sums added in group order.
+inline Sums merge_sums(const Plan& p, const Sums* part, int64_t c) {
+  Sums tot;
+  for (int64_t g = 0; g < p.groups; ++g) {
+    tot.g += part[g * p.channels + c].g;
+    tot.gx += part[g * p.channels + c].gx;
+  }
+  return tot;
+}
+
 }  // namespace
 
 template <class T>
@@ -130,17 +191,7 @@ void backward(const Plan& p, const T* dy, const T* x, const T* mean,
   const StoredCoefs<T, 4> fill4{arrays};
   const StoredCoefs<T, 1> fill1{arrays};
 
-  auto finish = [&](int64_t c, const Sums& s) {
-    const double is = static_cast<double>(invstd[c]);
-    const double gamma = weight ? static_cast<double>(weight[c]) : 1.0;
-    const double k = gamma * is;
-    arrays[0][c] = static_cast<T>(k);
-    arrays[1][c] = frozen ? T(0) : static_cast<T>(k * s.g / m);
-    arrays[2][c] = mean[c];
-    arrays[3][c] = frozen ? T(0) : static_cast<T>(k * is * is * s.gx / m);
-    if (dbias) dbias[c] = static_cast<T>(s.g);
-    if (dweight) dweight[c] = static_cast<T>(s.gx * is);
-  };
+  const BackFinish<T> finish{mean, invstd, weight, arrays, dweight, dbias, m, frozen};
   auto apply = [&](int tid, int n) {
     if (!dx || total == 0) return;
     if (frozen)
@@ -175,50 +226,79 @@ void backward(const Plan& p, const T* dy, const T* x, const T* mean,
     return;
   }
 
-  // Rows layout: a task is a group of rows across all channels, read row
-  // after row (contiguous memory); the per-channel sums are the same.
   std::vector<double> scratch(need_sums && block == 0 && p.rows
                                   ? static_cast<size_t>(nt * scratch_stride(3 * C)) : 0);
   auto reduce = [&](int tid, int n) {
-    if (!need_sums) return;
-    if (p.rows) {
-      int64_t g0, g1;
-      share(p.groups, tid, n, &g0, &g1);
-      for (int64_t g = g0; g < g1; ++g)
-        group_sums(p, dy, x, mean, 0, C, g, part.data() + g * C,
-                   scratch.data() + tid * scratch_stride(3 * C));
-      return;
-    }
-    int64_t t0, t1;
-    share(p.lanes * p.groups, tid, n, &t0, &t1);
-    Sums acc[kChannelBlock];
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t lane = t / p.groups, g = t % p.groups;
-      int64_t c0, cw;
-      p.lane_channels(lane, &c0, &cw);
-      group_sums(p, dy, x, mean, c0, cw, g, acc, nullptr);
-      for (int64_t j = 0; j < cw; ++j) part[g * C + c0 + j] = acc[j];
-    }
+    if (need_sums) reduce_sums(p, dy, x, mean, part.data(), scratch.data(), tid, n);
   };
   auto merge = [&](int tid, int n) {
     int64_t c_begin, c_end;
     share(C, tid, n, &c_begin, &c_end);
-    for (int64_t c = c_begin; c < c_end; ++c) {
-      Sums tot;
-      if (need_sums) {
-        for (int64_t g = 0; g < p.groups; ++g) {
-          tot.g += part[g * C + c].g;
-          tot.gx += part[g * C + c].gx;
-        }
-      }
-      finish(c, tot);
-    }
+    for (int64_t c = c_begin; c < c_end; ++c)
+      finish(c, need_sums ? merge_sums(p, part.data(), c) : Sums());
   };
   if (need_sums)
     parallel(nt, reduce, merge, apply);
   else
     parallel(nt, merge, apply);
 }
+
+// The split phases of backward, for sums that span several processes
+// (bnorm_backward_reduce, bnorm_backward_apply): the same sums backward()
+// forms, and dx from sums and a count given by the caller.
+template <class T>
+void backward_sums(const Plan& p, const T* dy, const T* x, const T* mean,
+                   double* sum_dy, double* sum_dy_xmu) {
+  const int64_t C = p.channels;
+  const int nt = threads_for(p.outer * C * p.inner);
+  std::vector<Sums> part(static_cast<size_t>(p.groups * C));
+  std::vector<double> scratch(p.rows ? static_cast<size_t>(nt * scratch_stride(3 * C)) : 0);
+  auto reduce = [&](int tid, int n) {
+    reduce_sums(p, dy, x, mean, part.data(), scratch.data(), tid, n);
+  };
+  auto merge = [&](int tid, int n) {
+    int64_t c_begin, c_end;
+    share(C, tid, n, &c_begin, &c_end);
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      const Sums s = merge_sums(p, part.data(), c);
+      sum_dy[c] = s.g;
+      sum_dy_xmu[c] = s.gx;
+    }
+  };
+  parallel(nt, reduce, merge);
+}
+
+template <class T>
+void backward_apply(const Plan& p, const T* dy, const T* x, const T* mean,
+                    const T* invstd, const T* weight, const double* sum_dy,
+                    const double* sum_dy_xmu, double count, T* dx, T* dweight,
+                    T* dbias) {
+  const int64_t C = p.channels;
+  const int64_t total = p.outer * C * p.inner;
+  std::vector<T> coef(static_cast<size_t>(4 * C));
+  T* const arrays[4] = {coef.data(), coef.data() + C, coef.data() + 2 * C,
+                        coef.data() + 3 * C};
+  const BackFinish<T> finish{mean, invstd, weight, arrays, dweight, dbias, count, false};
+  for (int64_t c = 0; c < C; ++c) finish(c, Sums{sum_dy[c], sum_dy_xmu[c]});
+  if (!dx || total == 0) return;
+  const DxOp<T> op{dy, x, dx, stream_output(total * int64_t(sizeof(T)))};
+  const StoredCoefs<T, 4> fill{arrays};
+  parallel(threads_for(total), [&](int tid, int n) { sweep<T>(p, op, fill, tid, n); });
+}
+
+template void backward_sums<float>(const Plan&, const float*, const float*,
+                                   const float*, double*, double*);
+template void backward_sums<double>(const Plan&, const double*, const double*,
+                                    const double*, double*, double*);
+template void backward_apply<float>(const Plan&, const float*, const float*,
+                                    const float*, const float*, const float*,
+                                    const double*, const double*, double,
+                                    float*, float*, float*);
+template void backward_apply<double>(const Plan&, const double*,
+                                     const double*, const double*,
+                                     const double*, const double*,
+                                     const double*, const double*, double,
+                                     double*, double*, double*);
 
 template void backward<float>(const Plan&, const float*, const float*,
                               const float*, const float*, const float*,

@@ -74,7 +74,9 @@ template <class T>
 Kernels<T> table(Isa isa) {
 #define BNORM_TABLE(ns)                                                  \
   return Kernels<T> { &ns::forward_training<T>, &ns::forward_inference<T>, \
-                      &ns::backward<T> }
+                      &ns::backward<T>, &ns::moments<T>,                     \
+                      &ns::forward_apply<T>, &ns::backward_sums<T>,          \
+                      &ns::backward_apply<T> }
   switch (isa) {
 #ifdef BNORM_HAVE_ISA_AVX512
     case kAvx512: BNORM_TABLE(isa_avx512);

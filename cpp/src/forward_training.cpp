@@ -128,6 +128,95 @@ void group_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
   }
 }
 
+// Turns a channel's merged moments into its outputs: the coefficients of
+// the normalization (mean rounded to T, scale, shift; see AffineOp), the
+// saved statistics and the running-statistics update. m is the number of
+// values each channel was normalized over (the global batch, for
+// forward_apply).
+template <class T>
+struct Finish {
+  const T *weight, *bias;
+  T* const* arrays;  // mean, scale, shift
+  T *save_mean, *save_invstd, *running_mean, *running_var;
+  double m, eps, momentum, correction;
+
+  void one(int64_t c, double mean, double var, double invstd) const {
+    const double gamma = weight ? static_cast<double>(weight[c]) : 1.0;
+    const double beta = bias ? static_cast<double>(bias[c]) : 0.0;
+    const T mh = static_cast<T>(mean);
+    const T scale = static_cast<T>(gamma * invstd);
+    arrays[0][c] = mh;
+    arrays[1][c] = scale;
+    arrays[2][c] = static_cast<T>(
+        beta - (mean - static_cast<double>(mh)) * static_cast<double>(scale));
+    if (save_mean) save_mean[c] = static_cast<T>(mean);
+    if (save_invstd) save_invstd[c] = static_cast<T>(invstd);
+    if (running_mean) {
+      running_mean[c] = static_cast<T>((1.0 - momentum) * running_mean[c] +
+                                       momentum * mean);
+      running_var[c] = static_cast<T>((1.0 - momentum) * running_var[c] +
+                                      momentum * var * correction);
+    }
+  }
+  // Channels [c0, c0 + cw), cw <= kChannelBlock, from their merged moments;
+  // the divisions and square roots run as one vector loop.
+  void operator()(int64_t c0, int64_t cw, const Moments* tot) const {
+    double var[kChannelBlock], inv[kChannelBlock];
+    for (int64_t j = 0; j < cw; ++j) var[j] = tot[j].m2;
+    BNORM_SIMD
+    for (int64_t j = 0; j < cw; ++j) {
+      const double v = var[j] / m;
+      var[j] = v < 0 ? 0.0 : v;  // rounding; NaN stays NaN
+      inv[j] = 1.0 / std::sqrt(var[j] + eps);
+    }
+    for (int64_t j = 0; j < cw; ++j) one(c0 + j, tot[j].mean, var[j], inv[j]);
+  }
+};
+
+// The reduction phase when lanes are not taken whole: thread tid's share of
+// the partial moments part[g * C + c] of every (group, channel).
+// Rows layout: a task is a group of rows across all channels, read row
+// after row (contiguous memory); per channel, the same units in the same
+// order as one lane at a time would take them. `scratch` holds
+// scratch_stride(3 * C) doubles per thread.
+template <class T>
+void reduce_groups(const Plan& p, const T* x, Moments* part, double* scratch,
+                   int tid, int n) {
+  const int64_t C = p.channels;
+  if (p.rows) {
+    int64_t g0, g1;
+    share(p.groups, tid, n, &g0, &g1);
+    for (int64_t g = g0; g < g1; ++g) {
+      int64_t u0, u1;
+      p.group_range(g, &u0, &u1);
+      Moments* acc = part + g * C;
+      for (int64_t u = u0; u < u1; ++u)
+        rows_unit_moments(p, x, 0, C, u, acc, scratch + tid * scratch_stride(3 * C));
+    }
+    return;
+  }
+  int64_t t0, t1;
+  share(p.lanes * p.groups, tid, n, &t0, &t1);
+  Moments acc[kChannelBlock];
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t lane = t / p.groups, g = t % p.groups;
+    int64_t c0, cw;
+    p.lane_channels(lane, &c0, &cw);
+    group_moments(p, x, c0, cw, g, acc);
+    for (int64_t j = 0; j < cw; ++j) part[g * C + c0 + j] = acc[j];
+  }
+}
+
+// Channels [c0, c0 + cw)'s partials merged in group order into tot.
+inline void merge_groups(const Plan& p, const Moments* part, int64_t c0,
+                         int64_t cw, Moments* tot) {
+  for (int64_t j = 0; j < cw; ++j) {
+    tot[j] = Moments();
+    for (int64_t g = 0; g < p.groups; ++g)
+      merge_into(tot[j], part[g * p.channels + c0 + j]);
+  }
+}
+
 }  // namespace
 
 template <class T>
@@ -147,38 +236,8 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
   const double m = static_cast<double>(p.outer * p.inner);
   const double correction = unbiased ? m / (m - 1) : 1.0;
 
-  // Channel c's statistics are final: write them and its coefficients.
-  auto finish_one = [&](int64_t c, double mean, double var, double invstd) {
-    const double gamma = weight ? static_cast<double>(weight[c]) : 1.0;
-    const double beta = bias ? static_cast<double>(bias[c]) : 0.0;
-    const T mh = static_cast<T>(mean);
-    const T scale = static_cast<T>(gamma * invstd);
-    arrays[0][c] = mh;
-    arrays[1][c] = scale;
-    arrays[2][c] = static_cast<T>(
-        beta - (mean - static_cast<double>(mh)) * static_cast<double>(scale));
-    if (save_mean) save_mean[c] = static_cast<T>(mean);
-    if (save_invstd) save_invstd[c] = static_cast<T>(invstd);
-    if (running_mean) {
-      running_mean[c] = static_cast<T>((1.0 - momentum) * running_mean[c] +
-                                       momentum * mean);
-      running_var[c] = static_cast<T>((1.0 - momentum) * running_var[c] +
-                                      momentum * var * correction);
-    }
-  };
-  // The same for channels [c0, c0 + cw), cw <= kChannelBlock, from their
-  // merged moments; the divisions and square roots run as one vector loop.
-  auto finish = [&](int64_t c0, int64_t cw, const Moments* tot) {
-    double var[kChannelBlock], inv[kChannelBlock];
-    for (int64_t j = 0; j < cw; ++j) var[j] = tot[j].m2;
-    BNORM_SIMD
-    for (int64_t j = 0; j < cw; ++j) {
-      const double v = var[j] / m;
-      var[j] = v < 0 ? 0.0 : v;  // rounding; NaN stays NaN
-      inv[j] = 1.0 / std::sqrt(var[j] + eps);
-    }
-    for (int64_t j = 0; j < cw; ++j) finish_one(c0 + j, tot[j].mean, var[j], inv[j]);
-  };
+  const Finish<T> finish{weight, bias, arrays, save_mean, save_invstd,
+                        running_mean, running_var, m, eps, momentum, correction};
 
   if (block > 0) {
     parallel(nt, [&](int tid, int n) {
@@ -199,33 +258,9 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
     return;
   }
 
-  // Rows layout: a task is a group of rows across all channels, read row
-  // after row (contiguous memory); per channel, the same units in the same
-  // order as one lane at a time would take them.
   std::vector<double> scratch(p.rows ? static_cast<size_t>(nt * scratch_stride(3 * C)) : 0);
   auto reduce = [&](int tid, int n) {
-    if (p.rows) {
-      int64_t g0, g1;
-      share(p.groups, tid, n, &g0, &g1);
-      for (int64_t g = g0; g < g1; ++g) {
-        int64_t u0, u1;
-        p.group_range(g, &u0, &u1);
-        Moments* acc = part.data() + g * C;
-        for (int64_t u = u0; u < u1; ++u)
-          rows_unit_moments(p, x, 0, C, u, acc, scratch.data() + tid * scratch_stride(3 * C));
-      }
-      return;
-    }
-    int64_t t0, t1;
-    share(p.lanes * p.groups, tid, n, &t0, &t1);
-    Moments acc[kChannelBlock];
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t lane = t / p.groups, g = t % p.groups;
-      int64_t c0, cw;
-      p.lane_channels(lane, &c0, &cw);
-      group_moments(p, x, c0, cw, g, acc);
-      for (int64_t j = 0; j < cw; ++j) part[g * C + c0 + j] = acc[j];
-    }
+    reduce_groups(p, x, part.data(), scratch.data(), tid, n);
   };
   auto merge = [&](int tid, int n) {
     int64_t c_begin, c_end;
@@ -233,16 +268,78 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
     Moments tot[kChannelBlock];
     for (int64_t c0 = c_begin; c0 < c_end; c0 += kChannelBlock) {
       const int64_t cw = std::min(kChannelBlock, c_end - c0);
-      for (int64_t j = 0; j < cw; ++j) {
-        tot[j] = Moments();
-        for (int64_t g = 0; g < p.groups; ++g) merge_into(tot[j], part[g * C + c0 + j]);
-      }
+      merge_groups(p, part.data(), c0, cw, tot);
       finish(c0, cw, tot);
     }
   };
   auto normalize = [&](int tid, int n) { sweep<T>(p, op, fill, tid, n); };
   parallel(nt, reduce, merge, normalize);
 }
+
+// The split phases of forward_training, for statistics that span several
+// processes (bnorm_moments, bnorm_forward_normalize). moments() computes
+// exactly the per-channel moments forward_training normalizes with.
+template <class T>
+void moments(const Plan& p, const T* x, double* mean, double* m2) {
+  const int64_t C = p.channels;
+  const int nt = threads_for(p.outer * C * p.inner);
+  std::vector<Moments> part(static_cast<size_t>(p.groups * C));
+  std::vector<double> scratch(p.rows ? static_cast<size_t>(nt * scratch_stride(3 * C)) : 0);
+  auto reduce = [&](int tid, int n) {
+    reduce_groups(p, x, part.data(), scratch.data(), tid, n);
+  };
+  auto merge = [&](int tid, int n) {
+    int64_t c_begin, c_end;
+    share(C, tid, n, &c_begin, &c_end);
+    Moments tot[kChannelBlock];
+    for (int64_t c0 = c_begin; c0 < c_end; c0 += kChannelBlock) {
+      const int64_t cw = std::min(kChannelBlock, c_end - c0);
+      merge_groups(p, part.data(), c0, cw, tot);
+      for (int64_t j = 0; j < cw; ++j) {
+        mean[c0 + j] = tot[j].mean;
+        m2[c0 + j] = tot[j].m2;
+      }
+    }
+  };
+  parallel(nt, reduce, merge);
+}
+
+template <class T>
+void forward_apply(const Plan& p, const T* x, T* y, const T* weight,
+                   const T* bias, const double* mean, const double* m2,
+                   double count, T* save_mean, T* save_invstd,
+                   T* running_mean, T* running_var, double eps,
+                   double momentum, bool unbiased) {
+  const int64_t C = p.channels;
+  const int64_t total = p.outer * C * p.inner;
+  std::vector<T> coef(static_cast<size_t>(3 * C));
+  T* const arrays[3] = {coef.data(), coef.data() + C, coef.data() + 2 * C};
+  const Finish<T> finish{weight, bias, arrays, save_mean, save_invstd,
+                         running_mean, running_var, count, eps, momentum,
+                         unbiased ? count / (count - 1) : 1.0};
+  Moments tot[kChannelBlock];
+  for (int64_t c0 = 0; c0 < C; c0 += kChannelBlock) {
+    const int64_t cw = std::min(kChannelBlock, C - c0);
+    for (int64_t j = 0; j < cw; ++j) tot[j] = Moments{count, mean[c0 + j], m2[c0 + j]};
+    finish(c0, cw, tot);
+  }
+  if (total == 0) return;
+  const StoredCoefs<T, 3> fill{arrays};
+  const AffineOp<T> op{x, y, stream_output(total * int64_t(sizeof(T)))};
+  parallel(threads_for(total), [&](int tid, int n) { sweep<T>(p, op, fill, tid, n); });
+}
+
+template void moments<float>(const Plan&, const float*, double*, double*);
+template void moments<double>(const Plan&, const double*, double*, double*);
+template void forward_apply<float>(const Plan&, const float*, float*,
+                                   const float*, const float*, const double*,
+                                   const double*, double, float*, float*,
+                                   float*, float*, double, double, bool);
+template void forward_apply<double>(const Plan&, const double*, double*,
+                                    const double*, const double*,
+                                    const double*, const double*, double,
+                                    double*, double*, double*, double*, double,
+                                    double, bool);
 
 template void forward_training<float>(const Plan&, const float*, float*,
                                       const float*, const float*, float*,

@@ -24,6 +24,22 @@
   void backward(const Plan& plan, const T* dy, const T* x, const T* mean,    \
                 const T* invstd, const T* weight, T* dx, T* dweight,         \
                 T* dbias, bool frozen);                                      \
+  template <class T>                                                         \
+  void moments(const Plan& plan, const T* x, double* mean, double* m2);      \
+  template <class T>                                                         \
+  void forward_apply(const Plan& plan, const T* x, T* y, const T* weight,    \
+                     const T* bias, const double* mean, const double* m2,    \
+                     double count, T* save_mean, T* save_invstd,             \
+                     T* running_mean, T* running_var, double eps,            \
+                     double momentum, bool unbiased);                        \
+  template <class T>                                                         \
+  void backward_sums(const Plan& plan, const T* dy, const T* x,              \
+                     const T* mean, double* sum_dy, double* sum_dy_xmu);     \
+  template <class T>                                                         \
+  void backward_apply(const Plan& plan, const T* dy, const T* x,             \
+                      const T* mean, const T* invstd, const T* weight,       \
+                      const double* sum_dy, const double* sum_dy_xmu,        \
+                      double count, T* dx, T* dweight, T* dbias);            \
   }
 
 namespace bnorm {
@@ -40,6 +56,16 @@ struct Kernels {
                             const T*, const T*, double);
   void (*backward)(const Plan&, const T*, const T*, const T*, const T*,
                    const T*, T*, T*, T*, bool);
+  // the split phases, for statistics spanning several processes
+  void (*moments)(const Plan&, const T*, double*, double*);
+  void (*forward_apply)(const Plan&, const T*, T*, const T*, const T*,
+                        const double*, const double*, double, T*, T*, T*, T*,
+                        double, double, bool);
+  void (*backward_sums)(const Plan&, const T*, const T*, const T*, double*,
+                        double*);
+  void (*backward_apply)(const Plan&, const T*, const T*, const T*, const T*,
+                         const T*, const double*, const double*, double, T*,
+                         T*, T*);
 };
 
 // The kernels of the instruction set chosen for this process.

@@ -66,3 +66,30 @@ cdef extern from "bnorm/bnorm.h" nogil:
         const void *layer_weight, const void *layer_bias, const void *mean,
         const void *var, const void *weight, const void *bias, double eps,
         void *folded_weight, void *folded_bias)
+
+    bnorm_status bnorm_moments(
+        bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+        const void *x, double *mean, double *m2)
+
+    bnorm_status bnorm_merge_moments(
+        int64_t parts, int64_t channels, const int64_t *counts,
+        const double *means, const double *m2s, int64_t *count, double *mean,
+        double *m2)
+
+    bnorm_status bnorm_forward_normalize(
+        bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+        const void *x, void *y, int64_t count, const double *mean,
+        const double *m2, const void *weight, const void *bias, void *save_mean,
+        void *save_invstd, void *running_mean, void *running_var, double eps,
+        double momentum, uint32_t flags)
+
+    bnorm_status bnorm_backward_reduce(
+        bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+        const void *dy, const void *x, const void *mean, double *sum_dy,
+        double *sum_dy_xmu)
+
+    bnorm_status bnorm_backward_apply(
+        bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+        const void *dy, const void *x, const void *mean, const void *invstd,
+        const void *weight, const double *sum_dy, const double *sum_dy_xmu,
+        int64_t count, void *dx, void *dweight, void *dbias)

@@ -47,3 +47,23 @@ def fold_into_layer(layer_weight: np.ndarray, layer_bias: Optional[np.ndarray],
                     var: np.ndarray, weight: Optional[np.ndarray],
                     bias: Optional[np.ndarray], eps: float,
                     folded_weight: np.ndarray, folded_bias: np.ndarray) -> None: ...
+def moments(x: np.ndarray, outer: int, channels: int, inner: int,
+            mean: np.ndarray, m2: np.ndarray) -> None: ...
+def merge_moments(counts: np.ndarray, means: np.ndarray, m2s: np.ndarray,
+                  count: np.ndarray, mean: np.ndarray, m2: np.ndarray) -> None: ...
+def forward_normalize(x: np.ndarray, y: np.ndarray, outer: int, channels: int,
+                      inner: int, count: int, mean: np.ndarray, m2: np.ndarray,
+                      weight: Optional[np.ndarray], bias: Optional[np.ndarray],
+                      save_mean: Optional[np.ndarray],
+                      save_invstd: Optional[np.ndarray],
+                      running_mean: Optional[np.ndarray],
+                      running_var: Optional[np.ndarray], eps: float,
+                      momentum: float, unbiased: bool) -> None: ...
+def backward_reduce(dy: np.ndarray, x: np.ndarray, outer: int, channels: int,
+                    inner: int, mean: np.ndarray, sum_dy: np.ndarray,
+                    sum_dy_xmu: np.ndarray) -> None: ...
+def backward_apply(dy: np.ndarray, x: np.ndarray, outer: int, channels: int,
+                   inner: int, mean: np.ndarray, invstd: np.ndarray,
+                   weight: Optional[np.ndarray], sum_dy: np.ndarray,
+                   sum_dy_xmu: np.ndarray, count: int, dx: Optional[np.ndarray],
+                   dweight: Optional[np.ndarray], dbias: Optional[np.ndarray]) -> None: ...

@@ -207,6 +207,103 @@ def fold_into_layer(cnp.ndarray layer_weight, layer_bias, int64_t outer,
     _check(st, "fold batch norm into layer")
 
 
+# Split phases for statistics spanning several processes (bnorm.distributed).
+# Statistics and sums are float64 arrays whatever the data dtype.
+
+def moments(cnp.ndarray x, int64_t outer, int64_t channels, int64_t inner,
+            mean, m2):
+    cdef bnorm_dtype dt = _dtype_code(x)
+    cdef int t = cnp.PyArray_TYPE(x)
+    cdef const void* px = _buf(x, outer * channels * inner, t, False, "x")
+    cdef double* pm = <double*>_buf(mean, channels, cnp.NPY_FLOAT64, True, "mean")
+    cdef double* pq = <double*>_buf(m2, channels, cnp.NPY_FLOAT64, True, "m2")
+    cdef bnorm_status st
+    with nogil:
+        st = bnorm_moments(dt, outer, channels, inner, px, pm, pq)
+    _check(st, "batch moments")
+
+
+def merge_moments(counts, means, m2s, count, mean, m2):
+    cdef cnp.ndarray c = counts
+    cdef int64_t parts = cnp.PyArray_SIZE(c)
+    cdef int64_t channels = cnp.PyArray_SIZE(<cnp.ndarray>mean)
+    cdef const int64_t* pc = <const int64_t*>_buf(counts, parts, cnp.NPY_INT64, False, "counts")
+    cdef const double* pms = <const double*>_buf(means, parts * channels, cnp.NPY_FLOAT64, False, "means")
+    cdef const double* pqs = <const double*>_buf(m2s, parts * channels, cnp.NPY_FLOAT64, False, "m2s")
+    cdef int64_t* pn = <int64_t*>_buf(count, 1, cnp.NPY_INT64, True, "count")
+    cdef double* pm = <double*>_buf(mean, channels, cnp.NPY_FLOAT64, True, "mean")
+    cdef double* pq = <double*>_buf(m2, channels, cnp.NPY_FLOAT64, True, "m2")
+    cdef bnorm_status st
+    with nogil:
+        st = bnorm_merge_moments(parts, channels, pc, pms, pqs, pn, pm, pq)
+    _check(st, "merge moments")
+
+
+def forward_normalize(cnp.ndarray x, cnp.ndarray y, int64_t outer,
+                      int64_t channels, int64_t inner, int64_t count, mean, m2,
+                      weight, bias, save_mean, save_invstd, running_mean,
+                      running_var, double eps, double momentum, bint unbiased):
+    cdef bnorm_dtype dt = _dtype_code(x)
+    cdef int t = cnp.PyArray_TYPE(x)
+    cdef int64_t n = outer * channels * inner
+    cdef const void* px = _buf(x, n, t, False, "x")
+    cdef void* py = _buf(y, n, t, True, "out")
+    cdef const double* pm = <const double*>_buf(mean, channels, cnp.NPY_FLOAT64, False, "mean")
+    cdef const double* pq = <const double*>_buf(m2, channels, cnp.NPY_FLOAT64, False, "m2")
+    cdef const void* pw = _buf(weight, channels, t, False, "weight")
+    cdef const void* pb = _buf(bias, channels, t, False, "bias")
+    cdef void* psm = _buf(save_mean, channels, t, True, "save_mean")
+    cdef void* psi = _buf(save_invstd, channels, t, True, "save_invstd")
+    cdef void* prm = _buf(running_mean, channels, t, True, "running_mean")
+    cdef void* prv = _buf(running_var, channels, t, True, "running_var")
+    cdef uint32_t flags = 0 if unbiased else BNORM_FLAG_BIASED_RUNNING_VAR
+    cdef bnorm_status st
+    with nogil:
+        st = bnorm_forward_normalize(dt, outer, channels, inner, px, py, count,
+                                     pm, pq, pw, pb, psm, psi, prm, prv, eps,
+                                     momentum, flags)
+    _check(st, "batch norm normalize with given statistics")
+
+
+def backward_reduce(cnp.ndarray dy, cnp.ndarray x, int64_t outer,
+                    int64_t channels, int64_t inner, mean, sum_dy, sum_dy_xmu):
+    cdef bnorm_dtype dt = _dtype_code(x)
+    cdef int t = cnp.PyArray_TYPE(x)
+    cdef int64_t n = outer * channels * inner
+    cdef const void* pdy = _buf(dy, n, t, False, "dy")
+    cdef const void* px = _buf(x, n, t, False, "x")
+    cdef const void* pm = _buf(mean, channels, t, False, "save_mean")
+    cdef double* pa = <double*>_buf(sum_dy, channels, cnp.NPY_FLOAT64, True, "sum_dy")
+    cdef double* pb = <double*>_buf(sum_dy_xmu, channels, cnp.NPY_FLOAT64, True, "sum_dy_xmu")
+    cdef bnorm_status st
+    with nogil:
+        st = bnorm_backward_reduce(dt, outer, channels, inner, pdy, px, pm, pa, pb)
+    _check(st, "batch norm backward reduction")
+
+
+def backward_apply(cnp.ndarray dy, cnp.ndarray x, int64_t outer,
+                   int64_t channels, int64_t inner, mean, invstd, weight,
+                   sum_dy, sum_dy_xmu, int64_t count, dx, dweight, dbias):
+    cdef bnorm_dtype dt = _dtype_code(x)
+    cdef int t = cnp.PyArray_TYPE(x)
+    cdef int64_t n = outer * channels * inner
+    cdef const void* pdy = _buf(dy, n, t, False, "dy")
+    cdef const void* px = _buf(x, n, t, False, "x")
+    cdef const void* pm = _buf(mean, channels, t, False, "save_mean")
+    cdef const void* pi = _buf(invstd, channels, t, False, "save_invstd")
+    cdef const void* pw = _buf(weight, channels, t, False, "weight")
+    cdef const double* pa = <const double*>_buf(sum_dy, channels, cnp.NPY_FLOAT64, False, "sum_dy")
+    cdef const double* pb = <const double*>_buf(sum_dy_xmu, channels, cnp.NPY_FLOAT64, False, "sum_dy_xmu")
+    cdef void* pdx = _buf(dx, n, t, True, "out")
+    cdef void* pdw = _buf(dweight, channels, t, True, "dweight")
+    cdef void* pdb = _buf(dbias, channels, t, True, "dbias")
+    cdef bnorm_status st
+    with nogil:
+        st = bnorm_backward_apply(dt, outer, channels, inner, pdy, px, pm, pi,
+                                  pw, pa, pb, count, pdx, pdw, pdb)
+    _check(st, "batch norm backward with given sums")
+
+
 # ---------------------------------------------------------------------------
 # Fast paths for the common call: C-contiguous float32/float64 data, per-
 # channel arrays already of the data's dtype, no out=. They check everything

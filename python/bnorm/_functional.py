@@ -274,6 +274,21 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
     return view.like(y)
 
 
+def _pair_views(dy: np.ndarray, x: np.ndarray, axis: Any, out: Any):
+    """x and dy (already checked by _data) seen in one common layout."""
+    if dy.shape != x.shape:
+        raise ValueError(f"dy has shape {dy.shape}, expected {x.shape} (the shape of x)")
+    if dy.dtype != x.dtype:
+        raise TypeError(f"dy has dtype {dy.dtype}, expected {x.dtype} (the dtype of x)")
+    a = _axis(axis, x.ndim)
+    vx = _View(x, a, allow_channels_last=out is None)
+    vdy = _View(dy, a, allow_channels_last=vx.channels_last)
+    if vx.channels_last != vdy.channels_last:  # one layout for both
+        vx = _View(x, a, allow_channels_last=False)
+        vdy = _View(dy, a, allow_channels_last=False)
+    return vx, vdy
+
+
 def batch_norm_backward(dy, x, save_mean, save_invstd, weight=None, *, axis=1,
                         training=True, out=None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of batch normalization: ``(dx, dweight, dbias)``.
@@ -285,16 +300,7 @@ def batch_norm_backward(dy, x, save_mean, save_invstd, weight=None, *, axis=1,
     """
     x = _data(x, "x")
     dy = _data(dy, "dy")
-    if dy.shape != x.shape:
-        raise ValueError(f"dy has shape {dy.shape}, expected {x.shape} (the shape of x)")
-    if dy.dtype != x.dtype:
-        raise TypeError(f"dy has dtype {dy.dtype}, expected {x.dtype} (the dtype of x)")
-    a = _axis(axis, x.ndim)
-    vx = _View(x, a, allow_channels_last=out is None)
-    vdy = _View(dy, a, allow_channels_last=vx.channels_last)
-    if vx.channels_last != vdy.channels_last:  # one layout for both
-        vx = _View(x, a, allow_channels_last=False)
-        vdy = _View(dy, a, allow_channels_last=False)
+    vx, vdy = _pair_views(dy, x, axis, out)
     pdtype = x.dtype
     if save_mean is None or save_invstd is None:
         raise ValueError("save_mean and save_invstd are required")

@@ -72,7 +72,7 @@
 #include <stdint.h>
 
 #define BNORM_VERSION_MAJOR 0
-#define BNORM_VERSION_MINOR 1
+#define BNORM_VERSION_MINOR 2
 #define BNORM_VERSION_PATCH 0
 
 #define BNORM_VERSION_NUMBER \
@@ -366,6 +366,134 @@ BNORM_API bnorm_status bnorm_fold_into_layer(
     const void *layer_weight, const void *layer_bias, const void *mean,
     const void *var, const void *weight, const void *bias, double eps,
     void *folded_weight, void *folded_bias);
+
+/* ------------------------------------------------------------------------ */
+/* Statistics across processes (synchronized batch norm)                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * When one batch is split into shards over several processes, its
+ * statistics are those of the whole batch. bnorm_forward_training and
+ * bnorm_backward split into phases with a data exchange between them (the
+ * transport is the caller's: MPI, a collective library, files):
+ *
+ *   forward:   bnorm_moments            on the local shard
+ *              exchange (count, mean, m2) of every shard
+ *              bnorm_merge_moments      the same list, in the same order,
+ *                                       on every process: the same bits
+ *              bnorm_forward_normalize  the local shard, global statistics
+ *   backward:  bnorm_backward_reduce    on the local shard
+ *              exchange and add (sum_dy, sum_dy_xmu) in a fixed order
+ *              bnorm_backward_apply     the local dx, global sums and count
+ *
+ * Statistics travel as double whatever the data type. With one shard the
+ * phases give bitwise the results of bnorm_forward_training and
+ * bnorm_backward. A shard may be empty (no values per channel).
+ */
+
+/*
+ * Per-channel moments of a shard: its count = outer * inner values per
+ * channel, mean[c] and m2[c] = sum((x - mean[c])^2), computed as
+ * bnorm_forward_training computes them (same accuracy for data far from
+ * zero). An empty shard gives mean 0 and m2 0.
+ *
+ *   x                    outer*channels*inner elements of dtype.
+ *   mean, m2             outputs, `channels` doubles each.
+ *
+ * Errors: NULL_POINTER, INVALID_SIZE, UNSUPPORTED_DTYPE, OVERLAP,
+ * OUT_OF_MEMORY.
+ */
+BNORM_API bnorm_status bnorm_moments(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void *x, double *mean, double *m2);
+
+/*
+ * Merges `parts` shards' moments in the order given (Chan, Golub and
+ * LeVeque's pairwise formula): part k has counts[k] values per channel and
+ * means[k * channels + c], m2s[k * channels + c]. Writes the total count and
+ * the merged mean and m2 per channel. Shards with count 0 are skipped.
+ * Deterministic: the same list in the same order gives the same bits.
+ *
+ *   counts               `parts` values >= 0, their sum must fit in int64.
+ *   means, m2s           parts * channels doubles each.
+ *   count, mean, m2      outputs: 1, `channels`, `channels` values; none may
+ *                        overlap an input or another output.
+ *
+ * Errors: NULL_POINTER, INVALID_SIZE (negative parts or channels, or a size
+ * that overflows), INVALID_ARGUMENT (a negative count, or counts that
+ * overflow), OVERLAP.
+ */
+BNORM_API bnorm_status bnorm_merge_moments(
+    int64_t parts, int64_t channels, const int64_t *counts,
+    const double *means, const double *m2s, int64_t *count, double *mean,
+    double *m2);
+
+/*
+ * The normalization phase of training with statistics given: the moments
+ * of the whole batch (count values per channel, mean, m2 from
+ * bnorm_merge_moments). Writes y for the local shard x exactly as
+ * bnorm_forward_training would with those statistics (var = m2 / count,
+ * biased), the saved statistics, and the running-statistics update with
+ * the global unbiased variance var * count / (count - 1).
+ *
+ *   x, y                 the local shard (may be empty); y may be x.
+ *   count                values per channel in the whole batch: > 1, and at
+ *                        least the shard's outer * inner.
+ *   mean, m2             `channels` doubles each.
+ *   other arguments      as for bnorm_forward_training.
+ *
+ * Errors: NULL_POINTER, INVALID_SIZE, UNSUPPORTED_DTYPE, INVALID_EPS,
+ * INVALID_MOMENTUM, TOO_FEW_VALUES (count <= 1 or channels == 0),
+ * INVALID_FLAGS, INVALID_ARGUMENT (only one running statistic; count below
+ * the shard's), OVERLAP, OUT_OF_MEMORY.
+ */
+BNORM_API bnorm_status bnorm_forward_normalize(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void *x, void *y, int64_t count, const double *mean,
+    const double *m2, const void *weight, const void *bias, void *save_mean,
+    void *save_invstd, void *running_mean, void *running_var, double eps,
+    double momentum, uint32_t flags);
+
+/*
+ * The reduction phase of backward on a shard: per channel
+ *   sum_dy[c] = sum(dy),   sum_dy_xmu[c] = sum(dy * (x - mean[c])),
+ * in double, as bnorm_backward forms them. An empty shard gives zeros.
+ *
+ *   dy, x                outer*channels*inner elements of dtype.
+ *   mean                 save_mean of the forward pass (parameter type).
+ *   sum_dy, sum_dy_xmu   outputs, `channels` doubles each.
+ *
+ * Errors: NULL_POINTER, INVALID_SIZE, UNSUPPORTED_DTYPE, OVERLAP,
+ * OUT_OF_MEMORY.
+ */
+BNORM_API bnorm_status bnorm_backward_reduce(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void *dy, const void *x, const void *mean, double *sum_dy,
+    double *sum_dy_xmu);
+
+/*
+ * The elementwise phase of backward with the sums of the whole batch (added
+ * over the shards) and its count: dx for the local shard,
+ *   dx = gamma * invstd * (dy - sum_dy/count - (x - mean) * invstd^2 * sum_dy_xmu/count),
+ * and dweight = sum_dy_xmu * invstd, dbias = sum_dy (the whole batch's).
+ *
+ *   dy, x                the local shard (may be empty).
+ *   mean, invstd         save_mean and save_invstd of the forward pass.
+ *   weight               gamma, or NULL for 1.
+ *   sum_dy, sum_dy_xmu   `channels` doubles each: the global sums.
+ *   count                values per channel in the whole batch: > 1, and at
+ *                        least the shard's outer * inner.
+ *   dx, dweight, dbias   outputs, or NULL to skip; dx may be dy or x.
+ *
+ * Errors: NULL_POINTER, INVALID_SIZE, UNSUPPORTED_DTYPE, TOO_FEW_VALUES
+ * (count <= 1), INVALID_ARGUMENT (count below the shard's), OVERLAP,
+ * OUT_OF_MEMORY.
+ */
+BNORM_API bnorm_status bnorm_backward_apply(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void *dy, const void *x, const void *mean, const void *invstd,
+    const void *weight, const double *sum_dy, const double *sum_dy_xmu,
+    int64_t count, void *dx, void *dweight, void *dbias);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -1,0 +1,210 @@
+// The split phases of training (bnorm.h, "Statistics across processes"):
+// argument checks, then the kernels of forward_training.cpp and backward.cpp
+// that the one-process entry points are made of. Every check runs before any
+// write.
+#include "api_checks.hpp"
+#include "kernels.hpp"
+
+using namespace bnorm;
+
+namespace {
+
+// The count of the whole batch must cover the local shard, and training
+// needs more than one value per channel.
+bnorm_status check_count(int64_t count, int64_t channels, int64_t local) {
+  if (channels == 0 || count <= 1) return BNORM_ERROR_TOO_FEW_VALUES;
+  if (count < local) return BNORM_ERROR_INVALID_ARGUMENT;
+  return BNORM_OK;
+}
+
+void zero(double* a, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) a[i] = 0.0;
+}
+
+}  // namespace
+
+extern "C" {
+
+BNORM_API bnorm_status bnorm_moments(bnorm_dtype dtype, int64_t outer,
+                                     int64_t channels, int64_t inner,
+                                     const void* x, double* mean, double* m2) {
+  const int64_t es = elem_size_of(dtype);
+  if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
+  const int64_t n = checked_elements(outer, channels, inner, es);
+  if (n < 0 || checked_elements(1, channels, 2, 8) < 0) return BNORM_ERROR_INVALID_SIZE;
+  if (!x || !mean || !m2) return BNORM_ERROR_NULL_POINTER;
+  const int64_t par = channels * 8;
+  const Span outs[] = {{mean, par}, {m2, par}};
+  const Span ins[] = {{x, n * es}};
+  if (any_forbidden_overlap(outs, 2, ins, 1, nullptr, nullptr, -1))
+    return BNORM_ERROR_OVERLAP;
+  if (n == 0) {
+    zero(mean, channels);
+    zero(m2, channels);
+    return BNORM_OK;
+  }
+  return guarded([&] {
+    const Plan plan(outer, channels, inner, es);
+    if (dtype == BNORM_FLOAT32)
+      kernels<float>().moments(plan, static_cast<const float*>(x), mean, m2);
+    else
+      kernels<double>().moments(plan, static_cast<const double*>(x), mean, m2);
+  });
+}
+
+BNORM_API bnorm_status bnorm_merge_moments(int64_t parts, int64_t channels,
+                                           const int64_t* counts,
+                                           const double* means,
+                                           const double* m2s, int64_t* count,
+                                           double* mean, double* m2) {
+  const int64_t n = checked_elements(parts, channels, 1, 8);
+  if (n < 0 || checked_elements(1, parts, 1, 8) < 0) return BNORM_ERROR_INVALID_SIZE;
+  if (!counts || !means || !m2s || !count || !mean || !m2)
+    return BNORM_ERROR_NULL_POINTER;
+  int64_t total = 0;
+  for (int64_t k = 0; k < parts; ++k) {
+    if (counts[k] < 0 || counts[k] > INT64_MAX - total)
+      return BNORM_ERROR_INVALID_ARGUMENT;
+    total += counts[k];
+  }
+  const Span outs[] = {{count, 8}, {mean, channels * 8}, {m2, channels * 8}};
+  const Span ins[] = {{counts, parts * 8}, {means, n * 8}, {m2s, n * 8}};
+  if (any_forbidden_overlap(outs, 3, ins, 3, nullptr, nullptr, -1))
+    return BNORM_ERROR_OVERLAP;
+  for (int64_t c = 0; c < channels; ++c) {
+    Moments tot;
+    for (int64_t k = 0; k < parts; ++k) {
+      if (counts[k] == 0) continue;
+      merge_into(tot, Moments{static_cast<double>(counts[k]),
+                              means[k * channels + c], m2s[k * channels + c]});
+    }
+    mean[c] = tot.mean;
+    m2[c] = tot.m2;
+  }
+  *count = total;
+  return BNORM_OK;
+}
+
+BNORM_API bnorm_status bnorm_forward_normalize(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void* x, void* y, int64_t count, const double* mean,
+    const double* m2, const void* weight, const void* bias, void* save_mean,
+    void* save_invstd, void* running_mean, void* running_var, double eps,
+    double momentum, uint32_t flags) {
+  const int64_t es = elem_size_of(dtype);
+  if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
+  const int64_t n = checked_elements(outer, channels, inner, es);
+  if (n < 0 || checked_elements(1, channels, 1, 8) < 0) return BNORM_ERROR_INVALID_SIZE;
+  if (!x || !y || !mean || !m2) return BNORM_ERROR_NULL_POINTER;
+  if ((flags & ~uint32_t(BNORM_FLAG_BIASED_RUNNING_VAR)) != 0)
+    return BNORM_ERROR_INVALID_FLAGS;
+  if (!valid_eps(eps)) return BNORM_ERROR_INVALID_EPS;
+  if ((running_mean == nullptr) != (running_var == nullptr))
+    return BNORM_ERROR_INVALID_ARGUMENT;
+  if (running_mean && !valid_momentum(momentum))
+    return BNORM_ERROR_INVALID_MOMENTUM;
+  const bnorm_status st = check_count(count, channels, outer * inner);
+  if (st != BNORM_OK) return st;
+  const int64_t data = n * es, par = channels * es;
+  const Span outs[] = {{y, data}, {save_mean, par}, {save_invstd, par},
+                       {running_mean, par}, {running_var, par}};
+  const Span ins[] = {{x, data}, {weight, par}, {bias, par},
+                      {mean, channels * 8}, {m2, channels * 8}};
+  if (any_forbidden_overlap(outs, 5, ins, 5, x, nullptr, 0))
+    return BNORM_ERROR_OVERLAP;
+  const bool unbiased = !(flags & BNORM_FLAG_BIASED_RUNNING_VAR);
+  const double m = static_cast<double>(count);
+  return guarded([&] {
+    const Plan plan(outer, channels, inner, es);
+    if (dtype == BNORM_FLOAT32)
+      kernels<float>().forward_apply(
+          plan, static_cast<const float*>(x), static_cast<float*>(y),
+          static_cast<const float*>(weight), static_cast<const float*>(bias),
+          mean, m2, m, static_cast<float*>(save_mean),
+          static_cast<float*>(save_invstd), static_cast<float*>(running_mean),
+          static_cast<float*>(running_var), eps, momentum, unbiased);
+    else
+      kernels<double>().forward_apply(
+          plan, static_cast<const double*>(x), static_cast<double*>(y),
+          static_cast<const double*>(weight), static_cast<const double*>(bias),
+          mean, m2, m, static_cast<double*>(save_mean),
+          static_cast<double*>(save_invstd), static_cast<double*>(running_mean),
+          static_cast<double*>(running_var), eps, momentum, unbiased);
+  });
+}
+
+BNORM_API bnorm_status bnorm_backward_reduce(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void* dy, const void* x, const void* mean, double* sum_dy,
+    double* sum_dy_xmu) {
+  const int64_t es = elem_size_of(dtype);
+  if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
+  const int64_t n = checked_elements(outer, channels, inner, es);
+  if (n < 0 || checked_elements(1, channels, 1, 8) < 0) return BNORM_ERROR_INVALID_SIZE;
+  if (!dy || !x || !mean || !sum_dy || !sum_dy_xmu) return BNORM_ERROR_NULL_POINTER;
+  const int64_t data = n * es;
+  const Span outs[] = {{sum_dy, channels * 8}, {sum_dy_xmu, channels * 8}};
+  const Span ins[] = {{dy, data}, {x, data}, {mean, channels * es}};
+  if (any_forbidden_overlap(outs, 2, ins, 3, nullptr, nullptr, -1))
+    return BNORM_ERROR_OVERLAP;
+  if (n == 0) {
+    zero(sum_dy, channels);
+    zero(sum_dy_xmu, channels);
+    return BNORM_OK;
+  }
+  return guarded([&] {
+    const Plan plan(outer, channels, inner, es);
+    if (dtype == BNORM_FLOAT32)
+      kernels<float>().backward_sums(plan, static_cast<const float*>(dy),
+                                     static_cast<const float*>(x),
+                                     static_cast<const float*>(mean), sum_dy,
+                                     sum_dy_xmu);
+    else
+      kernels<double>().backward_sums(plan, static_cast<const double*>(dy),
+                                      static_cast<const double*>(x),
+                                      static_cast<const double*>(mean), sum_dy,
+                                      sum_dy_xmu);
+  });
+}
+
+BNORM_API bnorm_status bnorm_backward_apply(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void* dy, const void* x, const void* mean, const void* invstd,
+    const void* weight, const double* sum_dy, const double* sum_dy_xmu,
+    int64_t count, void* dx, void* dweight, void* dbias) {
+  const int64_t es = elem_size_of(dtype);
+  if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
+  const int64_t n = checked_elements(outer, channels, inner, es);
+  if (n < 0 || checked_elements(1, channels, 1, 8) < 0) return BNORM_ERROR_INVALID_SIZE;
+  if (!dy || !x || !mean || !invstd || !sum_dy || !sum_dy_xmu)
+    return BNORM_ERROR_NULL_POINTER;
+  const bnorm_status st = check_count(count, channels, outer * inner);
+  if (st != BNORM_OK) return st;
+  const int64_t data = n * es, par = channels * es;
+  const Span outs[] = {{dx, data}, {dweight, par}, {dbias, par}};
+  const Span ins[] = {{dy, data}, {x, data}, {mean, par}, {invstd, par},
+                      {weight, par}, {sum_dy, channels * 8},
+                      {sum_dy_xmu, channels * 8}};
+  if (any_forbidden_overlap(outs, 3, ins, 7, dy, x, 0))
+    return BNORM_ERROR_OVERLAP;
+  const double m = static_cast<double>(count);
+  return guarded([&] {
+    const Plan plan(outer, channels, inner, es);
+    if (dtype == BNORM_FLOAT32)
+      kernels<float>().backward_apply(
+          plan, static_cast<const float*>(dy), static_cast<const float*>(x),
+          static_cast<const float*>(mean), static_cast<const float*>(invstd),
+          static_cast<const float*>(weight), sum_dy, sum_dy_xmu, m,
+          static_cast<float*>(dx), static_cast<float*>(dweight),
+          static_cast<float*>(dbias));
+    else
+      kernels<double>().backward_apply(
+          plan, static_cast<const double*>(dy), static_cast<const double*>(x),
+          static_cast<const double*>(mean), static_cast<const double*>(invstd),
+          static_cast<const double*>(weight), sum_dy, sum_dy_xmu, m,
+          static_cast<double*>(dx), static_cast<double*>(dweight),
+          static_cast<double*>(dbias));
+  });
+}
+
+}  // extern "C"
