@@ -37,6 +37,9 @@ API = sorted([
     "bnorm_kernel_isa", "bnorm_set_num_threads", "bnorm_set_parallel_for",
     "bnorm_status_string", "bnorm_threading_backend", "bnorm_version_number",
     "bnorm_version_string",
+    # 0.2: statistics across processes
+    "bnorm_moments", "bnorm_merge_moments", "bnorm_forward_normalize",
+    "bnorm_backward_reduce", "bnorm_backward_apply",
 ])
 
 # The shared build carries debug information for the ABI check (abidw).

@@ -17,6 +17,24 @@ bnorm_status check_count(int64_t count, int64_t channels, int64_t local) {
   return BNORM_OK;
 }
 
+// Parts [lo, hi) of channel c merged as a balanced binary tree in index
+// order: rounding errors grow with the tree's depth, log2(parts), not with
+// the number of parts as in a left-to-right chain. A fixed shape, so the
+// same list always gives the same bits.
+Moments merge_tree(int64_t lo, int64_t hi, int64_t channels, int64_t c,
+                   const int64_t* counts, const double* means, const double* m2s) {
+  if (hi - lo == 1) {
+    if (counts[lo] == 0) return Moments();
+    return Moments{static_cast<double>(counts[lo]), means[lo * channels + c],
+                   m2s[lo * channels + c]};
+  }
+  if (hi <= lo) return Moments();
+  const int64_t mid = lo + (hi - lo) / 2;
+  Moments a = merge_tree(lo, mid, channels, c, counts, means, m2s);
+  merge_into(a, merge_tree(mid, hi, channels, c, counts, means, m2s));
+  return a;
+}
+
 void zero(double* a, int64_t n) {
   for (int64_t i = 0; i < n; ++i) a[i] = 0.0;
 }
@@ -72,12 +90,7 @@ BNORM_API bnorm_status bnorm_merge_moments(int64_t parts, int64_t channels,
   if (any_forbidden_overlap(outs, 3, ins, 3, nullptr, nullptr, -1))
     return BNORM_ERROR_OVERLAP;
   for (int64_t c = 0; c < channels; ++c) {
-    Moments tot;
-    for (int64_t k = 0; k < parts; ++k) {
-      if (counts[k] == 0) continue;
-      merge_into(tot, Moments{static_cast<double>(counts[k]),
-                              means[k * channels + c], m2s[k * channels + c]});
-    }
+    const Moments tot = merge_tree(0, parts, channels, c, counts, means, m2s);
     mean[c] = tot.mean;
     m2[c] = tot.m2;
   }

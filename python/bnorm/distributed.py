@@ -61,7 +61,8 @@ def moments(x, *, axis=1) -> Tuple[int, np.ndarray, np.ndarray]:
 
 
 def merge_moments(counts, means, m2s) -> Tuple[int, np.ndarray, np.ndarray]:
-    """Merges the moments of several shards, in the order given: ``counts``
+    """Merges the moments of several shards (a balanced binary tree over
+    them in the order given, so rounding grows with log2(shards)): ``counts``
     has one count per shard, ``means`` and ``m2s`` one row of C values per
     shard. Returns the total ``(count, mean, m2)``. The same list in the same
     order gives the same bits on every process."""

@@ -408,11 +408,13 @@ BNORM_API bnorm_status bnorm_moments(
     const void *x, double *mean, double *m2);
 
 /*
- * Merges `parts` shards' moments in the order given (Chan, Golub and
- * LeVeque's pairwise formula): part k has counts[k] values per channel and
- * means[k * channels + c], m2s[k * channels + c]. Writes the total count and
- * the merged mean and m2 per channel. Shards with count 0 are skipped.
- * Deterministic: the same list in the same order gives the same bits.
+ * Merges `parts` shards' moments (Chan, Golub and LeVeque's pairwise
+ * formula, as a balanced binary tree over the parts in index order, so that
+ * rounding errors grow with log2(parts)): part k has counts[k] values per
+ * channel and means[k * channels + c], m2s[k * channels + c]. Writes the
+ * total count and the merged mean and m2 per channel. Shards with count 0
+ * are skipped. Deterministic: the same list in the same order gives the
+ * same bits.
  *
  *   counts               `parts` values >= 0, their sum must fit in int64.
  *   means, m2s           parts * channels doubles each.
