@@ -251,6 +251,31 @@ void backward_sums(const Plan& p, const T* dy, const T* x, const T* mean,
                    double* sum_dy, double* sum_dy_xmu) {
   const int64_t C = p.channels;
   const int nt = threads_for(p.outer * C * p.inner);
+  // Planar data: blocks of channels whole per thread (as in moments()).
+  const int64_t block = p.rows ? 0 : p.whole_block(nt, 2 * sizeof(T), INT64_MAX / 8);
+  if (block > 0) {
+    parallel(nt, [&](int tid, int n) {
+      int64_t b0, b1;
+      share(ceil_div(C, block), tid, n, &b0, &b1);
+      Sums acc[kMaxPlanarBlock];
+      for (int64_t blk = b0; blk < b1; ++blk) {
+        const int64_t c0 = blk * block, cw = std::min(block, C - c0);
+        Sums tot[kMaxPlanarBlock];
+        for (int64_t g = 0; g < p.groups; ++g) {
+          group_sums(p, dy, x, mean, c0, cw, g, acc, nullptr);
+          for (int64_t j = 0; j < cw; ++j) {
+            tot[j].g += acc[j].g;
+            tot[j].gx += acc[j].gx;
+          }
+        }
+        for (int64_t j = 0; j < cw; ++j) {
+          sum_dy[c0 + j] = tot[j].g;
+          sum_dy_xmu[c0 + j] = tot[j].gx;
+        }
+      }
+    });
+    return;
+  }
   std::vector<Sums> part(static_cast<size_t>(p.groups * C));
   std::vector<double> scratch(p.rows ? static_cast<size_t>(nt * scratch_stride(3 * C)) : 0);
   auto reduce = [&](int tid, int n) {

@@ -107,7 +107,7 @@ BNORM_API bnorm_status bnorm_forward_normalize(
   const int64_t es = elem_size_of(dtype);
   if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
   const int64_t n = checked_elements(outer, channels, inner, es);
-  if (n < 0 || checked_elements(1, channels, 1, 8) < 0) return BNORM_ERROR_INVALID_SIZE;
+  if (n < 0 || checked_elements(1, channels, 2, 8) < 0) return BNORM_ERROR_INVALID_SIZE;
   if (!x || !y || !mean || !m2) return BNORM_ERROR_NULL_POINTER;
   if ((flags & ~uint32_t(BNORM_FLAG_BIASED_RUNNING_VAR)) != 0)
     return BNORM_ERROR_INVALID_FLAGS;
@@ -153,7 +153,7 @@ BNORM_API bnorm_status bnorm_backward_reduce(
   const int64_t es = elem_size_of(dtype);
   if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
   const int64_t n = checked_elements(outer, channels, inner, es);
-  if (n < 0 || checked_elements(1, channels, 1, 8) < 0) return BNORM_ERROR_INVALID_SIZE;
+  if (n < 0 || checked_elements(1, channels, 2, 8) < 0) return BNORM_ERROR_INVALID_SIZE;
   if (!dy || !x || !mean || !sum_dy || !sum_dy_xmu) return BNORM_ERROR_NULL_POINTER;
   const int64_t data = n * es;
   const Span outs[] = {{sum_dy, channels * 8}, {sum_dy_xmu, channels * 8}};
@@ -188,7 +188,7 @@ BNORM_API bnorm_status bnorm_backward_apply(
   const int64_t es = elem_size_of(dtype);
   if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
   const int64_t n = checked_elements(outer, channels, inner, es);
-  if (n < 0 || checked_elements(1, channels, 1, 8) < 0) return BNORM_ERROR_INVALID_SIZE;
+  if (n < 0 || checked_elements(1, channels, 2, 8) < 0) return BNORM_ERROR_INVALID_SIZE;
   if (!dy || !x || !mean || !invstd || !sum_dy || !sum_dy_xmu)
     return BNORM_ERROR_NULL_POINTER;
   const bnorm_status st = check_count(count, channels, outer * inner);

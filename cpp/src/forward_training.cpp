@@ -283,6 +283,30 @@ template <class T>
 void moments(const Plan& p, const T* x, double* mean, double* m2) {
   const int64_t C = p.channels;
   const int nt = threads_for(p.outer * C * p.inner);
+  // Planar data: a thread takes blocks of channels whole, which reads each
+  // outer index's runs of the block as one span (with no normalization to
+  // follow, whether the block fits in cache does not matter).
+  const int64_t block = p.rows ? 0 : p.whole_block(nt, sizeof(T), INT64_MAX / 8);
+  if (block > 0) {
+    parallel(nt, [&](int tid, int n) {
+      int64_t b0, b1;
+      share(ceil_div(C, block), tid, n, &b0, &b1);
+      Moments tot[kMaxPlanarBlock], acc[kMaxPlanarBlock];
+      for (int64_t blk = b0; blk < b1; ++blk) {
+        const int64_t c0 = blk * block, cw = std::min(block, C - c0);
+        for (int64_t j = 0; j < cw; ++j) tot[j] = Moments();
+        for (int64_t g = 0; g < p.groups; ++g) {
+          group_moments(p, x, c0, cw, g, acc);
+          for (int64_t j = 0; j < cw; ++j) merge_into(tot[j], acc[j]);
+        }
+        for (int64_t j = 0; j < cw; ++j) {
+          mean[c0 + j] = tot[j].mean;
+          m2[c0 + j] = tot[j].m2;
+        }
+      }
+    });
+    return;
+  }
   std::vector<Moments> part(static_cast<size_t>(p.groups * C));
   std::vector<double> scratch(p.rows ? static_cast<size_t>(nt * scratch_stride(3 * C)) : 0);
   auto reduce = [&](int tid, int n) {

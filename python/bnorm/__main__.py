@@ -1,4 +1,5 @@
-"""Command line: ``python -m bnorm demo``, ``bench [--quick]``, ``accuracy``, ``info``,
+"""Command line: ``python -m bnorm demo``, ``bench [--quick]``, ``syncbench``,
+``accuracy``, ``info``,
 and ``--includedir / --libdir / --cmake-dir / --pkgconfigdir`` for builds
 of C/C++ code against the libbnorm in this package."""
 
@@ -52,6 +53,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     demo.add_argument("--out", default="bnorm-demo.png",
                       help="where to write the figure (default bnorm-demo.png; '' for none)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sync = sub.add_parser("syncbench", help="the cost of SyncBatchNorm across processes "
+                                             "(runs itself under mpiexec; needs bnorm[mpi])")
+    sync.add_argument("--ranks", type=int, default=2, help="processes (default 2)")
+    sync.add_argument("--repeat", type=int, default=15, help="timed steps per case")
+    sync.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    sync.add_argument("--json", dest="json_path", default=None, metavar="PATH",
+                      help="also write the results as JSON")
     sub.add_parser("accuracy", help="the worst errors against the reference, "
                                     "PyTorch and float64, measured")
     sub.add_parser("info", help="version, threads, and where the C library is")
@@ -91,6 +99,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         run_demo(steps=args.steps, seed=args.seed, out=args.out or None, lr=args.lr,
                  progress=not args.no_progress)
         return 0
+    if args.command == "syncbench":
+        if args.ranks < 1 or args.repeat < 1:
+            parser.error("--ranks and --repeat must be >= 1")
+        from ._syncbench import launch
+        return launch(args.ranks, args.repeat, args.dtype, args.json_path)
     if args.command == "accuracy":
         from ._accuracy import run as run_accuracy
         return run_accuracy()

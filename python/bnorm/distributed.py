@@ -31,13 +31,12 @@ with ``rank``, ``size`` and ``allgather`` like :class:`Communicator`.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Optional, Tuple
 
 import numpy as np
 
 from . import _core
-from ._functional import (_View, _check_training_size, _data, _eps, _momentum,
+from ._functional import (_View, _data, _eps, _momentum,
                           _out, _pair_views, _param, _prepare, _running)
 from ._layer import BatchNorm
 
@@ -298,15 +297,13 @@ class SyncBatchNorm(BatchNorm):
     def __repr__(self) -> str:
         return "Sync" + super().__repr__() + f" over {self.comm.size} process(es)"
 
-    def _exchange(self, head: float, payload: Optional[np.ndarray],
-                  error: Optional[BaseException], what: str) -> np.ndarray:
-        """Gathers [head, payload] (2C + 1 values) from every process, head
-        >= 0 on success; raises on every process if any failed before the
-        exchange, so that none is left waiting in a later collective."""
-        buf = np.full(1 + 2 * self.num_features, -1.0)
-        if error is None:
-            buf[0] = head
-            buf[1:] = payload
+    def _gather(self, buf: np.ndarray, error: Optional[BaseException],
+                what: str) -> np.ndarray:
+        """Gathers every process's buf (2C + 1 values; buf[0] >= 0 on
+        success). Raises on every process if any failed before the exchange,
+        so that none is left waiting in a later collective."""
+        if error is not None:
+            buf[0] = -1.0
         rows = self.comm.allgather(buf)
         if error is not None:
             raise error
@@ -321,52 +318,70 @@ class SyncBatchNorm(BatchNorm):
         if not self.training:
             return super().forward(x)
         C = self.num_features
-        count, payload, error = 0, None, None
+        buf = np.full(1 + 2 * C, -1.0)  # count, mean, m2 of this shard
+        error = None
         try:
             x = self._check_input(x)
-            count, mean, m2 = moments(x, axis=self.axis)
-            payload = np.concatenate((mean, m2))
+            view = _View(x, self.axis % x.ndim, allow_channels_last=True)
+            _core.moments(view.flat, view.outer, C, view.inner, buf[1:1 + C], buf[1 + C:])
+            buf[0] = view.outer * view.inner
         except Exception as e:  # exchanged, then raised on every process
             error = e
-        rows = self._exchange(float(count), payload, error, "forward")
-        total, mean, m2 = merge_moments(rows[:, 0].astype(np.int64),
-                                        rows[:, 1:1 + C], rows[:, 1 + C:])
+        rows = self._gather(buf, error, "forward")
+        count = np.empty(1, np.int64)
+        mean = np.empty(C)
+        m2 = np.empty(C)
+        _core.merge_moments(rows[:, 0].astype(np.int64), np.ascontiguousarray(rows[:, 1:1 + C]),
+                            np.ascontiguousarray(rows[:, 1 + C:]), count, mean, m2)
+        total = int(count[0])
+        if total <= 1:
+            raise ValueError("Expected more than 1 value per channel when training, got "
+                             f"{total} over all {rows.shape[0]} processes")
         update = self.track_running_stats
         factor = 0.0
         if update:
             factor = (1.0 / (self.num_batches_tracked + 1) if self.momentum is None
                       else self.momentum)
-        y, save_mean, save_invstd = normalize(
-            x, total, mean, m2, self.weight, self.bias, self.eps, axis=self.axis,
-            running_mean=self.running_mean if update else None,
-            running_var=self.running_var if update else None, momentum=factor)
+        y = view.empty()
+        save_mean = np.empty(C, self.dtype)
+        save_invstd = np.empty(C, self.dtype)
+        _core.forward_normalize(view.flat, y, view.outer, C, view.inner, total, mean, m2,
+                                self.weight, self.bias, save_mean, save_invstd,
+                                self.running_mean if update else None,
+                                self.running_var if update else None, self.eps, factor, True)
         if update:
             self.num_batches_tracked += 1
         self._saved = (x, save_mean, save_invstd, True)
         self._sync_count = total
-        return y
+        return view.like(y)
 
     __call__ = forward
 
     def backward(self, dy: Any) -> np.ndarray:
         if self._saved is None:
             raise RuntimeError("backward() called before forward()")
-        if getattr(self, "_sync_count", None) is None:  # eval-mode forward
+        if self._sync_count is None:  # eval-mode forward
             return super().backward(dy)
         x, mean, invstd, _ = self._saved
         C = self.num_features
-        payload = error = None
+        buf = np.full(1 + 2 * C, -1.0)  # flag, sum dy, sum dy * (x - mean)
+        error = None
         try:
-            payload = np.concatenate(backward_reduce(dy, x, mean, axis=self.axis))
+            vx, vdy = _pair_views(_data(dy, "dy"), x, self.axis, None)
+            _core.backward_reduce(vdy.flat, vx.flat, vx.outer, C, vx.inner, mean,
+                                  buf[1:1 + C], buf[1 + C:])
+            buf[0] = 0.0
         except Exception as e:
             error = e
-        rows = self._exchange(0.0, payload, error, "backward")[:, 1:]
+        rows = self._gather(buf, error, "backward")[:, 1:]
         total = rows[0].copy()
         for k in range(1, rows.shape[0]):  # rank order: the same bits everywhere
             total += rows[k]
-        dx, dw, db = backward_elementwise(dy, x, mean, invstd, self.weight,
-                                          total[:C], total[C:], self._sync_count,
-                                          axis=self.axis)
+        dx = vx.empty()
+        dw = np.empty(C, self.dtype)
+        db = np.empty(C, self.dtype)
+        _core.backward_apply(vdy.flat, vx.flat, vx.outer, C, vx.inner, mean, invstd,
+                             self.weight, total[:C], total[C:], self._sync_count, dx, dw, db)
         if self.affine:
             self.grad_weight, self.grad_bias = dw, db
-        return dx
+        return vx.like(dx)

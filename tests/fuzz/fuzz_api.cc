@@ -104,7 +104,8 @@ void check_close(double got, double want, double scale, const char* what) {
 
 template <class T>
 void run(FuzzedDataProvider& in, bnorm_dtype dtype) {
-  const int op = in.ConsumeIntegralInRange(0, 5);
+  // 0-4 the one-process ops, 5 status strings, 6-10 the split phases
+  const int op = in.ConsumeIntegralInRange(0, 10);
   int64_t outer, channels, inner;
   if (in.ConsumeIntegralInRange(0, 4) == 0) {  // arbitrary sizes
     outer = in.ConsumeIntegral<int64_t>();
@@ -118,10 +119,15 @@ void run(FuzzedDataProvider& in, bnorm_dtype dtype) {
   }
   const int64_t es = sizeof(T);
   const int64_t n = small_product(outer, channels, inner, kMaxElements);
-  const bool valid = sizes_valid(outer, channels, inner, es) &&
-                     (op == 4 ? channels >= 0 : true);
-  if (valid && n < 0 && op != 4) return;  // real but too large to allocate: skip
-  if (op == 4 && valid && channels > kMaxElements) return;
+  const bool per_channel_only = op == 4 || op == 10;  // no data tensor
+  // merge (op 10) takes `outer` parts of `channels` values and no inner
+  const bool valid = op == 10 ? sizes_valid(outer, channels, 1, 8)
+                              : sizes_valid(outer, channels, inner, es) &&
+                                    (per_channel_only ? channels >= 0 : true) &&
+                                    (op < 6 || channels <= INT64_MAX / 16);
+  if (valid && n < 0 && !per_channel_only) return;  // real but too large: skip
+  if (per_channel_only && valid && channels > kMaxElements) return;
+  if (op == 10 && valid && outer > 64) return;  // more parts than the harness holds
   const int64_t nd = n < 0 ? 4 : n;                        // data elements
   const int64_t nc = channels >= 0 && channels <= kMaxElements ? channels : 4;
 
@@ -151,6 +157,31 @@ void run(FuzzedDataProvider& in, bnorm_dtype dtype) {
     T* si = static_cast<T*>(p[SI]);
     si[c] = std::fabs(si[c]) + T(0.125);
   }
+  // The split phases' float64 per-channel buffers (means, M2s, sums), and
+  // merge's per-part counts and rows: parts = outer for op 10.
+  enum { MEAN, M2, S1, S2, DSLOTS };
+  const int64_t parts = op == 10 && outer >= 0 && outer <= 64 ? outer : 2;
+  const int64_t dlen = (nc + 2) * (parts + 1);
+  std::vector<double> darena(static_cast<size_t>(DSLOTS * dlen));
+  for (auto& v : darena) v = static_cast<double>(in.ConsumeIntegralInRange(-2000, 2000)) / 16;
+  double* d[DSLOTS];
+  for (int s = 0; s < DSLOTS; ++s) d[s] = darena.data() + s * dlen + 1;
+  for (int64_t k = 0; k < (parts + 1) * nc; ++k) d[M2][k] = std::fabs(d[M2][k]);
+  std::vector<int64_t> counts(static_cast<size_t>(parts + 1));
+  for (auto& c : counts)
+    c = in.ConsumeIntegralInRange(0, 9) == 0 ? in.ConsumeIntegral<int64_t>()
+                                             : in.ConsumeIntegralInRange<int64_t>(0, 50);
+  int64_t merged_count = -7;
+  const int64_t local = outer >= 0 && inner >= 0 && outer <= INT32_MAX && inner <= INT32_MAX
+                            ? outer * inner : 0;
+  const int64_t count = in.ConsumeIntegralInRange(0, 7) == 0
+                            ? in.ConsumeIntegral<int64_t>()
+                            : local + in.ConsumeIntegralInRange<int64_t>(0, 30);
+  const uint32_t dnulls = in.ConsumeIntegralInRange(0, 7) == 0 ? in.ConsumeIntegral<uint32_t>() : 0;
+  for (int s = 0; s < DSLOTS; ++s)
+    if (dnulls >> s & 1) d[s] = nullptr;
+  if (in.ConsumeIntegralInRange(0, 9) == 0 && d[MEAN] && d[M2]) d[M2] = d[MEAN] + 1;  // overlap
+
   // NULLs and aliases
   const uint32_t nulls = in.ConsumeIntegralInRange(0, 7) == 0 ? in.ConsumeIntegral<uint32_t>() : 0;
   for (int s = 0; s < SLOTS; ++s)
@@ -182,6 +213,8 @@ void run(FuzzedDataProvider& in, bnorm_dtype dtype) {
     bnorm_set_parallel_for(nullptr, nullptr, 0);
 
   const std::vector<T> before = arena;
+  const std::vector<double> dbefore = darena;
+  const std::vector<int64_t> cbefore = counts;
   bnorm_status st = -1;
   switch (op) {
     case 0:
@@ -204,6 +237,28 @@ void run(FuzzedDataProvider& in, bnorm_dtype dtype) {
       st = bnorm_inference_scale_shift(dtype, channels, p[RM], p[RV], p[W], p[B], eps,
                                        p[DW], p[DB]);
       break;
+    case 6:
+      st = bnorm_moments(dtype, outer, channels, inner, p[X], d[MEAN], d[M2]);
+      break;
+    case 7:
+      st = bnorm_forward_normalize(dtype, outer, channels, inner, p[X], p[Y], count, d[MEAN],
+                                   d[M2], p[W], p[B], p[SM], p[SI], p[RM], p[RV], eps,
+                                   momentum, flags);
+      break;
+    case 8:
+      st = bnorm_backward_reduce(dtype, outer, channels, inner, p[DY], p[X], p[SM], d[S1],
+                                 d[S2]);
+      break;
+    case 9:
+      st = bnorm_backward_apply(dtype, outer, channels, inner, p[DY], p[X], p[SM], p[SI],
+                                p[W], d[S1], d[S2], count, p[DX], p[DW], p[DB]);
+      break;
+    case 10:
+      // rows: parts * channels values from d[MEAN] and d[M2]; outputs in S1, S2
+      st = bnorm_merge_moments(outer, channels, nulls & 1 ? nullptr : counts.data(),
+                               d[MEAN], d[M2], nulls & 2 ? nullptr : &merged_count, d[S1],
+                               d[S2]);
+      break;
     default:
       st = bnorm_status_string(in.ConsumeIntegral<int32_t>())[0] ? BNORM_OK : -1;
       return;
@@ -211,11 +266,15 @@ void run(FuzzedDataProvider& in, bnorm_dtype dtype) {
   if (st < 0 || st > BNORM_ERROR_INTERNAL) fail("status outside the pinned codes");
   if (st == BNORM_ERROR_INTERNAL) fail("internal error");
   if (st != BNORM_OK) {
-    if (std::memcmp(before.data(), arena.data(), arena.size() * sizeof(T)) != 0)
+    if (std::memcmp(before.data(), arena.data(), arena.size() * sizeof(T)) != 0 ||
+        std::memcmp(dbefore.data(), darena.data(), darena.size() * sizeof(double)) != 0 ||
+        counts != cbefore || merged_count != -7)
       fail("a failed call wrote into a buffer");
     return;
   }
-  if (!valid || (op != 4 && n < 0)) fail("success on sizes that are not valid");
+  if (!valid || (!per_channel_only && n < 0)) fail("success on sizes that are not valid");
+  if ((op == 7 || op == 9) && (count <= 1 || count < local))
+    fail("success with a count that cannot be the whole batch's");
 
   // Success: compare with double precision where the inputs are moderate
   // and the buffers are the plain ones (or y = x in place).
@@ -284,6 +343,69 @@ void run(FuzzedDataProvider& in, bnorm_dtype dtype) {
         }
       check_close<T>(now(DB, c), (at(LB, c) - at(RM, c)) * a + beta(c),
                      (bx.x * 2) * std::fabs(a) + std::fabs(beta(c)), "folded bias");
+    }
+  } else if (op == 6 && d[MEAN] && d[M2] && d[M2] != d[MEAN] + 1) {
+    const double m = static_cast<double>(outer * inner);
+    for (int64_t c = 0; c < channels; ++c) {
+      double s = 0, s2 = 0;
+      for (int64_t o = 0; o < outer; ++o)
+        for (int64_t i = 0; i < inner; ++i) s += at(X, idx(o, c, i));
+      const double mean = m > 0 ? s / m : 0;
+      for (int64_t o = 0; o < outer; ++o)
+        for (int64_t i = 0; i < inner; ++i) {
+          const double dv = at(X, idx(o, c, i)) - mean;
+          s2 += dv * dv;
+        }
+      check_close<double>(d[MEAN][c], mean, bx.x, "moments mean");
+      check_close<double>(d[M2][c], s2, (m + 1) * bx.x * bx.x, "moments m2");
+    }
+  } else if (op == 7 && d[MEAN] && d[M2] && d[M2] != d[MEAN] + 1) {
+    const double dm = static_cast<double>(count);
+    for (int64_t c = 0; c < channels; ++c) {
+      const double mean = d[MEAN][c];
+      const double inv = 1 / std::sqrt(d[M2][c] / dm + eps);
+      const double K = (bx.x + std::fabs(mean)) * inv;
+      check_close<T>(now(SI, c), inv, inv, "normalize save_invstd");
+      for (int64_t o = 0; o < outer; ++o)
+        for (int64_t i = 0; i < inner; ++i) {
+          const int64_t k = idx(o, c, i);
+          check_close<T>(now(out_slot, k), (at(X, k) - mean) * inv * gamma(c) + beta(c),
+                         std::fabs(gamma(c)) * (K + 1) + std::fabs(beta(c)), "normalize y");
+        }
+    }
+  } else if (op == 8 && d[S1] && d[S2]) {
+    for (int64_t c = 0; c < channels; ++c) {
+      double g = 0, gx = 0, gabs = 0;
+      for (int64_t o = 0; o < outer; ++o)
+        for (int64_t i = 0; i < inner; ++i) {
+          const int64_t k = idx(o, c, i);
+          g += at(DY, k);
+          gx += at(DY, k) * (at(X, k) - at(SM, c));
+          gabs += std::fabs(at(DY, k));
+        }
+      check_close<T>(d[S1][c], g, gabs, "sum_dy");
+      check_close<T>(d[S2][c], gx, gabs * 2 * bx.x, "sum_dy_xmu");
+    }
+  } else if (op == 10 && d[MEAN] && d[M2] && d[M2] != d[MEAN] + 1) {
+    int64_t total = 0;
+    for (int64_t k = 0; k < outer; ++k) total += counts[k];
+    if (merged_count != total) fail("merged count");
+    for (int64_t c = 0; c < channels && total > 0; ++c) {
+      double s = 0, scale = 0;
+      for (int64_t k = 0; k < outer; ++k) {
+        s += counts[k] * d[MEAN][k * channels + c];
+        scale = std::fmax(scale, counts[k] ? std::fabs(d[MEAN][k * channels + c]) : 0);
+      }
+      const double mean = s / total;
+      double q = 0, qs = 0;
+      for (int64_t k = 0; k < outer; ++k) {
+        if (!counts[k]) continue;
+        const double dv = d[MEAN][k * channels + c] - mean;
+        q += d[M2][k * channels + c] + counts[k] * dv * dv;
+        qs += d[M2][k * channels + c] + counts[k] * scale * scale;
+      }
+      check_close<double>(d[S1][c], mean, scale, "merged mean");
+      check_close<double>(d[S2][c], q, qs, "merged m2");
     }
   } else if (op == 4) {
     for (int64_t c = 0; c < channels; ++c) {
