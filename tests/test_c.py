@@ -40,6 +40,9 @@ API = sorted([
     # 0.2: statistics across processes
     "bnorm_moments", "bnorm_merge_moments", "bnorm_forward_normalize",
     "bnorm_backward_reduce", "bnorm_backward_apply",
+    # 0.2: population statistics
+    "bnorm_population_init", "bnorm_population_add", "bnorm_population_merge",
+    "bnorm_population_result",
 ])
 
 # The shared build carries debug information for the ABI check (abidw).

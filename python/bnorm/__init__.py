@@ -19,6 +19,7 @@ from ._core import version_string as _version_string
 from ._fold import fold_batch_norm, inference_scale_shift
 from ._functional import batch_norm, batch_norm_backward, batch_norm_train
 from ._layer import BatchNorm
+from ._population import PopulationStats
 
 __version__ = _version_string()
 
@@ -30,6 +31,7 @@ _register_threadpoolctl()
 __all__ = [
     "BatchNorm",
     "BnormError",
+    "PopulationStats",
     "batch_norm",
     "batch_norm_backward",
     "batch_norm_train",

@@ -93,3 +93,13 @@ cdef extern from "bnorm/bnorm.h" nogil:
         const void *dy, const void *x, const void *mean, const void *invstd,
         const void *weight, const double *sum_dy, const double *sum_dy_xmu,
         int64_t count, void *dx, void *dweight, void *dbias)
+
+    bnorm_status bnorm_population_init(int64_t channels, double *state)
+    bnorm_status bnorm_population_add(int64_t channels, double *state,
+                                      int64_t count, const double *mean,
+                                      const double *m2)
+    bnorm_status bnorm_population_merge(int64_t channels, double *state,
+                                        const double *other)
+    bnorm_status bnorm_population_result(int64_t channels, const double *state,
+                                         int64_t *batches, int64_t *values,
+                                         double *mean, double *var)

@@ -304,6 +304,42 @@ def backward_apply(cnp.ndarray dy, cnp.ndarray x, int64_t outer,
     _check(st, "batch norm backward with given sums")
 
 
+# Population statistics (Algorithm 2): an accumulator of 5C + 4 doubles.
+
+def population_state_size(int64_t channels):
+    return 5 * channels + 4
+
+
+def population_init(int64_t channels, state):
+    cdef double* ps = <double*>_buf(state, 5 * channels + 4, cnp.NPY_FLOAT64, True, "state")
+    _check(bnorm_population_init(channels, ps), "population statistics")
+
+
+def population_add(int64_t channels, state, int64_t count, mean, m2):
+    cdef double* ps = <double*>_buf(state, 5 * channels + 4, cnp.NPY_FLOAT64, True, "state")
+    cdef const double* pm = <const double*>_buf(mean, channels, cnp.NPY_FLOAT64, False, "mean")
+    cdef const double* pq = <const double*>_buf(m2, channels, cnp.NPY_FLOAT64, False, "m2")
+    _check(bnorm_population_add(channels, ps, count, pm, pq), "population statistics")
+
+
+def population_merge(int64_t channels, state, other):
+    cdef double* ps = <double*>_buf(state, 5 * channels + 4, cnp.NPY_FLOAT64, True, "state")
+    cdef const double* po = <const double*>_buf(other, 5 * channels + 4, cnp.NPY_FLOAT64,
+                                                False, "other")
+    _check(bnorm_population_merge(channels, ps, po), "population statistics")
+
+
+def population_result(int64_t channels, state, mean, var):
+    cdef const double* ps = <const double*>_buf(state, 5 * channels + 4, cnp.NPY_FLOAT64,
+                                                False, "state")
+    cdef double* pm = <double*>_buf(mean, channels, cnp.NPY_FLOAT64, True, "mean")
+    cdef double* pv = <double*>_buf(var, channels, cnp.NPY_FLOAT64, True, "var")
+    cdef int64_t batches = 0, values = 0
+    _check(bnorm_population_result(channels, ps, &batches, &values, pm, pv),
+           "population statistics")
+    return batches, values
+
+
 # ---------------------------------------------------------------------------
 # Fast paths for the common call: C-contiguous float32/float64 data, per-
 # channel arrays already of the data's dtype, no out=. They check everything

@@ -121,7 +121,7 @@ class Net:
     def population_statistics(self, x, batches: int, rng) -> list:
         """Algorithm 2, steps 8-12: E[mu_B] and m/(m-1) E[var_B] of each BN
         layer's input over mini-batches of the training network."""
-        sums = [[np.zeros(n), np.zeros(n)] for n in HIDDEN]
+        pops = [bnorm.PopulationStats(n) for n in HIDDEN]
         m = BATCH
         for _ in range(batches):
             idx = rng.choice(x.shape[0], m, replace=False)
@@ -129,13 +129,10 @@ class Net:
             for k in range(len(self.W) - 1):
                 z = h @ self.W[k]
                 layer = self.layers[k]
-                y, mean, invstd = bnorm.batch_norm_train(z, layer.weight, layer.bias, EPS)
-                var = 1.0 / np.square(invstd.astype(np.float64)) - EPS
-                sums[k][0] += mean
-                sums[k][1] += var
+                pops[k].update(z)
+                y, _, _ = bnorm.batch_norm_train(z, layer.weight, layer.bias, EPS)
                 h = sigmoid(y)
-        return [((s0 / batches).astype(DTYPE), (s1 / batches * m / (m - 1)).astype(DTYPE))
-                for s0, s1 in sums]
+        return [(p.mean.astype(DTYPE), p.var.astype(DTYPE)) for p in pops]
 
 
 def load_digits(seed: int):

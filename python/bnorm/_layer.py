@@ -150,6 +150,26 @@ class BatchNorm:
             self.grad_weight, self.grad_bias = dw, db
         return dx
 
+    def recompute_statistics(self, batches: Any) -> "PopulationStats":
+        """Replaces the running statistics by the population statistics of
+        Algorithm 2 over ``batches`` (an iterable of this layer's inputs):
+        the "precise BN" step before freezing a network for inference.
+        Weights, mode and ``num_batches_tracked`` are left alone. Returns the
+        :class:`bnorm.PopulationStats`. Raises ValueError if ``batches`` is
+        empty (the running statistics are then unchanged)."""
+        from ._population import PopulationStats
+        if not self.track_running_stats:
+            raise RuntimeError(
+                "this layer has no running statistics (track_running_stats=False)")
+        pop = PopulationStats(self.num_features, axis=self.axis)
+        for x in batches:
+            pop.update(self._check_input(x))
+        if pop.batches == 0:
+            raise ValueError("batches is empty: no statistics to recompute")
+        self.running_mean[...] = pop.mean
+        self.running_var[...] = pop.var
+        return pop
+
     # -- inference helpers ---------------------------------------------------
     def _inference_stats(self) -> tuple:
         if not self.track_running_stats:

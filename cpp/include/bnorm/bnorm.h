@@ -497,6 +497,63 @@ BNORM_API bnorm_status bnorm_backward_apply(
     const void *weight, const double *sum_dy, const double *sum_dy_xmu,
     int64_t count, void *dx, void *dweight, void *dbias);
 
+/* ------------------------------------------------------------------------ */
+/* Population statistics (the paper's Algorithm 2, steps 8-12)              */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * After training, the inference network normalizes with population
+ * statistics over training batches B of m values per channel:
+ *     E[x]   = mean over B of mean_B
+ *     Var[x] = m/(m-1) * mean over B of var_B      (var_B biased)
+ * Batches of unequal size m_B are weighted by size:
+ *     E[x]   = sum(m_B * mean_B) / sum(m_B)
+ *     Var[x] = sum(m_B * var_B * m_B/(m_B-1)) / sum(m_B)
+ * (for equal sizes these are the two lines above). Note that Var[x] is the
+ * mean within-batch variance, not the variance of all values pooled.
+ *
+ * An accumulator is BNORM_POPULATION_STATE_SIZE(channels) doubles of the
+ * caller's memory, initialized by bnorm_population_init; its layout is
+ * private (it may change with the major version). Sums are kept as
+ * deviations from the first batch's means, with compensated (Neumaier)
+ * additions, so millions of batches far from zero keep full precision.
+ */
+#define BNORM_POPULATION_STATE_SIZE(channels) (5 * (int64_t)(channels) + 4)
+
+/* Starts an empty accumulator for `channels` channels.
+ * Errors: NULL_POINTER, INVALID_SIZE. */
+BNORM_API bnorm_status bnorm_population_init(int64_t channels, double *state);
+
+/*
+ * Folds in one batch: count = m values per channel (> 1), its per-channel
+ * mean and m2 = sum((x - mean)^2) (from bnorm_moments, or one's own).
+ * Errors: NULL_POINTER, INVALID_SIZE, TOO_FEW_VALUES (count <= 1),
+ * INVALID_ARGUMENT (a state that was not initialized for this channel
+ * count), OVERLAP.
+ */
+BNORM_API bnorm_status bnorm_population_add(int64_t channels, double *state,
+                                            int64_t count, const double *mean,
+                                            const double *m2);
+
+/* Folds accumulator `other` (of shards of the data, say) into `state`.
+ * Errors: NULL_POINTER, INVALID_SIZE, INVALID_ARGUMENT, OVERLAP. */
+BNORM_API bnorm_status bnorm_population_merge(int64_t channels, double *state,
+                                              const double *other);
+
+/*
+ * The population statistics so far: E[x] into mean and Var[x] into var
+ * (`channels` doubles each; either may be NULL), the number of batches
+ * into *batches and of values per channel into *values (either may be
+ * NULL). With no batch yet, mean is 0 and var is 1 (a fresh running
+ * variance).
+ * Errors: NULL_POINTER (state), INVALID_SIZE, INVALID_ARGUMENT, OVERLAP.
+ */
+BNORM_API bnorm_status bnorm_population_result(int64_t channels,
+                                               const double *state,
+                                               int64_t *batches,
+                                               int64_t *values, double *mean,
+                                               double *var);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif
