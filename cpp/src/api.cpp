@@ -44,13 +44,27 @@ BNORM_API bnorm_status bnorm_forward_training(
     const void* x, void* y, const void* weight, const void* bias,
     void* save_mean, void* save_invstd, void* running_mean, void* running_var,
     double eps, double momentum, uint32_t flags) {
+  if ((flags & ~uint32_t(BNORM_FLAG_BIASED_RUNNING_VAR)) != 0 && elem_size_of(dtype) != 0 &&
+      checked_elements(outer, channels, inner, elem_size_of(dtype)) >= 0 && x && y)
+    return BNORM_ERROR_INVALID_FLAGS;  // RELU is for the _fused entry point
+  return bnorm_forward_training_fused(dtype, outer, channels, inner, x, nullptr, y,
+                                      weight, bias, save_mean, save_invstd,
+                                      running_mean, running_var, eps, momentum, flags);
+}
+
+BNORM_API bnorm_status bnorm_forward_training_fused(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void* x, const void* residual, void* y, const void* weight,
+    const void* bias, void* save_mean, void* save_invstd, void* running_mean,
+    void* running_var, double eps, double momentum, uint32_t flags) {
   const int64_t es = elem_size_of(dtype);
   if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
   const int64_t n = checked_elements(outer, channels, inner, es);
   if (n < 0) return BNORM_ERROR_INVALID_SIZE;
   if (!x || !y) return BNORM_ERROR_NULL_POINTER;
-  if ((flags & ~uint32_t(BNORM_FLAG_BIASED_RUNNING_VAR)) != 0)
+  if ((flags & ~uint32_t(BNORM_FLAG_BIASED_RUNNING_VAR | BNORM_FLAG_RELU)) != 0)
     return BNORM_ERROR_INVALID_FLAGS;
+  const bool relu = (flags & BNORM_FLAG_RELU) != 0;
   if (!valid_eps(eps)) return BNORM_ERROR_INVALID_EPS;
   if ((running_mean == nullptr) != (running_var == nullptr))
     return BNORM_ERROR_INVALID_ARGUMENT;
@@ -60,32 +74,32 @@ BNORM_API bnorm_status bnorm_forward_training(
   const int64_t data = n * es, par = channels * es;
   const Span outs[] = {{y, data}, {save_mean, par}, {save_invstd, par},
                        {running_mean, par}, {running_var, par}};
-  const Span ins[] = {{x, data}, {weight, par}, {bias, par}};
-  if (any_forbidden_overlap(outs, 5, ins, 3, x, nullptr, 0))
+  const Span ins[] = {{x, data}, {residual, data}, {weight, par}, {bias, par}};
+  if (any_forbidden_overlap(outs, 5, ins, 4, x, residual, 0))
     return BNORM_ERROR_OVERLAP;
   const bool unbiased = !(flags & BNORM_FLAG_BIASED_RUNNING_VAR);
   return guarded([&] {
     const Plan plan(outer, channels, inner, es);
     if (dtype == BNORM_FLOAT32)
       kernels<float>().forward_training(plan, static_cast<const float*>(x),
-                       static_cast<float*>(y),
+                       static_cast<const float*>(residual), static_cast<float*>(y),
                        static_cast<const float*>(weight),
                        static_cast<const float*>(bias),
                        static_cast<float*>(save_mean),
                        static_cast<float*>(save_invstd),
                        static_cast<float*>(running_mean),
                        static_cast<float*>(running_var), eps, momentum,
-                       unbiased);
+                       unbiased, relu);
     else
       kernels<double>().forward_training(plan, static_cast<const double*>(x),
-                       static_cast<double*>(y),
+                       static_cast<const double*>(residual), static_cast<double*>(y),
                        static_cast<const double*>(weight),
                        static_cast<const double*>(bias),
                        static_cast<double*>(save_mean),
                        static_cast<double*>(save_invstd),
                        static_cast<double*>(running_mean),
                        static_cast<double*>(running_var), eps, momentum,
-                       unbiased);
+                       unbiased, relu);
   });
 }
 
@@ -93,17 +107,28 @@ BNORM_API bnorm_status bnorm_forward_inference(
     bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
     const void* x, void* y, const void* mean, const void* var,
     const void* weight, const void* bias, double eps) {
+  return bnorm_forward_inference_fused(dtype, outer, channels, inner, x, nullptr,
+                                       y, mean, var, weight, bias, eps, 0);
+}
+
+BNORM_API bnorm_status bnorm_forward_inference_fused(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void* x, const void* residual, void* y, const void* mean,
+    const void* var, const void* weight, const void* bias, double eps,
+    uint32_t flags) {
   const int64_t es = elem_size_of(dtype);
   if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
   const int64_t n = checked_elements(outer, channels, inner, es);
   if (n < 0) return BNORM_ERROR_INVALID_SIZE;
   if (!x || !y || !mean || !var) return BNORM_ERROR_NULL_POINTER;
+  if ((flags & ~uint32_t(BNORM_FLAG_RELU)) != 0) return BNORM_ERROR_INVALID_FLAGS;
+  const bool relu = (flags & BNORM_FLAG_RELU) != 0;
   if (!valid_eps(eps)) return BNORM_ERROR_INVALID_EPS;
   const int64_t data = n * es, par = channels * es;
   const Span outs[] = {{y, data}};
-  const Span ins[] = {{x, data}, {mean, par}, {var, par}, {weight, par},
-                      {bias, par}};
-  if (any_forbidden_overlap(outs, 1, ins, 5, x, nullptr, 0))
+  const Span ins[] = {{x, data}, {residual, data}, {mean, par}, {var, par},
+                      {weight, par}, {bias, par}};
+  if (any_forbidden_overlap(outs, 1, ins, 6, x, residual, 0))
     return BNORM_ERROR_OVERLAP;
   if (n == 0) return BNORM_OK;
   // Nothing here allocates (the inference path is allocation-free), but the
@@ -112,17 +137,17 @@ BNORM_API bnorm_status bnorm_forward_inference(
     const Plan plan(outer, channels, inner, es);
     if (dtype == BNORM_FLOAT32)
       kernels<float>().forward_inference(plan, static_cast<const float*>(x),
-                        static_cast<float*>(y), static_cast<const float*>(mean),
+                        static_cast<const float*>(residual), static_cast<float*>(y), static_cast<const float*>(mean),
                         static_cast<const float*>(var),
                         static_cast<const float*>(weight),
-                        static_cast<const float*>(bias), eps);
+                        static_cast<const float*>(bias), eps, relu);
     else
       kernels<double>().forward_inference(plan, static_cast<const double*>(x),
-                        static_cast<double*>(y),
+                        static_cast<const double*>(residual), static_cast<double*>(y),
                         static_cast<const double*>(mean),
                         static_cast<const double*>(var),
                         static_cast<const double*>(weight),
-                        static_cast<const double*>(bias), eps);
+                        static_cast<const double*>(bias), eps, relu);
   });
 }
 
@@ -131,38 +156,53 @@ BNORM_API bnorm_status bnorm_backward(
     const void* dy, const void* x, const void* mean, const void* invstd,
     const void* weight, void* dx, void* dweight, void* dbias,
     uint32_t flags) {
+  if ((flags & ~uint32_t(BNORM_FLAG_FROZEN_STATS)) != 0 && elem_size_of(dtype) != 0 &&
+      checked_elements(outer, channels, inner, elem_size_of(dtype)) >= 0 && dy && x &&
+      mean && invstd)
+    return BNORM_ERROR_INVALID_FLAGS;  // RELU is for the _fused entry point
+  return bnorm_backward_fused(dtype, outer, channels, inner, dy, x, nullptr, mean,
+                              invstd, weight, nullptr, dx, dweight, dbias, nullptr,
+                              flags);
+}
+
+BNORM_API bnorm_status bnorm_backward_fused(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void* dy, const void* x, const void* y, const void* mean,
+    const void* invstd, const void* weight, const void* bias, void* dx,
+    void* dweight, void* dbias, void* dresidual, uint32_t flags) {
   const int64_t es = elem_size_of(dtype);
   if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
   const int64_t n = checked_elements(outer, channels, inner, es);
   if (n < 0) return BNORM_ERROR_INVALID_SIZE;
   if (!dy || !x || !mean || !invstd) return BNORM_ERROR_NULL_POINTER;
-  if ((flags & ~uint32_t(BNORM_FLAG_FROZEN_STATS)) != 0)
+  if ((flags & ~uint32_t(BNORM_FLAG_FROZEN_STATS | BNORM_FLAG_RELU)) != 0)
     return BNORM_ERROR_INVALID_FLAGS;
   const bool frozen = (flags & BNORM_FLAG_FROZEN_STATS) != 0;
+  const bool relu = (flags & BNORM_FLAG_RELU) != 0;
   if (!frozen && (channels == 0 || outer * inner <= 1))
     return BNORM_ERROR_TOO_FEW_VALUES;
   const int64_t data = n * es, par = channels * es;
-  const Span outs[] = {{dx, data}, {dweight, par}, {dbias, par}};
-  const Span ins[] = {{dy, data}, {x, data}, {mean, par}, {invstd, par},
-                      {weight, par}};
-  if (any_forbidden_overlap(outs, 3, ins, 5, dy, x, 0))
-    return BNORM_ERROR_OVERLAP;
+  // dx and dresidual may each be exactly one of the data inputs (in place)
+  const Span outs[] = {{dx, data}, {dresidual, data}, {dweight, par}, {dbias, par}};
+  const Span ins[] = {{dy, data}, {x, data}, {y, data}, {mean, par}, {invstd, par},
+                      {weight, par}, {bias, par}};
+  if (any_forbidden_overlap_data(outs, 4, 2, ins, 7, 3)) return BNORM_ERROR_OVERLAP;
   return guarded([&] {
     const Plan plan(outer, channels, inner, es);
     if (dtype == BNORM_FLOAT32)
       kernels<float>().backward(plan, static_cast<const float*>(dy),
-               static_cast<const float*>(x), static_cast<const float*>(mean),
-               static_cast<const float*>(invstd),
-               static_cast<const float*>(weight), static_cast<float*>(dx),
-               static_cast<float*>(dweight), static_cast<float*>(dbias),
-               frozen);
+               static_cast<const float*>(x), static_cast<const float*>(y),
+               static_cast<const float*>(mean), static_cast<const float*>(invstd),
+               static_cast<const float*>(weight), static_cast<const float*>(bias),
+               static_cast<float*>(dx), static_cast<float*>(dweight),
+               static_cast<float*>(dbias), static_cast<float*>(dresidual), frozen, relu);
     else
       kernels<double>().backward(plan, static_cast<const double*>(dy),
-               static_cast<const double*>(x), static_cast<const double*>(mean),
-               static_cast<const double*>(invstd),
-               static_cast<const double*>(weight), static_cast<double*>(dx),
-               static_cast<double*>(dweight), static_cast<double*>(dbias),
-               frozen);
+               static_cast<const double*>(x), static_cast<const double*>(y),
+               static_cast<const double*>(mean), static_cast<const double*>(invstd),
+               static_cast<const double*>(weight), static_cast<const double*>(bias),
+               static_cast<double*>(dx), static_cast<double*>(dweight),
+               static_cast<double*>(dbias), static_cast<double*>(dresidual), frozen, relu);
   });
 }
 

@@ -85,6 +85,23 @@ inline bool any_forbidden_overlap_exact_ok(const Span* outs, int n_out,
   return false;
 }
 
+// Outputs must not overlap one another; the first n_data_out outputs (data
+// tensors) may be exactly one of the first n_data_in inputs (in place);
+// every other overlap with an input is refused.
+inline bool any_forbidden_overlap_data(const Span* outs, int n_out, int n_data_out,
+                                       const Span* ins, int n_in, int n_data_in) {
+  for (int i = 0; i < n_out; ++i) {
+    for (int j = i + 1; j < n_out; ++j)
+      if (overlap(outs[i], outs[j])) return true;
+    for (int j = 0; j < n_in; ++j) {
+      if (!overlap(outs[i], ins[j])) continue;
+      const bool exact = outs[i].p == ins[j].p && outs[i].bytes == ins[j].bytes;
+      if (!(exact && i < n_data_out && j < n_data_in)) return true;
+    }
+  }
+  return false;
+}
+
 inline bool valid_eps(double eps) { return std::isfinite(eps) && eps > 0; }
 inline bool valid_momentum(double m) { return m >= 0.0 && m <= 1.0; }  // NaN fails
 

@@ -19,13 +19,22 @@ struct Sums {
   double g = 0, gx = 0;
 };
 
+// The ReLU mask's inputs (reduce.hpp): the forward's output y (kMaskY, the
+// layout of dy), or per-channel forward coefficients (kMaskX).
+template <class T>
+struct MaskArgs {
+  const T* y = nullptr;
+  const T *fm = nullptr, *fs = nullptr, *fb = nullptr;
+};
+
 // Group g of the channels [c0, c0 + cw): out[j]. For the rows layout,
 // [c0, c0 + cw) is one lane; planar, up to kMaxPlanarBlock channels.
 // `scratch` holds 3 * cw doubles for the rows layout, where cw may be any
 // number of channels.
-template <class T>
+template <int M = kNoMask, class T>
 void group_sums(const Plan& p, const T* dy, const T* x, const T* mean,
-                int64_t c0, int64_t cw, int64_t g, Sums* out, double* scratch) {
+                const MaskArgs<T>& mk, int64_t c0, int64_t cw, int64_t g,
+                Sums* out, double* scratch) {
   int64_t u0, u1;
   p.group_range(g, &u0, &u1);
   const int64_t C = p.channels;
@@ -43,10 +52,14 @@ void group_sums(const Plan& p, const T* dy, const T* x, const T* mean,
     // Four rows per sweep over the accumulators, added in row order; a few
     // channels are kept in registers throughout.
     int64_t r = r0;
-    if (rows_gradients_small(cw, dy + r0 * C + c0, x + r0 * C + c0, r1 - r0, C, mu,
-                             a, b))
+    const int64_t o0 = r0 * C + c0;
+    if (rows_gradients_small<M>(cw, dy + o0, x + o0, r1 - r0, C, mu, a, b,
+                                M == kMaskY ? mk.y + o0 : nullptr,
+                                M == kMaskX ? mk.fm + c0 : nullptr,
+                                M == kMaskX ? mk.fs + c0 : nullptr,
+                                M == kMaskX ? mk.fb + c0 : nullptr))
       r = r1;
-    for (; r + 4 <= r1; r += 4) {
+    for (; M == kNoMask && r + 4 <= r1; r += 4) {
       const T* g0 = dy + r * C + c0;
       const T* x0 = x + r * C + c0;
       if (r + 4 + kRowsAhead < p.outer) {
@@ -70,9 +83,17 @@ void group_sums(const Plan& p, const T* dy, const T* x, const T* mean,
     for (; r < r1; ++r) {
       const T* gr = dy + r * C + c0;
       const T* xr = x + r * C + c0;
+      const T* yr = M == kMaskY ? mk.y + r * C + c0 : nullptr;
+      const T* fm = M == kMaskX ? mk.fm + c0 : nullptr;
+      const T* fs = M == kMaskX ? mk.fs + c0 : nullptr;
+      const T* fb = M == kMaskX ? mk.fb + c0 : nullptr;
       BNORM_SIMD
       for (int64_t j = 0; j < cw; ++j) {
-        const double gj = static_cast<double>(gr[j]);
+        const double gj = masked<M>(static_cast<double>(gr[j]), xr[j],
+                                    M == kMaskY ? yr[j] : T(0),
+                                    M == kMaskX ? fm[j] : T(0),
+                                    M == kMaskX ? fs[j] : T(0),
+                                    M == kMaskX ? fb[j] : T(0));
         a[j] += gj;
         b[j] += gj * (static_cast<double>(xr[j]) - mu[j]);
       }
@@ -94,9 +115,12 @@ void group_sums(const Plan& p, const T* dy, const T* x, const T* mean,
       for (int64_t j = 0; j < cw; ++j) {
         const int64_t off = o * stride + (c0 + j) * p.inner + lo;
         const int64_t noff = on * stride + (c0 + j) * p.inner + nlo;
-        add_gradients(dy + off, x + off, hi - lo,
-                      static_cast<double>(mean[c0 + j]), ua[j], ub[j],
-                      pf ? dy + noff : nullptr, pf ? x + noff : nullptr);
+        const int64_t c = c0 + j;
+        add_gradients<M>(dy + off, x + off, hi - lo, static_cast<double>(mean[c]),
+                         ua[j], ub[j], pf ? dy + noff : nullptr,
+                         pf ? x + noff : nullptr, M == kMaskY ? mk.y + off : nullptr,
+                         M == kMaskX ? mk.fm[c] : T(0), M == kMaskX ? mk.fs[c] : T(0),
+                         M == kMaskX ? mk.fb[c] : T(0));
       }
     }
     for (int64_t j = 0; j < cw; ++j) {
@@ -133,16 +157,16 @@ struct BackFinish {
 // across all channels, read row after row (contiguous memory); the
 // per-channel sums are the same. `scratch`: scratch_stride(3 * C) doubles
 // per thread (rows layout).
-template <class T>
+template <int M = kNoMask, class T>
 void reduce_sums(const Plan& p, const T* dy, const T* x, const T* mean,
-                 Sums* part, double* scratch, int tid, int n) {
+                 const MaskArgs<T>& mk, Sums* part, double* scratch, int tid, int n) {
   const int64_t C = p.channels;
   if (p.rows) {
     int64_t g0, g1;
     share(p.groups, tid, n, &g0, &g1);
     for (int64_t g = g0; g < g1; ++g)
-      group_sums(p, dy, x, mean, 0, C, g, part + g * C,
-                 scratch + tid * scratch_stride(3 * C));
+      group_sums<M>(p, dy, x, mean, mk, 0, C, g, part + g * C,
+                    scratch + tid * scratch_stride(3 * C));
     return;
   }
   int64_t t0, t1;
@@ -152,7 +176,7 @@ void reduce_sums(const Plan& p, const T* dy, const T* x, const T* mean,
     const int64_t lane = t / p.groups, g = t % p.groups;
     int64_t c0, cw;
     p.lane_channels(lane, &c0, &cw);
-    group_sums(p, dy, x, mean, c0, cw, g, acc, nullptr);
+    group_sums<M>(p, dy, x, mean, mk, c0, cw, g, acc, nullptr);
     for (int64_t j = 0; j < cw; ++j) part[g * C + c0 + j] = acc[j];
   }
 }
@@ -167,37 +191,44 @@ inline Sums merge_sums(const Plan& p, const Sums* part, int64_t c) {
   return tot;
 }
 
-}  // namespace
-
-template <class T>
-void backward(const Plan& p, const T* dy, const T* x, const T* mean,
-              const T* invstd, const T* weight, T* dx, T* dweight, T* dbias,
-              bool frozen) {
+// backward with ReLU mask M; `op` and `fill` are the elementwise pass and its
+// coefficients (plain dx, frozen dx, or the fused op with dres).
+template <int M, class T, class Op>
+void backward_with(const Plan& p, const T* dy, const T* x, const MaskArgs<T>& mk,
+                   const T* mean, const T* invstd, const T* weight, const T* bias,
+                   bool write, T* dweight, T* dbias, bool frozen, const Op& op) {
   const int64_t C = p.channels;
   const int64_t total = p.outer * C * p.inner;
   const double m = static_cast<double>(p.outer * p.inner);
-  const bool need_sums = total > 0 && (dweight || dbias || (dx && !frozen));
+  const bool need_sums = total > 0 && (dweight || dbias || (write && !frozen));
   const int nt = threads_for(total);
-  const int64_t block = need_sums && dx
+  const int64_t block = need_sums && write
                             ? p.whole_block(nt, 2 * sizeof(T), l2_cache_bytes())
                             : 0;
   std::vector<Sums> part(need_sums && block == 0 ? static_cast<size_t>(p.groups * C) : 0);
-  std::vector<T> coef(static_cast<size_t>(4 * C));  // k, r, mean, q
-  T* const arrays[4] = {coef.data(), coef.data() + C, coef.data() + 2 * C,
-                        coef.data() + 3 * C};
-  const bool stream = stream_output(total * int64_t(sizeof(T)));
-  const DxOp<T> dx_op{dy, x, dx, stream};
-  const ScaleOp<T> scale_op{dy, dx, stream};
-  const StoredCoefs<T, 4> fill4{arrays};
-  const StoredCoefs<T, 1> fill1{arrays};
-
+  // k, r, mean, q; then the forward's m, s, b for a recomputed mask
+  std::vector<T> coef(static_cast<size_t>(7 * C));
+  T* const arrays[7] = {coef.data(), coef.data() + C, coef.data() + 2 * C,
+                        coef.data() + 3 * C, coef.data() + 4 * C,
+                        coef.data() + 5 * C, coef.data() + 6 * C};
+  MaskArgs<T> mask = mk;
+  if (M == kMaskX) {
+    // the forward's coefficients from the saved statistics (AffineOp):
+    // y = (x - mean) * (gamma * invstd) + beta
+    for (int64_t c = 0; c < C; ++c) {
+      const double gamma = weight ? static_cast<double>(weight[c]) : 1.0;
+      arrays[4][c] = mean[c];
+      arrays[5][c] = static_cast<T>(gamma * static_cast<double>(invstd[c]));
+      arrays[6][c] = bias ? bias[c] : T(0);
+    }
+    mask.fm = arrays[4];
+    mask.fs = arrays[5];
+    mask.fb = arrays[6];
+  }
+  const StoredCoefs<T, Op::K> fill{arrays};
   const BackFinish<T> finish{mean, invstd, weight, arrays, dweight, dbias, m, frozen};
   auto apply = [&](int tid, int n) {
-    if (!dx || total == 0) return;
-    if (frozen)
-      sweep<T>(p, scale_op, fill1, tid, n);
-    else
-      sweep<T>(p, dx_op, fill4, tid, n);
+    if (write && total > 0) sweep<T>(p, op, fill, tid, n);
   };
 
   if (block > 0) {
@@ -210,17 +241,14 @@ void backward(const Plan& p, const T* dy, const T* x, const T* mean,
         for (int64_t j = 0; j < cw; ++j) tot[j] = Sums();
         double scratch[3 * kChannelBlock];
         for (int64_t g = 0; g < p.groups; ++g) {
-          group_sums(p, dy, x, mean, c0, cw, g, acc, scratch);
+          group_sums<M>(p, dy, x, mean, mask, c0, cw, g, acc, scratch);
           for (int64_t j = 0; j < cw; ++j) {
             tot[j].g += acc[j].g;
             tot[j].gx += acc[j].gx;
           }
         }
         for (int64_t j = 0; j < cw; ++j) finish(c0 + j, tot[j]);
-        if (frozen)
-          sweep_channels<T>(p, scale_op, fill1, c0, cw);
-        else
-          sweep_channels<T>(p, dx_op, fill4, c0, cw);
+        sweep_channels<T>(p, op, fill, c0, cw);
       }
     });
     return;
@@ -229,7 +257,8 @@ void backward(const Plan& p, const T* dy, const T* x, const T* mean,
   std::vector<double> scratch(need_sums && block == 0 && p.rows
                                   ? static_cast<size_t>(nt * scratch_stride(3 * C)) : 0);
   auto reduce = [&](int tid, int n) {
-    if (need_sums) reduce_sums(p, dy, x, mean, part.data(), scratch.data(), tid, n);
+    if (need_sums)
+      reduce_sums<M>(p, dy, x, mean, mask, part.data(), scratch.data(), tid, n);
   };
   auto merge = [&](int tid, int n) {
     int64_t c_begin, c_end;
@@ -241,6 +270,57 @@ void backward(const Plan& p, const T* dy, const T* x, const T* mean,
     parallel(nt, reduce, merge, apply);
   else
     parallel(nt, merge, apply);
+}
+
+template <int M, bool kRes, class T>
+void backward_masked(const Plan& p, const T* dy, const T* x, const T* y,
+                     const T* mean, const T* invstd, const T* weight,
+                     const T* bias, T* dx, T* dweight, T* dbias, T* dres,
+                     bool frozen) {
+  const MaskArgs<T> mk{y};
+  const bool write = dx || dres;
+  if (frozen)
+    backward_with<M>(p, dy, x, mk, mean, invstd, weight, bias, write, dweight, dbias,
+                     true, DxMaskOp<T, M, true, kRes>{dy, x, y, dx, dres});
+  else
+    backward_with<M>(p, dy, x, mk, mean, invstd, weight, bias, write, dweight, dbias,
+                     false, DxMaskOp<T, M, false, kRes>{dy, x, y, dx, dres});
+}
+
+}  // namespace
+
+// relu: g = dy where the forward's output y > 0 (y given) or where the
+// recomputed pre-activation is > 0 (y null); dres, if given, receives g.
+template <class T>
+void backward(const Plan& p, const T* dy, const T* x, const T* y,
+              const T* mean, const T* invstd, const T* weight, const T* bias,
+              T* dx, T* dweight, T* dbias, T* dres, bool frozen, bool relu) {
+  if (!relu && !dres) {
+    const bool stream = stream_output(p.outer * p.channels * p.inner * int64_t(sizeof(T)));
+    const MaskArgs<T> none;
+    if (frozen)
+      backward_with<kNoMask>(p, dy, x, none, mean, invstd, weight, bias, dx != nullptr,
+                             dweight, dbias, true, ScaleOp<T>{dy, dx, stream});
+    else
+      backward_with<kNoMask>(p, dy, x, none, mean, invstd, weight, bias, dx != nullptr,
+                             dweight, dbias, false, DxOp<T>{dy, x, dx, stream});
+    return;
+  }
+  if (!relu)
+    backward_masked<kNoMask, true>(p, dy, x, y, mean, invstd, weight, bias, dx,
+                                   dweight, dbias, dres, frozen);
+  else if (y && dres)
+    backward_masked<kMaskY, true>(p, dy, x, y, mean, invstd, weight, bias, dx,
+                                  dweight, dbias, dres, frozen);
+  else if (y)
+    backward_masked<kMaskY, false>(p, dy, x, y, mean, invstd, weight, bias, dx,
+                                   dweight, dbias, static_cast<T*>(nullptr), frozen);
+  else if (dres)
+    backward_masked<kMaskX, true>(p, dy, x, y, mean, invstd, weight, bias, dx,
+                                  dweight, dbias, dres, frozen);
+  else
+    backward_masked<kMaskX, false>(p, dy, x, y, mean, invstd, weight, bias, dx,
+                                   dweight, dbias, static_cast<T*>(nullptr), frozen);
 }
 
 // The split phases of backward, for sums that span several processes
@@ -262,7 +342,7 @@ void backward_sums(const Plan& p, const T* dy, const T* x, const T* mean,
         const int64_t c0 = blk * block, cw = std::min(block, C - c0);
         Sums tot[kMaxPlanarBlock];
         for (int64_t g = 0; g < p.groups; ++g) {
-          group_sums(p, dy, x, mean, c0, cw, g, acc, nullptr);
+          group_sums(p, dy, x, mean, MaskArgs<T>(), c0, cw, g, acc, nullptr);
           for (int64_t j = 0; j < cw; ++j) {
             tot[j].g += acc[j].g;
             tot[j].gx += acc[j].gx;
@@ -279,7 +359,7 @@ void backward_sums(const Plan& p, const T* dy, const T* x, const T* mean,
   std::vector<Sums> part(static_cast<size_t>(p.groups * C));
   std::vector<double> scratch(p.rows ? static_cast<size_t>(nt * scratch_stride(3 * C)) : 0);
   auto reduce = [&](int tid, int n) {
-    reduce_sums(p, dy, x, mean, part.data(), scratch.data(), tid, n);
+    reduce_sums(p, dy, x, mean, MaskArgs<T>(), part.data(), scratch.data(), tid, n);
   };
   auto merge = [&](int tid, int n) {
     int64_t c_begin, c_end;
@@ -327,10 +407,12 @@ template void backward_apply<double>(const Plan&, const double*,
 
 template void backward<float>(const Plan&, const float*, const float*,
                               const float*, const float*, const float*,
-                              float*, float*, float*, bool);
+                              const float*, const float*, float*, float*,
+                              float*, float*, bool, bool);
 template void backward<double>(const Plan&, const double*, const double*,
                                const double*, const double*, const double*,
-                               double*, double*, double*, bool);
+                               const double*, const double*, double*, double*,
+                               double*, double*, bool, bool);
 
 }  // namespace BNORM_ISA_NS
 }  // namespace bnorm

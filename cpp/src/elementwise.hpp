@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "plan.hpp"
+#include "reduce.hpp"  // MaskKind
 #include "simd.hpp"
 #include "stream.hpp"
 #include "threading.hpp"
@@ -28,17 +29,35 @@ constexpr int64_t kStreamMinRun = 256;
 // T; the rounding error e = mean - m is folded into b = beta - e * s (in
 // double), which keeps x - mean accurate in float even for data far from
 // zero (offset >> std) at the cost of three operations per value.
-template <class T>
+//
+// Fused forms (kRes, kRelu): y = relu((x - m) * s + b + z), z the residual
+// input; relu(v) = v < 0 ? 0 : v keeps a NaN a NaN.
+template <class T, bool kRes = false, bool kRelu = false>
 struct AffineOp {
   static constexpr int K = 3;  // m, s, b
   const T* x;
   T* y;
   bool stream;  // non-temporal stores for y (stream.hpp)
+  const T* z = nullptr;  // residual (kRes)
+
+  static constexpr bool kFused = kRes || kRelu;
+  // the epilogue of value v at z[i] (the fused forms store normally)
+  static T epi(T v, const T* zs, int64_t i) {
+    if (kRes) v = v + zs[i];
+    if (kRelu) v = v < T(0) ? T(0) : v;
+    return v;
+  }
 
   void run(int64_t off, int64_t n, T* const* k, int64_t j) const {
     const T m = k[0][j], s = k[1][j], b = k[2][j];
     const T* xs = x + off;
     T* ys = y + off;
+    if constexpr (kFused) {
+      const T* zs = kRes ? z + off : nullptr;
+      BNORM_SIMD
+      for (int64_t i = 0; i < n; ++i) ys[i] = epi((xs[i] - m) * s + b, zs, i);
+      return;
+    }
 #ifdef BNORM_HAVE_STREAM
     if (stream && n * int64_t(sizeof(T)) >= kStreamMinRun) {
       stream_out(ys, n, [&](int64_t i) { return (sload(xs + i) - m) * s + b; },
@@ -53,6 +72,12 @@ struct AffineOp {
     const T* xs = x + off;
     T* ys = y + off;
     const T *m = k[0], *s = k[1], *b = k[2];
+    if constexpr (kFused) {
+      const T* zs = kRes ? z + off : nullptr;
+      BNORM_SIMD
+      for (int64_t j = 0; j < cw; ++j) ys[j] = epi((xs[j] - m[j]) * s[j] + b[j], zs, j);
+      return;
+    }
 #ifdef BNORM_HAVE_STREAM
     if (stream && cw * int64_t(sizeof(T)) >= kStreamMinRun) {
       stream_out(ys, cw,
@@ -66,7 +91,7 @@ struct AffineOp {
   }
   // Four rows of stride ld at once, loading the coefficients once.
   bool row4(int64_t off, int64_t ld, int64_t cw, T* const* k) const {
-    if (stream && cw * int64_t(sizeof(T)) >= kStreamMinRun) return false;
+    if (kFused || (stream && cw * int64_t(sizeof(T)) >= kStreamMinRun)) return false;
     const T* xs = x + off;
     T* ys = y + off;
     const T *m = k[0], *s = k[1], *b = k[2];
@@ -184,6 +209,60 @@ struct ScaleOp {
     }
     return true;
   }
+};
+
+// Backward fused with a ReLU (and a residual input): g = dy where the mask M
+// is open (reduce.hpp), else 0; dx = (g * k - r) - (x - mean) * q, or g * k
+// with frozen statistics; the residual's gradient dres = g when kRes.
+// Coefficients: k, r, mean, q, then fm, fs, fb (the forward's, for kMaskX).
+template <class T, int M, bool kFrozen, bool kRes>
+struct DxMaskOp {
+  static constexpr int K = M == kMaskX ? 7 : 4;
+  const T* dy;
+  const T* x;
+  const T* y;  // the forward's output (kMaskY)
+  T* dx;       // may be null (only dres wanted)
+  T* dres;
+
+  static T gate(T g, T xv, T yv, T m, T s, T b) {
+    if (M == kMaskY) return yv > T(0) ? g : T(0);
+    if (M == kMaskX) return (xv - m) * s + b > T(0) ? g : T(0);
+    return g;
+  }
+  void run(int64_t off, int64_t n, T* const* c, int64_t j) const {
+    const T k = c[0][j], r = c[1][j], m = c[2][j], q = c[3][j];
+    const T fm = M == kMaskX ? c[4][j] : T(0), fs = M == kMaskX ? c[5][j] : T(0),
+            fb = M == kMaskX ? c[6][j] : T(0);
+    const T* g = dy + off;
+    const T* xs = x + off;
+    const T* ys = M == kMaskY ? y + off : nullptr;
+    T* d = dx ? dx + off : nullptr;
+    T* e = kRes ? dres + off : nullptr;
+    BNORM_SIMD
+    for (int64_t i = 0; i < n; ++i) {
+      const T gi = gate(g[i], xs[i], M == kMaskY ? ys[i] : T(0), fm, fs, fb);
+      if (kRes) e[i] = gi;
+      if (d) d[i] = kFrozen ? gi * k : (gi * k - r) - (xs[i] - m) * q;
+    }
+  }
+  void row(int64_t off, int64_t cw, T* const* c) const {
+    const T *k = c[0], *r = c[1], *m = c[2], *q = c[3];
+    const T* fm = c[M == kMaskX ? 4 : 0];
+    const T* fs = c[M == kMaskX ? 5 : 0];
+    const T* fb = c[M == kMaskX ? 6 : 0];
+    const T* g = dy + off;
+    const T* xs = x + off;
+    const T* ys = M == kMaskY ? y + off : nullptr;
+    T* d = dx ? dx + off : nullptr;
+    T* e = kRes ? dres + off : nullptr;
+    BNORM_SIMD
+    for (int64_t j = 0; j < cw; ++j) {
+      const T gi = gate(g[j], xs[j], M == kMaskY ? ys[j] : T(0), fm[j], fs[j], fb[j]);
+      if (kRes) e[j] = gi;
+      if (d) d[j] = kFrozen ? gi * k[j] : (gi * k[j] - r[j]) - (xs[j] - m[j]) * q[j];
+    }
+  }
+  bool row4(int64_t, int64_t, int64_t, T* const*) const { return false; }
 };
 
 // Coefficients read from K precomputed arrays of `channels` values.

@@ -40,23 +40,33 @@ struct InferenceCoefs {
 }  // namespace
 
 template <class T>
-void forward_inference(const Plan& p, const T* x, T* y, const T* mean,
-                       const T* var, const T* weight, const T* bias,
-                       double eps) {
+void forward_inference(const Plan& p, const T* x, const T* residual, T* y,
+                       const T* mean, const T* var, const T* weight,
+                       const T* bias, double eps, bool relu) {
   const int64_t total = p.outer * p.channels * p.inner;
   if (total == 0) return;
-  const AffineOp<T> op{x, y, stream_output(total * int64_t(sizeof(T)))};
+  const bool stream = stream_output(total * int64_t(sizeof(T)));
   const InferenceCoefs<T> fill{mean, var, weight, bias, eps};
-  parallel(threads_for(total),
-           [&](int tid, int n) { sweep<T>(p, op, fill, tid, n); });
+  auto run = [&](const auto& op) {
+    parallel(threads_for(total), [&](int tid, int n) { sweep<T>(p, op, fill, tid, n); });
+  };
+  if (residual && relu)
+    run(AffineOp<T, true, true>{x, y, stream, residual});
+  else if (residual)
+    run(AffineOp<T, true, false>{x, y, stream, residual});
+  else if (relu)
+    run(AffineOp<T, false, true>{x, y, stream});
+  else
+    run(AffineOp<T>{x, y, stream});
 }
 
-template void forward_inference<float>(const Plan&, const float*, float*,
-                                       const float*, const float*,
-                                       const float*, const float*, double);
-template void forward_inference<double>(const Plan&, const double*, double*,
+template void forward_inference<float>(const Plan&, const float*, const float*,
+                                       float*, const float*, const float*,
+                                       const float*, const float*, double, bool);
+template void forward_inference<double>(const Plan&, const double*,
+                                        const double*, double*, const double*,
                                         const double*, const double*,
-                                        const double*, const double*, double);
+                                        const double*, double, bool);
 
 }  // namespace BNORM_ISA_NS
 }  // namespace bnorm

@@ -217,13 +217,13 @@ inline void merge_groups(const Plan& p, const Moments* part, int64_t c0,
   }
 }
 
-}  // namespace
-
-template <class T>
-void forward_training(const Plan& p, const T* x, T* y, const T* weight,
-                      const T* bias, T* save_mean, T* save_invstd,
-                      T* running_mean, T* running_var, double eps,
-                      double momentum, bool unbiased) {
+// forward_training with the elementwise op `op` (plain, or fused with a
+// residual and a ReLU).
+template <class T, class Op>
+void forward_training_with(const Plan& p, const T* x, const Op& op,
+                           const T* weight, const T* bias, T* save_mean,
+                           T* save_invstd, T* running_mean, T* running_var,
+                           double eps, double momentum, bool unbiased) {
   const int64_t C = p.channels;
   const int64_t total = p.outer * C * p.inner;
   const int nt = threads_for(total);
@@ -232,7 +232,6 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
   std::vector<T> coef(static_cast<size_t>(3 * C));  // mean, scale, shift
   T* const arrays[3] = {coef.data(), coef.data() + C, coef.data() + 2 * C};
   const StoredCoefs<T, 3> fill{arrays};
-  const AffineOp<T> op{x, y, stream_output(total * int64_t(sizeof(T)))};
   const double m = static_cast<double>(p.outer * p.inner);
   const double correction = unbiased ? m / (m - 1) : 1.0;
 
@@ -274,6 +273,28 @@ void forward_training(const Plan& p, const T* x, T* y, const T* weight,
   };
   auto normalize = [&](int tid, int n) { sweep<T>(p, op, fill, tid, n); };
   parallel(nt, reduce, merge, normalize);
+}
+
+}  // namespace
+
+template <class T>
+void forward_training(const Plan& p, const T* x, const T* residual, T* y,
+                      const T* weight, const T* bias, T* save_mean,
+                      T* save_invstd, T* running_mean, T* running_var,
+                      double eps, double momentum, bool unbiased, bool relu) {
+  const bool stream = stream_output(p.outer * p.channels * p.inner * int64_t(sizeof(T)));
+  auto run = [&](const auto& op) {
+    forward_training_with(p, x, op, weight, bias, save_mean, save_invstd,
+                          running_mean, running_var, eps, momentum, unbiased);
+  };
+  if (residual && relu)
+    run(AffineOp<T, true, true>{x, y, stream, residual});
+  else if (residual)
+    run(AffineOp<T, true, false>{x, y, stream, residual});
+  else if (relu)
+    run(AffineOp<T, false, true>{x, y, stream});
+  else
+    run(AffineOp<T>{x, y, stream});
 }
 
 // The split phases of forward_training, for statistics that span several
@@ -365,14 +386,15 @@ template void forward_apply<double>(const Plan&, const double*, double*,
                                     double*, double*, double*, double*, double,
                                     double, bool);
 
-template void forward_training<float>(const Plan&, const float*, float*,
-                                      const float*, const float*, float*,
-                                      float*, float*, float*, double, double,
-                                      bool);
-template void forward_training<double>(const Plan&, const double*, double*,
-                                       const double*, const double*, double*,
-                                       double*, double*, double*, double,
-                                       double, bool);
+template void forward_training<float>(const Plan&, const float*, const float*,
+                                      float*, const float*, const float*,
+                                      float*, float*, float*, float*, double,
+                                      double, bool, bool);
+template void forward_training<double>(const Plan&, const double*,
+                                       const double*, double*, const double*,
+                                       const double*, double*, double*,
+                                       double*, double*, double, double, bool,
+                                       bool);
 
 }  // namespace BNORM_ISA_NS
 }  // namespace bnorm

@@ -12,18 +12,20 @@
 #define BNORM_DECLARE_KERNELS(ns)                                            \
   namespace ns {                                                             \
   template <class T>                                                         \
-  void forward_training(const Plan& plan, const T* x, T* y, const T* weight, \
-                        const T* bias, T* save_mean, T* save_invstd,         \
-                        T* running_mean, T* running_var, double eps,         \
-                        double momentum, bool unbiased);                     \
+  void forward_training(const Plan& plan, const T* x, const T* residual,     \
+                        T* y, const T* weight, const T* bias, T* save_mean,  \
+                        T* save_invstd, T* running_mean, T* running_var,     \
+                        double eps, double momentum, bool unbiased,          \
+                        bool relu);                                          \
   template <class T>                                                         \
-  void forward_inference(const Plan& plan, const T* x, T* y, const T* mean,  \
-                         const T* var, const T* weight, const T* bias,       \
-                         double eps);                                        \
+  void forward_inference(const Plan& plan, const T* x, const T* residual,    \
+                         T* y, const T* mean, const T* var, const T* weight, \
+                         const T* bias, double eps, bool relu);              \
   template <class T>                                                         \
-  void backward(const Plan& plan, const T* dy, const T* x, const T* mean,    \
-                const T* invstd, const T* weight, T* dx, T* dweight,         \
-                T* dbias, bool frozen);                                      \
+  void backward(const Plan& plan, const T* dy, const T* x, const T* y,       \
+                const T* mean, const T* invstd, const T* weight,             \
+                const T* bias, T* dx, T* dweight, T* dbias, T* dresidual,    \
+                bool frozen, bool relu);                                     \
   template <class T>                                                         \
   void moments(const Plan& plan, const T* x, double* mean, double* m2);      \
   template <class T>                                                         \
@@ -50,12 +52,14 @@ BNORM_DECLARE_KERNELS(BNORM_ISA_NS)
 
 template <class T>
 struct Kernels {
-  void (*forward_training)(const Plan&, const T*, T*, const T*, const T*, T*,
-                           T*, T*, T*, double, double, bool);
-  void (*forward_inference)(const Plan&, const T*, T*, const T*, const T*,
-                            const T*, const T*, double);
+  // residual (may be null) and relu: the fused epilogue y = relu(BN(x) + z)
+  void (*forward_training)(const Plan&, const T*, const T*, T*, const T*,
+                           const T*, T*, T*, T*, T*, double, double, bool, bool);
+  void (*forward_inference)(const Plan&, const T*, const T*, T*, const T*,
+                            const T*, const T*, const T*, double, bool);
+  // y (the forward's output, for the ReLU mask; may be null), bias, dresidual
   void (*backward)(const Plan&, const T*, const T*, const T*, const T*,
-                   const T*, T*, T*, T*, bool);
+                   const T*, const T*, const T*, T*, T*, T*, T*, bool, bool);
   // the split phases, for statistics spanning several processes
   void (*moments)(const Plan&, const T*, double*, double*);
   void (*forward_apply)(const Plan&, const T*, T*, const T*, const T*,

@@ -67,6 +67,46 @@ struct Regs {
 };
 #endif
 
+// The ReLU of a fused backward (BN followed by ReLU): which values' dy reach
+// the batch norm. kNoMask: all; kMaskY: where the forward's output y > 0;
+// kMaskX: where the pre-activation (x - m) * s + b > 0, recomputed in T from
+// per-channel coefficients. A masked g is 0 (selected, not multiplied: a
+// NaN dy where the ReLU was closed gives 0, as in PyTorch).
+enum MaskKind { kNoMask = 0, kMaskY = 1, kMaskX = 2 };
+
+template <int M, class T>
+inline double masked(double g, T x, T y, T m, T s, T b) {
+  if (M == kMaskY) return y > T(0) ? g : 0.0;
+  if (M == kMaskX) return (x - m) * s + b > T(0) ? g : 0.0;
+  (void)x, (void)y, (void)m, (void)s, (void)b;
+  return g;
+}
+
+#ifdef BNORM_VECTOR_TYPES
+typedef long long VecL __attribute__((vector_size(kVecBytes)));
+// g where the mask is open, 0 elsewhere; p points at kVecLanes values of
+// y (kMaskY) or x (kMaskX), of type T.
+template <int M, class T>
+inline VecD masked(VecD g, const T* p, T m, T s, T b) {
+  if constexpr (M == kMaskY) {
+    return load_lanes(p) > 0.0 ? g : VecD{};
+  } else if constexpr (M == kMaskX) {
+    if constexpr (sizeof(T) == 4) {
+      VecF v;
+      std::memcpy(&v, p, sizeof v);
+      const VecF pre = (v - m) * s + b;
+      return __builtin_convertvector(pre > 0.0f, VecL) ? g : VecD{};
+    } else {
+      const VecD pre = (load_lanes(p) - m) * s + b;
+      return pre > 0.0 ? g : VecD{};
+    }
+  } else {
+    (void)p, (void)m, (void)s, (void)b;
+    return g;
+  }
+}
+#endif
+
 // Asks for the cache lines of p[i .. i + kLanes) ahead of use. Reading the
 // next unit while computing on this one overlaps memory with arithmetic, and
 // spares the hardware prefetcher a cold start on every short run.
@@ -133,11 +173,13 @@ inline void add_deviations(const T* x, int64_t n, double shift, Lanes& s1,
   }
 }
 
-// a += g[i];  b += g[i] * (x[i] - mean).  Prefetches pg and px if given.
-template <class T>
+// a += g[i];  b += g[i] * (x[i] - mean), g[i] = dy[i] masked by M (y, or the
+// channel's forward coefficients m, s, b).  Prefetches pg and px if given.
+template <int M = kNoMask, class T>
 inline void add_gradients(const T* g, const T* x, int64_t n, double mean,
                           Lanes& a, Lanes& b, const T* pg = nullptr,
-                          const T* px = nullptr) {
+                          const T* px = nullptr, const T* y = nullptr,
+                          T fm = T(0), T fs = T(0), T fb = T(0)) {
   int64_t i = 0;
 #ifdef BNORM_VECTOR_TYPES
   Regs va(a), vb(b);
@@ -147,9 +189,10 @@ inline void add_gradients(const T* g, const T* x, int64_t n, double mean,
     prefetch_lanes(px, i);
 #pragma GCC unroll 16
     for (int k = 0; k < kRegs; ++k) {
-      const VecD gi = load_lanes(g + i + k * kVecLanes);
+      const int64_t o = i + k * kVecLanes;
+      const VecD gi = masked<M>(load_lanes(g + o), M == kMaskY ? y + o : x + o, fm, fs, fb);
       va.r[k] += gi;
-      vb.r[k] += gi * (load_lanes(x + i + k * kVecLanes) - mu);
+      vb.r[k] += gi * (load_lanes(x + o) - mu);
     }
   }
   va.store(a);
@@ -159,14 +202,16 @@ inline void add_gradients(const T* g, const T* x, int64_t n, double mean,
     prefetch_lanes(pg, i);
     prefetch_lanes(px, i);
     for (int k = 0; k < kLanes; ++k) {
-      const double gi = static_cast<double>(g[i + k]);
+      const double gi = masked<M>(static_cast<double>(g[i + k]), x[i + k],
+                                  M == kMaskY ? y[i + k] : T(0), fm, fs, fb);
       a.v[k] += gi;
       b.v[k] += gi * (static_cast<double>(x[i + k]) - mean);
     }
   }
 #endif
   for (int k = 0; i + k < n; ++k) {
-    const double gi = static_cast<double>(g[i + k]);
+    const double gi = masked<M>(static_cast<double>(g[i + k]), x[i + k],
+                                M == kMaskY ? y[i + k] : T(0), fm, fs, fb);
     a.v[k] += gi;
     b.v[k] += gi * (static_cast<double>(x[i + k]) - mean);
   }
@@ -200,22 +245,31 @@ inline void rows_deviations_fixed(const T* x, int64_t rows, int64_t ld,
   }
 }
 
-//   gradients: a[j] += g;  b[j] += g * (x - mean[j])
-template <int W, class T>
+//   gradients: a[j] += g;  b[j] += g * (x - mean[j]), g masked by M (y rows
+//   of stride ld, or coefficients fm/fs/fb[j])
+template <int W, int M = kNoMask, class T>
 inline void rows_gradients_fixed(const T* g, const T* x, int64_t rows, int64_t ld,
-                                 const double* mean, double* a, double* b) {
+                                 const double* mean, double* a, double* b,
+                                 const T* y = nullptr, const T* fm = nullptr,
+                                 const T* fs = nullptr, const T* fb = nullptr) {
   double va[W], vb[W], mu[W];
+  T cm[W], cs[W], cb[W];
   for (int j = 0; j < W; ++j) {
     va[j] = a[j];
     vb[j] = b[j];
     mu[j] = mean[j];
+    cm[j] = M == kMaskX ? fm[j] : T(0);
+    cs[j] = M == kMaskX ? fs[j] : T(0);
+    cb[j] = M == kMaskX ? fb[j] : T(0);
   }
   for (int64_t r = 0; r < rows; ++r) {
     const T* gr = g + r * ld;
     const T* xr = x + r * ld;
+    const T* yr = M == kMaskY ? y + r * ld : nullptr;
     BNORM_SIMD
     for (int j = 0; j < W; ++j) {
-      const double gj = static_cast<double>(gr[j]);
+      const double gj = masked<M>(static_cast<double>(gr[j]), xr[j],
+                                  M == kMaskY ? yr[j] : T(0), cm[j], cs[j], cb[j]);
       va[j] += gj;
       vb[j] += gj * (static_cast<double>(xr[j]) - mu[j]);
     }
@@ -239,14 +293,16 @@ inline bool rows_deviations_small(int64_t cw, const T* x, int64_t rows, int64_t 
   }
 }
 
-template <class T>
+template <int M = kNoMask, class T>
 inline bool rows_gradients_small(int64_t cw, const T* g, const T* x, int64_t rows,
-                                 int64_t ld, const double* mean, double* a, double* b) {
+                                 int64_t ld, const double* mean, double* a, double* b,
+                                 const T* y = nullptr, const T* fm = nullptr,
+                                 const T* fs = nullptr, const T* fb = nullptr) {
   switch (cw) {
-    case 8: rows_gradients_fixed<8>(g, x, rows, ld, mean, a, b); return true;
-    case 16: rows_gradients_fixed<16>(g, x, rows, ld, mean, a, b); return true;
-    case 32: rows_gradients_fixed<32>(g, x, rows, ld, mean, a, b); return true;
-    case 64: rows_gradients_fixed<64>(g, x, rows, ld, mean, a, b); return true;
+    case 8: rows_gradients_fixed<8, M>(g, x, rows, ld, mean, a, b, y, fm, fs, fb); return true;
+    case 16: rows_gradients_fixed<16, M>(g, x, rows, ld, mean, a, b, y, fm, fs, fb); return true;
+    case 32: rows_gradients_fixed<32, M>(g, x, rows, ld, mean, a, b, y, fm, fs, fb); return true;
+    case 64: rows_gradients_fixed<64, M>(g, x, rows, ld, mean, a, b, y, fm, fs, fb); return true;
     default: return false;
   }
 }

@@ -31,6 +31,7 @@ cdef extern from "bnorm/bnorm.h" nogil:
 
     uint32_t BNORM_FLAG_BIASED_RUNNING_VAR
     uint32_t BNORM_FLAG_FROZEN_STATS
+    uint32_t BNORM_FLAG_RELU
 
     const char *bnorm_status_string(bnorm_status status)
     int bnorm_version_number()
@@ -103,3 +104,21 @@ cdef extern from "bnorm/bnorm.h" nogil:
     bnorm_status bnorm_population_result(int64_t channels, const double *state,
                                          int64_t *batches, int64_t *values,
                                          double *mean, double *var)
+
+    bnorm_status bnorm_forward_training_fused(
+        bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+        const void *x, const void *residual, void *y, const void *weight,
+        const void *bias, void *save_mean, void *save_invstd, void *running_mean,
+        void *running_var, double eps, double momentum, uint32_t flags)
+
+    bnorm_status bnorm_forward_inference_fused(
+        bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+        const void *x, const void *residual, void *y, const void *mean,
+        const void *var, const void *weight, const void *bias, double eps,
+        uint32_t flags)
+
+    bnorm_status bnorm_backward_fused(
+        bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+        const void *dy, const void *x, const void *y, const void *mean,
+        const void *invstd, const void *weight, const void *bias, void *dx,
+        void *dweight, void *dbias, void *dresidual, uint32_t flags)

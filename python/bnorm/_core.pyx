@@ -108,7 +108,8 @@ def get_num_threads():
 def forward_training(cnp.ndarray x, cnp.ndarray y, int64_t outer,
                      int64_t channels, int64_t inner, weight, bias,
                      save_mean, save_invstd, running_mean, running_var,
-                     double eps, double momentum, bint unbiased):
+                     double eps, double momentum, bint unbiased,
+                     residual=None, bint relu=False):
     cdef bnorm_dtype dt = _dtype_code(x)
     cdef int t = cnp.PyArray_TYPE(x)
     cdef int64_t n = outer * channels * inner
@@ -120,17 +121,21 @@ def forward_training(cnp.ndarray x, cnp.ndarray y, int64_t outer,
     cdef void* psi = _buf(save_invstd, channels, t, True, "save_invstd")
     cdef void* prm = _buf(running_mean, channels, t, True, "running_mean")
     cdef void* prv = _buf(running_var, channels, t, True, "running_var")
+    cdef const void* pz = _buf(residual, n, t, False, "residual")
     cdef uint32_t flags = 0 if unbiased else BNORM_FLAG_BIASED_RUNNING_VAR
+    if relu:
+        flags |= BNORM_FLAG_RELU
     cdef bnorm_status st
     with nogil:
-        st = bnorm_forward_training(dt, outer, channels, inner, px, py, pw, pb,
-                                    psm, psi, prm, prv, eps, momentum, flags)
+        st = bnorm_forward_training_fused(dt, outer, channels, inner, px, pz, py,
+                                          pw, pb, psm, psi, prm, prv, eps,
+                                          momentum, flags)
     _check(st, "batch norm training forward")
 
 
 def forward_inference(cnp.ndarray x, cnp.ndarray y, int64_t outer,
                       int64_t channels, int64_t inner, mean, var, weight,
-                      bias, double eps):
+                      bias, double eps, residual=None, bint relu=False):
     cdef bnorm_dtype dt = _dtype_code(x)
     cdef int t = cnp.PyArray_TYPE(x)
     cdef int64_t n = outer * channels * inner
@@ -140,16 +145,18 @@ def forward_inference(cnp.ndarray x, cnp.ndarray y, int64_t outer,
     cdef const void* pv = _buf(var, channels, t, False, "running_var")
     cdef const void* pw = _buf(weight, channels, t, False, "weight")
     cdef const void* pb = _buf(bias, channels, t, False, "bias")
+    cdef const void* pz = _buf(residual, n, t, False, "residual")
+    cdef uint32_t flags = BNORM_FLAG_RELU if relu else 0
     cdef bnorm_status st
     with nogil:
-        st = bnorm_forward_inference(dt, outer, channels, inner, px, py, pm,
-                                     pv, pw, pb, eps)
+        st = bnorm_forward_inference_fused(dt, outer, channels, inner, px, pz, py,
+                                           pm, pv, pw, pb, eps, flags)
     _check(st, "batch norm inference forward")
 
 
 def backward(cnp.ndarray dy, cnp.ndarray x, int64_t outer, int64_t channels,
              int64_t inner, mean, invstd, weight, dx, dweight, dbias,
-             bint frozen):
+             bint frozen, y=None, bias=None, dresidual=None, bint relu=False):
     cdef bnorm_dtype dt = _dtype_code(x)
     cdef int t = cnp.PyArray_TYPE(x)
     cdef int64_t n = outer * channels * inner
@@ -161,11 +168,16 @@ def backward(cnp.ndarray dy, cnp.ndarray x, int64_t outer, int64_t channels,
     cdef void* pdx = _buf(dx, n, t, True, "out")
     cdef void* pdw = _buf(dweight, channels, t, True, "dweight")
     cdef void* pdb = _buf(dbias, channels, t, True, "dbias")
+    cdef const void* py = _buf(y, n, t, False, "y")
+    cdef const void* pb = _buf(bias, channels, t, False, "bias")
+    cdef void* pdz = _buf(dresidual, n, t, True, "dresidual")
     cdef uint32_t flags = BNORM_FLAG_FROZEN_STATS if frozen else 0
+    if relu:
+        flags |= BNORM_FLAG_RELU
     cdef bnorm_status st
     with nogil:
-        st = bnorm_backward(dt, outer, channels, inner, pdy, px, pm, pi, pw,
-                            pdx, pdw, pdb, flags)
+        st = bnorm_backward_fused(dt, outer, channels, inner, pdy, px, py, pm, pi,
+                                  pw, pb, pdx, pdw, pdb, pdz, flags)
     _check(st, "batch norm backward")
 
 

@@ -202,7 +202,8 @@ def _check_training_size(x: np.ndarray, view: _View) -> None:
 
 def batch_norm_train(x, weight=None, bias=None, eps=1e-5, *, axis=1,
                      running_mean=None, running_var=None, momentum=0.1,
-                     unbiased=True, out=None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     unbiased=True, out=None, activation=None,
+                     residual=None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Training forward with batch statistics.
 
     Returns ``(y, save_mean, save_invstd)``; ``save_invstd`` is
@@ -211,13 +212,19 @@ def batch_norm_train(x, weight=None, bias=None, eps=1e-5, *, axis=1,
     ``running = (1 - momentum) * running + momentum * batch``, with the
     unbiased batch variance (``unbiased=True``, PyTorch) or the biased one
     (``unbiased=False``, ONNX with ``momentum = 1 - onnx_momentum``).
+
+    Fused epilogue, in the same pass: ``residual=z`` gives ``y = BN(x) + z``
+    and ``activation="relu"`` then ``y = max(y, 0)`` (the statistics are
+    those of x alone).
     """
-    if out is None:
+    relu = _activation(activation)
+    if out is None and not relu and residual is None:
         r = _core.fast_training(x, weight, bias, eps, axis, running_mean,
                                 running_var, momentum, unbiased)
         if r is not None:
             return r
     x, view, pdtype = _prepare(x, axis, out)
+    view, z = _residual_view(residual, x, view, axis, out)
     eps = _eps(eps)
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must be given together")
@@ -238,27 +245,31 @@ def batch_norm_train(x, weight=None, bias=None, eps=1e-5, *, axis=1,
     _core.forward_training(view.flat, y,
                            view.outer, view.channels, view.inner, w, b,
                            save_mean, save_invstd, running_mean, running_var,
-                           eps, momentum, bool(unbiased))
+                           eps, momentum, bool(unbiased), z, relu)
     return view.like(y), save_mean, save_invstd
 
 
 def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
-               training=False, momentum=0.1, eps=1e-5, *, axis=1, out=None) -> np.ndarray:
+               training=False, momentum=0.1, eps=1e-5, *, axis=1, out=None,
+               activation=None, residual=None) -> np.ndarray:
     """Batch normalization with PyTorch's ``torch.nn.functional.batch_norm``
     semantics. ``training=False`` normalizes with the running statistics
     (required); ``training=True`` with the batch statistics, updating the
-    running statistics in place when they are given."""
+    running statistics in place when they are given. ``residual=z`` and
+    ``activation="relu"`` fuse ``y = max(BN(x) + z, 0)`` into the same pass."""
     if training:
         y, _, _ = batch_norm_train(x, weight, bias, eps, axis=axis,
                                    running_mean=running_mean,
                                    running_var=running_var, momentum=momentum,
-                                   out=out)
+                                   out=out, activation=activation, residual=residual)
         return y
-    if out is None:
+    relu = _activation(activation)
+    if out is None and not relu and residual is None:
         r = _core.fast_inference(x, running_mean, running_var, weight, bias, eps, axis)
         if r is not None:
             return r
     x, view, pdtype = _prepare(x, axis, out)
+    view, z = _residual_view(residual, x, view, axis, out)
     eps = _eps(eps)
     if running_mean is None or running_var is None:
         raise ValueError(
@@ -270,49 +281,99 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
     y = _out(out, x, view)
     _core.forward_inference(view.flat, y,
                             view.outer, view.channels, view.inner, rm, rv, w,
-                            b, eps)
+                            b, eps, z, relu)
     return view.like(y)
+
+
+def _views(x: np.ndarray, axis: Any, out: Any, others):
+    """x and the tensors ``others`` ([(array, name)], each checked by _data)
+    seen in one common layout: channels-last when all of them are."""
+    for t, name in others:
+        if t.shape != x.shape:
+            raise ValueError(f"{name} has shape {t.shape}, expected {x.shape} (the shape of x)")
+        if t.dtype != x.dtype:
+            raise TypeError(f"{name} has dtype {t.dtype}, expected {x.dtype} (the dtype of x)")
+    a = _axis(axis, x.ndim)
+    vx = _View(x, a, allow_channels_last=out is None)
+    vs = [_View(t, a, allow_channels_last=vx.channels_last) for t, _ in others]
+    if any(v.channels_last != vx.channels_last for v in vs):  # one layout for all
+        vx = _View(x, a, allow_channels_last=False)
+        vs = [_View(t, a, allow_channels_last=False) for t, _ in others]
+    return vx, vs
 
 
 def _pair_views(dy: np.ndarray, x: np.ndarray, axis: Any, out: Any):
     """x and dy (already checked by _data) seen in one common layout."""
-    if dy.shape != x.shape:
-        raise ValueError(f"dy has shape {dy.shape}, expected {x.shape} (the shape of x)")
-    if dy.dtype != x.dtype:
-        raise TypeError(f"dy has dtype {dy.dtype}, expected {x.dtype} (the dtype of x)")
-    a = _axis(axis, x.ndim)
-    vx = _View(x, a, allow_channels_last=out is None)
-    vdy = _View(dy, a, allow_channels_last=vx.channels_last)
-    if vx.channels_last != vdy.channels_last:  # one layout for both
-        vx = _View(x, a, allow_channels_last=False)
-        vdy = _View(dy, a, allow_channels_last=False)
+    vx, (vdy,) = _views(x, axis, out, [(dy, "dy")])
     return vx, vdy
 
 
+def _activation(activation: Any) -> bool:
+    """True for a fused ReLU."""
+    if activation is None:
+        return False
+    if isinstance(activation, str) and activation.lower() == "relu":
+        return True
+    raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+
+
+def _residual_view(residual: Any, x: np.ndarray, view: "_View", axis: Any, out: Any):
+    """(view of x, flat residual or None): the residual laid out as x is."""
+    if residual is None:
+        return view, None
+    z = _data(residual, "residual")
+    vx, (vz,) = _views(x, axis, out, [(z, "residual")])
+    return vx, vz.flat
+
+
 def batch_norm_backward(dy, x, save_mean, save_invstd, weight=None, *, axis=1,
-                        training=True, out=None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+                        training=True, activation=None, y=None, bias=None,
+                        residual=False, out=None):
     """Gradients of batch normalization: ``(dx, dweight, dbias)``.
 
     ``save_mean`` and ``save_invstd`` come from :func:`batch_norm_train`.
     With ``training=False`` the statistics are constants (eval mode, frozen
     batch norm): pass the running mean and ``1/sqrt(running_var + eps)``;
     then ``dx = dy * weight * invstd``. ``out=`` receives dx.
+
+    The backward of the fused forward, in one pass: ``activation="relu"``
+    masks dy where the forward's ReLU was closed, read from ``y=`` (the
+    forward's output; open where y > 0) or, for BN + ReLU without a residual,
+    recomputed from x, the saved statistics, weight and ``bias=`` (beta).
+    ``residual=True`` also returns the residual input's gradient:
+    ``(dx, dweight, dbias, dresidual)``.
     """
+    relu = _activation(activation)
+    if not isinstance(residual, (bool, np.bool_)):
+        raise TypeError(f"residual must be True or False, got {type(residual).__name__}")
     x = _data(x, "x")
-    dy = _data(dy, "dy")
-    vx, vdy = _pair_views(dy, x, axis, out)
+    others = [(_data(dy, "dy"), "dy")]
+    if y is not None:
+        if not relu:
+            raise ValueError("y= is the ReLU mask: pass it with activation='relu'")
+        others.append((_data(y, "y"), "y"))
+    if relu and y is None and residual:
+        raise ValueError("with residual=True the ReLU mask cannot be recomputed from x: "
+                         "pass y= (the forward's output)")
+    vx, vs = _views(x, axis, out, others)
+    vdy = vs[0]
+    vy = vs[1].flat if y is not None else None
     pdtype = x.dtype
     if save_mean is None or save_invstd is None:
         raise ValueError("save_mean and save_invstd are required")
     mean = _param(save_mean, "save_mean", vx, pdtype)
     invstd = _param(save_invstd, "save_invstd", vx, pdtype)
     w = _param(weight, "weight", vx, pdtype)
+    b = _param(bias, "bias", vx, pdtype)
     frozen = not training
     if not frozen:
         _check_training_size(x, vx)
     dx = _out(out, x, vx)
+    dres = vx.empty() if residual else None
     dweight = np.empty(vx.channels, pdtype)
     dbias = np.empty(vx.channels, pdtype)
     _core.backward(vdy.flat, vx.flat, vx.outer, vx.channels, vx.inner, mean,
-                   invstd, w, dx, dweight, dbias, frozen)
+                   invstd, w, dx, dweight, dbias, frozen, vy, b, dres, relu)
+    if residual:
+        return vx.like(dx), dweight, dbias, vx.like(dres)
     return vx.like(dx), dweight, dbias

@@ -227,6 +227,10 @@ BNORM_API const char *bnorm_kernel_isa(void);
 /* Backward: the statistics were constants (eval mode, frozen batch norm),
  * so dx = g * gamma * invstd. */
 #define BNORM_FLAG_FROZEN_STATS        (1u << 1)
+/* The _fused entry points: a ReLU after the batch norm (and the residual
+ * addition), y = max(BN(x) + residual, 0); in the backward, g = dy where
+ * the ReLU was open. (Since 0.2.) */
+#define BNORM_FLAG_RELU                (1u << 2)
 
 /* ------------------------------------------------------------------------ */
 /* Operations                                                               */
@@ -310,6 +314,75 @@ BNORM_API bnorm_status bnorm_backward(
     const void *dy, const void *x, const void *mean, const void *invstd,
     const void *weight, void *dx, void *dweight, void *dbias,
     uint32_t flags);
+
+/* ------------------------------------------------------------------------ */
+/* Fused batch norm + residual + ReLU (since 0.2)                           */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The paper applies batch norm right before the nonlinearity, z = g(BN(Wu)),
+ * and residual networks add a shortcut before it. These entry points do
+ * both in the batch norm's own pass over memory:
+ *
+ *     y = BN(x) + residual          (residual NULL: no addition)
+ *     y = max(y, 0)                 (with BNORM_FLAG_RELU; NaN stays NaN)
+ *
+ * and the backward of that composition. With residual NULL and no flag they
+ * are the plain entry points above (which are these, bit for bit).
+ */
+
+/*
+ * Training forward, fused: as bnorm_forward_training, then the residual and
+ * the ReLU. The statistics are those of x alone.
+ *   residual   outer*channels*inner elements of dtype, or NULL. y may be
+ *              exactly x or exactly residual (in place).
+ *   flags      BNORM_FLAG_BIASED_RUNNING_VAR, BNORM_FLAG_RELU.
+ * Errors: as bnorm_forward_training.
+ */
+BNORM_API bnorm_status bnorm_forward_training_fused(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void *x, const void *residual, void *y, const void *weight,
+    const void *bias, void *save_mean, void *save_invstd, void *running_mean,
+    void *running_var, double eps, double momentum, uint32_t flags);
+
+/*
+ * Inference forward, fused: as bnorm_forward_inference, then the residual
+ * and the ReLU. Allocates nothing.
+ *   residual   as above; y may be exactly x or exactly residual.
+ *   flags      0 or BNORM_FLAG_RELU.
+ * Errors: as bnorm_forward_inference, and INVALID_FLAGS.
+ */
+BNORM_API bnorm_status bnorm_forward_inference_fused(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void *x, const void *residual, void *y, const void *mean,
+    const void *var, const void *weight, const void *bias, double eps,
+    uint32_t flags);
+
+/*
+ * Backward of the fused forward. With BNORM_FLAG_RELU the gradient reaching
+ * the sum BN(x) + residual is g = dy where the ReLU was open and 0 elsewhere
+ * (selected, so a NaN dy where it was closed gives 0); then dx, dweight and
+ * dbias are bnorm_backward's with g for dy, and dresidual = g. The ReLU is
+ * read from y, the forward's output (open where y > 0), in the same pass;
+ * for BN + ReLU without a residual, y may be NULL and the mask is recomputed
+ * from x as (x - mean) * (gamma * invstd) + beta > 0, reading no extra tensor
+ * (bias must then be the forward's beta; the recomputed mask can differ from
+ * y > 0 only where the output was within rounding of 0). Without
+ * BNORM_FLAG_RELU, g = dy.
+ *
+ *   y            the forward's output, or NULL (see above).
+ *   bias         beta (for the recomputed mask), or NULL for 0.
+ *   dx, dresidual, dweight, dbias   outputs, each may be NULL. dx and
+ *                dresidual may each be exactly dy, x or y (in place), not
+ *                each other.
+ *   flags        BNORM_FLAG_FROZEN_STATS, BNORM_FLAG_RELU.
+ * Errors: as bnorm_backward.
+ */
+BNORM_API bnorm_status bnorm_backward_fused(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void *dy, const void *x, const void *y, const void *mean,
+    const void *invstd, const void *weight, const void *bias, void *dx,
+    void *dweight, void *dbias, void *dresidual, uint32_t flags);
 
 /* ------------------------------------------------------------------------ */
 /* Inference helpers                                                        */
