@@ -53,26 +53,48 @@ void group_sums(const Plan& p, const T* dy, const T* x, const T* mean,
     // channels are kept in registers throughout.
     int64_t r = r0;
     const int64_t o0 = r0 * C + c0;
-    if (rows_gradients_small<M>(cw, dy + o0, x + o0, r1 - r0, C, mu, a, b,
-                                M == kMaskY ? mk.y + o0 : nullptr,
-                                M == kMaskX ? mk.fm + c0 : nullptr,
-                                M == kMaskX ? mk.fs + c0 : nullptr,
-                                M == kMaskX ? mk.fb + c0 : nullptr))
+    if constexpr (M != kNoMask) {
+      rows_gradients_masked<M>(dy + o0, x + o0, M == kMaskY ? mk.y + o0 : nullptr,
+                               r1 - r0, C, cw, mu, M == kMaskX ? mk.fm + c0 : nullptr,
+                               M == kMaskX ? mk.fs + c0 : nullptr,
+                               M == kMaskX ? mk.fb + c0 : nullptr, a, b);
       r = r1;
-    for (; M == kNoMask && r + 4 <= r1; r += 4) {
+    } else if (rows_gradients_small(cw, dy + o0, x + o0, r1 - r0, C, mu, a, b)) {
+      r = r1;
+    }
+    for (; r + 4 <= r1; r += 4) {
       const T* g0 = dy + r * C + c0;
       const T* x0 = x + r * C + c0;
+      const T* y0 = M == kMaskY ? mk.y + r * C + c0 : nullptr;
+      const T* fmp = M == kMaskX ? mk.fm + c0 : nullptr;
+      const T* fsp = M == kMaskX ? mk.fs + c0 : nullptr;
+      const T* fbp = M == kMaskX ? mk.fb + c0 : nullptr;
       if (r + 4 + kRowsAhead < p.outer) {
         prefetch_span(g0 + (4 + kRowsAhead) * C, cw * int64_t(sizeof(T)));
         prefetch_span(x0 + (4 + kRowsAhead) * C, cw * int64_t(sizeof(T)));
+        if (M == kMaskY) prefetch_span(y0 + (4 + kRowsAhead) * C, cw * int64_t(sizeof(T)));
       }
       BNORM_SIMD
       for (int64_t j = 0; j < cw; ++j) {
         const double m = mu[j];
-        const double q0 = static_cast<double>(g0[j]);
-        const double q1 = static_cast<double>(g0[j + C]);
-        const double q2 = static_cast<double>(g0[j + 2 * C]);
-        const double q3 = static_cast<double>(g0[j + 3 * C]);
+        double q0 = static_cast<double>(g0[j]);
+        double q1 = static_cast<double>(g0[j + C]);
+        double q2 = static_cast<double>(g0[j + 2 * C]);
+        double q3 = static_cast<double>(g0[j + 3 * C]);
+        if constexpr (M == kMaskY) {  // selects of loaded values (vectorizable)
+          q0 = static_cast<double>(y0[j]) > 0.0 ? q0 : 0.0;
+          q1 = static_cast<double>(y0[j + C]) > 0.0 ? q1 : 0.0;
+          q2 = static_cast<double>(y0[j + 2 * C]) > 0.0 ? q2 : 0.0;
+          q3 = static_cast<double>(y0[j + 3 * C]) > 0.0 ? q3 : 0.0;
+        } else if constexpr (M == kMaskX) {
+          const double fm = static_cast<double>(fmp[j]);
+          const double fs = static_cast<double>(fsp[j]);
+          const double fb = static_cast<double>(fbp[j]);
+          q0 = (static_cast<double>(x0[j]) - fm) * fs + fb > 0.0 ? q0 : 0.0;
+          q1 = (static_cast<double>(x0[j + C]) - fm) * fs + fb > 0.0 ? q1 : 0.0;
+          q2 = (static_cast<double>(x0[j + 2 * C]) - fm) * fs + fb > 0.0 ? q2 : 0.0;
+          q3 = (static_cast<double>(x0[j + 3 * C]) - fm) * fs + fb > 0.0 ? q3 : 0.0;
+        }
         a[j] = a[j] + q0 + q1 + q2 + q3;
         b[j] = b[j] + q0 * (static_cast<double>(x0[j]) - m) +
                q1 * (static_cast<double>(x0[j + C]) - m) +
@@ -83,19 +105,33 @@ void group_sums(const Plan& p, const T* dy, const T* x, const T* mean,
     for (; r < r1; ++r) {
       const T* gr = dy + r * C + c0;
       const T* xr = x + r * C + c0;
-      const T* yr = M == kMaskY ? mk.y + r * C + c0 : nullptr;
-      const T* fm = M == kMaskX ? mk.fm + c0 : nullptr;
-      const T* fs = M == kMaskX ? mk.fs + c0 : nullptr;
-      const T* fb = M == kMaskX ? mk.fb + c0 : nullptr;
-      BNORM_SIMD
-      for (int64_t j = 0; j < cw; ++j) {
-        const double gj = masked<M>(static_cast<double>(gr[j]), xr[j],
-                                    M == kMaskY ? yr[j] : T(0),
-                                    M == kMaskX ? fm[j] : T(0),
-                                    M == kMaskX ? fs[j] : T(0),
-                                    M == kMaskX ? fb[j] : T(0));
-        a[j] += gj;
-        b[j] += gj * (static_cast<double>(xr[j]) - mu[j]);
+      if constexpr (M == kMaskY) {
+        const T* yr = mk.y + r * C + c0;
+        BNORM_SIMD
+        for (int64_t j = 0; j < cw; ++j) {
+          const double gv = static_cast<double>(gr[j]);  // loaded either way:
+          const double gj = static_cast<double>(yr[j]) > 0.0 ? gv : 0.0;        // a select, vectorizable
+          a[j] += gj;
+          b[j] += gj * (static_cast<double>(xr[j]) - mu[j]);
+        }
+      } else if constexpr (M == kMaskX) {
+        const T *fm = mk.fm + c0, *fs = mk.fs + c0, *fb = mk.fb + c0;
+        BNORM_SIMD
+        for (int64_t j = 0; j < cw; ++j) {
+          const double gv = static_cast<double>(gr[j]), xv = static_cast<double>(xr[j]);
+          const double pre = (xv - static_cast<double>(fm[j])) * static_cast<double>(fs[j]) +
+                             static_cast<double>(fb[j]);
+          const double gj = pre > 0.0 ? gv : 0.0;
+          a[j] += gj;
+          b[j] += gj * (xv - mu[j]);
+        }
+      } else {
+        BNORM_SIMD
+        for (int64_t j = 0; j < cw; ++j) {
+          const double gj = static_cast<double>(gr[j]);
+          a[j] += gj;
+          b[j] += gj * (static_cast<double>(xr[j]) - mu[j]);
+        }
       }
     }
     for (int64_t j = 0; j < cw; ++j) out[j] = {a[j], b[j]};

@@ -224,9 +224,12 @@ struct DxMaskOp {
   T* dx;       // may be null (only dres wanted)
   T* dres;
 
+  // the mask exactly as the reductions decide it (reduce.hpp, masked)
   static T gate(T g, T xv, T yv, T m, T s, T b) {
     if (M == kMaskY) return yv > T(0) ? g : T(0);
-    if (M == kMaskX) return (xv - m) * s + b > T(0) ? g : T(0);
+    if (M == kMaskX)
+      return (static_cast<double>(xv) - static_cast<double>(m)) * static_cast<double>(s) +
+                         static_cast<double>(b) > 0.0 ? g : T(0);
     return g;
   }
   void run(int64_t off, int64_t n, T* const* c, int64_t j) const {
@@ -238,11 +241,17 @@ struct DxMaskOp {
     const T* ys = M == kMaskY ? y + off : nullptr;
     T* d = dx ? dx + off : nullptr;
     T* e = kRes ? dres + off : nullptr;
-    BNORM_SIMD
-    for (int64_t i = 0; i < n; ++i) {
-      const T gi = gate(g[i], xs[i], M == kMaskY ? ys[i] : T(0), fm, fs, fb);
-      if (kRes) e[i] = gi;
-      if (d) d[i] = kFrozen ? gi * k : (gi * k - r) - (xs[i] - m) * q;
+    if (d) {
+      BNORM_SIMD
+      for (int64_t i = 0; i < n; ++i) {
+        const T gi = gate(g[i], xs[i], M == kMaskY ? ys[i] : T(0), fm, fs, fb);
+        if (kRes) e[i] = gi;
+        d[i] = kFrozen ? gi * k : (gi * k - r) - (xs[i] - m) * q;
+      }
+    } else {
+      BNORM_SIMD
+      for (int64_t i = 0; i < n; ++i)
+        e[i] = gate(g[i], xs[i], M == kMaskY ? ys[i] : T(0), fm, fs, fb);
     }
   }
   void row(int64_t off, int64_t cw, T* const* c) const {
@@ -255,11 +264,17 @@ struct DxMaskOp {
     const T* ys = M == kMaskY ? y + off : nullptr;
     T* d = dx ? dx + off : nullptr;
     T* e = kRes ? dres + off : nullptr;
-    BNORM_SIMD
-    for (int64_t j = 0; j < cw; ++j) {
-      const T gi = gate(g[j], xs[j], M == kMaskY ? ys[j] : T(0), fm[j], fs[j], fb[j]);
-      if (kRes) e[j] = gi;
-      if (d) d[j] = kFrozen ? gi * k[j] : (gi * k[j] - r[j]) - (xs[j] - m[j]) * q[j];
+    if (d) {
+      BNORM_SIMD
+      for (int64_t j = 0; j < cw; ++j) {
+        const T gi = gate(g[j], xs[j], M == kMaskY ? ys[j] : T(0), fm[j], fs[j], fb[j]);
+        if (kRes) e[j] = gi;
+        d[j] = kFrozen ? gi * k[j] : (gi * k[j] - r[j]) - (xs[j] - m[j]) * q[j];
+      }
+    } else {
+      BNORM_SIMD
+      for (int64_t j = 0; j < cw; ++j)
+        e[j] = gate(g[j], xs[j], M == kMaskY ? ys[j] : T(0), fm[j], fs[j], fb[j]);
     }
   }
   bool row4(int64_t, int64_t, int64_t, T* const*) const { return false; }

@@ -8,8 +8,10 @@
 // kLanes independent chains also hide the latency of the adds.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "simd.hpp"
 
@@ -74,10 +76,14 @@ struct Regs {
 // NaN dy where the ReLU was closed gives 0, as in PyTorch).
 enum MaskKind { kNoMask = 0, kMaskY = 1, kMaskX = 2 };
 
+// (kMaskX computes the pre-activation in double in every pass of a call, so
+// the reductions and the dx pass always agree on the mask.)
 template <int M, class T>
 inline double masked(double g, T x, T y, T m, T s, T b) {
   if (M == kMaskY) return y > T(0) ? g : 0.0;
-  if (M == kMaskX) return (x - m) * s + b > T(0) ? g : 0.0;
+  if (M == kMaskX)
+    return (static_cast<double>(x) - static_cast<double>(m)) * static_cast<double>(s) +
+                       static_cast<double>(b) > 0.0 ? g : 0.0;
   (void)x, (void)y, (void)m, (void)s, (void)b;
   return g;
 }
@@ -91,15 +97,9 @@ inline VecD masked(VecD g, const T* p, T m, T s, T b) {
   if constexpr (M == kMaskY) {
     return load_lanes(p) > 0.0 ? g : VecD{};
   } else if constexpr (M == kMaskX) {
-    if constexpr (sizeof(T) == 4) {
-      VecF v;
-      std::memcpy(&v, p, sizeof v);
-      const VecF pre = (v - m) * s + b;
-      return __builtin_convertvector(pre > 0.0f, VecL) ? g : VecD{};
-    } else {
-      const VecD pre = (load_lanes(p) - m) * s + b;
-      return pre > 0.0 ? g : VecD{};
-    }
+    const VecD pre = (load_lanes(p) - static_cast<double>(m)) * static_cast<double>(s) +
+                     static_cast<double>(b);
+    return pre > 0.0 ? g : VecD{};
   } else {
     (void)p, (void)m, (void)s, (void)b;
     return g;
@@ -265,18 +265,114 @@ inline void rows_gradients_fixed(const T* g, const T* x, int64_t rows, int64_t l
   for (int64_t r = 0; r < rows; ++r) {
     const T* gr = g + r * ld;
     const T* xr = x + r * ld;
-    const T* yr = M == kMaskY ? y + r * ld : nullptr;
-    BNORM_SIMD
-    for (int j = 0; j < W; ++j) {
-      const double gj = masked<M>(static_cast<double>(gr[j]), xr[j],
-                                  M == kMaskY ? yr[j] : T(0), cm[j], cs[j], cb[j]);
-      va[j] += gj;
-      vb[j] += gj * (static_cast<double>(xr[j]) - mu[j]);
+    if constexpr (M == kMaskY) {
+      const T* yr = y + r * ld;
+      BNORM_SIMD
+      for (int j = 0; j < W; ++j) {
+        const double gv = static_cast<double>(gr[j]);  // loaded either way: a select
+        const double gj = static_cast<double>(yr[j]) > 0.0 ? gv : 0.0;
+        va[j] += gj;
+        vb[j] += gj * (static_cast<double>(xr[j]) - mu[j]);
+      }
+    } else if constexpr (M == kMaskX) {
+      BNORM_SIMD
+      for (int j = 0; j < W; ++j) {
+        const double gv = static_cast<double>(gr[j]), xv = static_cast<double>(xr[j]);
+        const double pre = (xv - static_cast<double>(cm[j])) * static_cast<double>(cs[j]) +
+                           static_cast<double>(cb[j]);
+        const double gj = pre > 0.0 ? gv : 0.0;
+        va[j] += gj;
+        vb[j] += gj * (xv - mu[j]);
+      }
+    } else {
+      BNORM_SIMD
+      for (int j = 0; j < W; ++j) {
+        const double gj = static_cast<double>(gr[j]);
+        va[j] += gj;
+        vb[j] += gj * (static_cast<double>(xr[j]) - mu[j]);
+      }
     }
   }
   for (int j = 0; j < W; ++j) {
     a[j] = va[j];
     b[j] = vb[j];
+  }
+}
+
+// Rows layout with a ReLU mask M (GCC 12 does not vectorize a select whose
+// mask comes from converted floats, so this is written with vector types):
+// over `rows` rows of stride ld and channels [0, cw),
+//   a[j] += g;  b[j] += g * (x - mu[j]),  g = dy where the mask is open.
+// Rows are taken in chunks, each chunk column block by column block with
+// the accumulators in registers; per channel the rows are still added in
+// order, so the sums are those of the one-row loops.
+template <int M, class T>
+inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t rows,
+                                  int64_t ld, int64_t cw, const double* mu,
+                                  const T* fm, const T* fs, const T* fb, double* a,
+                                  double* b) {
+  constexpr int64_t kChunkRows = 32;
+  auto open = [&](double gv, double xv, int64_t o, int64_t j) {
+    if constexpr (M == kMaskY) {
+      return static_cast<double>(y[o]) > 0.0 ? gv : 0.0;
+    } else {
+      const double pre = (xv - static_cast<double>(fm[j])) * static_cast<double>(fs[j]) +
+                         static_cast<double>(fb[j]);
+      return pre > 0.0 ? gv : 0.0;
+    }
+  };
+  for (int64_t r0 = 0; r0 < rows; r0 += kChunkRows) {
+    const int64_t r1 = std::min(rows, r0 + kChunkRows);
+    int64_t j = 0;
+#ifdef BNORM_VECTOR_TYPES
+    // NV vectors of channels at once: independent chains hide add latency
+    auto block = [&](auto nv_tag) {
+      constexpr int NV = decltype(nv_tag)::value;
+      VecD va[NV], vb[NV], m[NV], cm[NV], cs[NV], cb[NV];
+#pragma GCC unroll 8
+      for (int k = 0; k < NV; ++k) {
+        const int64_t jk = j + k * kVecLanes;
+        va[k] = load_lanes(a + jk);
+        vb[k] = load_lanes(b + jk);
+        m[k] = load_lanes(mu + jk);
+        if constexpr (M == kMaskX) {
+          cm[k] = load_lanes(fm + jk);
+          cs[k] = load_lanes(fs + jk);
+          cb[k] = load_lanes(fb + jk);
+        }
+      }
+      for (int64_t r = r0; r < r1; ++r) {
+#pragma GCC unroll 8
+        for (int k = 0; k < NV; ++k) {
+          const int64_t o = r * ld + j + k * kVecLanes;
+          const VecD xv = load_lanes(x + o);
+          VecD gv = load_lanes(g + o);
+          if constexpr (M == kMaskY)
+            gv = load_lanes(y + o) > 0.0 ? gv : VecD{};
+          else
+            gv = (xv - cm[k]) * cs[k] + cb[k] > 0.0 ? gv : VecD{};
+          va[k] += gv;
+          vb[k] += gv * (xv - m[k]);
+        }
+      }
+#pragma GCC unroll 8
+      for (int k = 0; k < NV; ++k) {
+        std::memcpy(a + j + k * kVecLanes, &va[k], sizeof va[k]);
+        std::memcpy(b + j + k * kVecLanes, &vb[k], sizeof vb[k]);
+      }
+      j += NV * kVecLanes;
+    };
+    while (j + 4 * kVecLanes <= cw) block(std::integral_constant<int, 4>());
+    while (j + kVecLanes <= cw) block(std::integral_constant<int, 1>());
+#endif
+    for (; j < cw; ++j)
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t o = r * ld + j;
+        const double xv = static_cast<double>(x[o]);
+        const double gj = open(static_cast<double>(g[o]), xv, o, j);
+        a[j] += gj;
+        b[j] += gj * (xv - mu[j]);
+      }
   }
 }
 

@@ -41,6 +41,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                        help="which layouts of 4-D shapes to run")
     bench.add_argument("--json", dest="json_path", default=None, metavar="PATH",
                        help="also write the results as JSON (- for stdout)")
+    bench.add_argument("--fused", action="store_true",
+                       help="the fused BN+ReLU and BN+Add+ReLU ops against the unfused pair")
     bench.add_argument("--reference", action="store_true",
                        help="also time the NumPy reference (always on with --quick)")
     demo = sub.add_parser("demo", help="the paper's first experiment in miniature: "
@@ -79,6 +81,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from ._bench import run
         if args.threads is not None and args.threads < 1:
             parser.error("--threads must be >= 1")
+        if args.fused:
+            from ._fusedbench import run as run_fused
+            return run_fused(quick=args.quick, threads=args.threads, dtype=args.dtype,
+                             repeat=args.repeat, shape=args.shape, layout=args.layout)
         return run(quick=args.quick, threads=args.threads, dtype=args.dtype,
                    repeat=args.repeat, shape=args.shape, layout=args.layout,
                    json_path=args.json_path, with_reference=args.reference)
