@@ -43,6 +43,9 @@ API = sorted([
     # 0.2: population statistics
     "bnorm_population_init", "bnorm_population_add", "bnorm_population_merge",
     "bnorm_population_result",
+    # 0.2: fused residual and ReLU
+    "bnorm_forward_training_fused", "bnorm_forward_inference_fused",
+    "bnorm_backward_fused",
 ])
 
 # The shared build carries debug information for the ABI check (abidw).

@@ -38,8 +38,22 @@ for dt in (np.float32, np.float64):
         dx, dw, db = bnorm.batch_norm_backward(g, x, sm, si, w, axis=axis)
         dxf, _, _ = bnorm.batch_norm_backward(g, x, sm, si, w, axis=axis, training=False)
         yi = bnorm.batch_norm(x, rm, rv, w, b, axis=axis)
-        for name, a in zip("y sm si rm rv dx dw db dxf yi".split(),
-                           (y, sm, si, rm, rv, dx, dw, db, dxf, yi)):
+        # the fused forms (residual, ReLU; masks from y and from x) and the
+        # split phases of bnorm.distributed
+        z = rng.standard_normal(shape).astype(dt)
+        yf, _, _ = bnorm.batch_norm_train(x, w, b, axis=axis, activation="relu", residual=z)
+        yfi = bnorm.batch_norm(x, rm, rv, w, b, axis=axis, activation="relu", residual=z)
+        fdx, fdw, fdb, fdz = bnorm.batch_norm_backward(g, x, sm, si, w, axis=axis,
+                                                       activation="relu", y=yf, residual=True)
+        rdx, rdw, _ = bnorm.batch_norm_backward(g, x, sm, si, w, axis=axis,
+                                                activation="relu", bias=b)
+        from bnorm import distributed as dist
+        n, mu, m2 = dist.moments(x, axis=axis)
+        s1, s2 = dist.backward_reduce(g, x, sm, axis=axis)
+        names = "y sm si rm rv dx dw db dxf yi yf yfi fdx fdw fdb fdz rdx rdw mu m2 s1 s2"
+        for name, a in zip(names.split(),
+                           (y, sm, si, rm, rv, dx, dw, db, dxf, yi, yf, yfi, fdx, fdw, fdb,
+                            fdz, rdx, rdw, mu, m2, s1, s2)):
             out[f"{dt.__name__}/{i}/{name}"] = a.tobytes().hex()
 print(json.dumps({"isa": _core.kernel_isa(), "results": out}))
 """
