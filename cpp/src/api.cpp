@@ -71,7 +71,7 @@ BNORM_API bnorm_status bnorm_forward_training_fused(
   if (running_mean && !valid_momentum(momentum))
     return BNORM_ERROR_INVALID_MOMENTUM;
   if (channels == 0 || outer * inner <= 1) return BNORM_ERROR_TOO_FEW_VALUES;
-  const int64_t data = n * es, par = channels * es;
+  const int64_t data = n * es, par = channels * param_size_of(dtype);
   const Span outs[] = {{y, data}, {save_mean, par}, {save_invstd, par},
                        {running_mean, par}, {running_var, par}};
   const Span ins[] = {{x, data}, {residual, data}, {weight, par}, {bias, par}};
@@ -80,26 +80,16 @@ BNORM_API bnorm_status bnorm_forward_training_fused(
   const bool unbiased = !(flags & BNORM_FLAG_BIASED_RUNNING_VAR);
   return guarded([&] {
     const Plan plan(outer, channels, inner, es);
-    if (dtype == BNORM_FLOAT32)
-      kernels<float>().forward_training(plan, static_cast<const float*>(x),
-                       static_cast<const float*>(residual), static_cast<float*>(y),
-                       static_cast<const float*>(weight),
-                       static_cast<const float*>(bias),
-                       static_cast<float*>(save_mean),
-                       static_cast<float*>(save_invstd),
-                       static_cast<float*>(running_mean),
-                       static_cast<float*>(running_var), eps, momentum,
-                       unbiased, relu);
-    else
-      kernels<double>().forward_training(plan, static_cast<const double*>(x),
-                       static_cast<const double*>(residual), static_cast<double*>(y),
-                       static_cast<const double*>(weight),
-                       static_cast<const double*>(bias),
-                       static_cast<double*>(save_mean),
-                       static_cast<double*>(save_invstd),
-                       static_cast<double*>(running_mean),
-                       static_cast<double*>(running_var), eps, momentum,
-                       unbiased, relu);
+    with_type(dtype, [&](auto t) {
+      using T = decltype(t);
+      using P = Param<T>;
+      kernels<T>().forward_training(
+          plan, static_cast<const T*>(x), static_cast<const T*>(residual),
+          static_cast<T*>(y), static_cast<const P*>(weight), static_cast<const P*>(bias),
+          static_cast<P*>(save_mean), static_cast<P*>(save_invstd),
+          static_cast<P*>(running_mean), static_cast<P*>(running_var), eps, momentum,
+          unbiased, relu);
+    });
   });
 }
 
@@ -124,7 +114,7 @@ BNORM_API bnorm_status bnorm_forward_inference_fused(
   if ((flags & ~uint32_t(BNORM_FLAG_RELU)) != 0) return BNORM_ERROR_INVALID_FLAGS;
   const bool relu = (flags & BNORM_FLAG_RELU) != 0;
   if (!valid_eps(eps)) return BNORM_ERROR_INVALID_EPS;
-  const int64_t data = n * es, par = channels * es;
+  const int64_t data = n * es, par = channels * param_size_of(dtype);
   const Span outs[] = {{y, data}};
   const Span ins[] = {{x, data}, {residual, data}, {mean, par}, {var, par},
                       {weight, par}, {bias, par}};
@@ -135,19 +125,14 @@ BNORM_API bnorm_status bnorm_forward_inference_fused(
   // guard still keeps any surprise inside the library.
   return guarded([&] {
     const Plan plan(outer, channels, inner, es);
-    if (dtype == BNORM_FLOAT32)
-      kernels<float>().forward_inference(plan, static_cast<const float*>(x),
-                        static_cast<const float*>(residual), static_cast<float*>(y), static_cast<const float*>(mean),
-                        static_cast<const float*>(var),
-                        static_cast<const float*>(weight),
-                        static_cast<const float*>(bias), eps, relu);
-    else
-      kernels<double>().forward_inference(plan, static_cast<const double*>(x),
-                        static_cast<const double*>(residual), static_cast<double*>(y),
-                        static_cast<const double*>(mean),
-                        static_cast<const double*>(var),
-                        static_cast<const double*>(weight),
-                        static_cast<const double*>(bias), eps, relu);
+    with_type(dtype, [&](auto t) {
+      using T = decltype(t);
+      using P = Param<T>;
+      kernels<T>().forward_inference(
+          plan, static_cast<const T*>(x), static_cast<const T*>(residual),
+          static_cast<T*>(y), static_cast<const P*>(mean), static_cast<const P*>(var),
+          static_cast<const P*>(weight), static_cast<const P*>(bias), eps, relu);
+    });
   });
 }
 
@@ -181,7 +166,7 @@ BNORM_API bnorm_status bnorm_backward_fused(
   const bool relu = (flags & BNORM_FLAG_RELU) != 0;
   if (!frozen && (channels == 0 || outer * inner <= 1))
     return BNORM_ERROR_TOO_FEW_VALUES;
-  const int64_t data = n * es, par = channels * es;
+  const int64_t data = n * es, par = channels * param_size_of(dtype);
   // dx and dresidual may each be exactly one of the data inputs (in place)
   const Span outs[] = {{dx, data}, {dresidual, data}, {dweight, par}, {dbias, par}};
   const Span ins[] = {{dy, data}, {x, data}, {y, data}, {mean, par}, {invstd, par},
@@ -189,20 +174,16 @@ BNORM_API bnorm_status bnorm_backward_fused(
   if (any_forbidden_overlap_data(outs, 4, 2, ins, 7, 3)) return BNORM_ERROR_OVERLAP;
   return guarded([&] {
     const Plan plan(outer, channels, inner, es);
-    if (dtype == BNORM_FLOAT32)
-      kernels<float>().backward(plan, static_cast<const float*>(dy),
-               static_cast<const float*>(x), static_cast<const float*>(y),
-               static_cast<const float*>(mean), static_cast<const float*>(invstd),
-               static_cast<const float*>(weight), static_cast<const float*>(bias),
-               static_cast<float*>(dx), static_cast<float*>(dweight),
-               static_cast<float*>(dbias), static_cast<float*>(dresidual), frozen, relu);
-    else
-      kernels<double>().backward(plan, static_cast<const double*>(dy),
-               static_cast<const double*>(x), static_cast<const double*>(y),
-               static_cast<const double*>(mean), static_cast<const double*>(invstd),
-               static_cast<const double*>(weight), static_cast<const double*>(bias),
-               static_cast<double*>(dx), static_cast<double*>(dweight),
-               static_cast<double*>(dbias), static_cast<double*>(dresidual), frozen, relu);
+    with_type(dtype, [&](auto t) {
+      using T = decltype(t);
+      using P = Param<T>;
+      kernels<T>().backward(
+          plan, static_cast<const T*>(dy), static_cast<const T*>(x),
+          static_cast<const T*>(y), static_cast<const P*>(mean),
+          static_cast<const P*>(invstd), static_cast<const P*>(weight),
+          static_cast<const P*>(bias), static_cast<T*>(dx), static_cast<P*>(dweight),
+          static_cast<P*>(dbias), static_cast<T*>(dresidual), frozen, relu);
+    });
   });
 }
 

@@ -29,13 +29,19 @@ inline int64_t checked_elements(int64_t outer, int64_t channels, int64_t inner,
   return n;
 }
 
+// Bytes of one data element (0: not a supported dtype).
 inline int64_t elem_size_of(bnorm_dtype dtype) {
   switch (dtype) {
     case BNORM_FLOAT32: return 4;
     case BNORM_FLOAT64: return 8;
+    case BNORM_FLOAT16:
+    case BNORM_BFLOAT16: return 2;
     default: return 0;
   }
 }
+
+// Bytes of one parameter or statistic: double for float64 data, else float.
+inline int64_t param_size_of(bnorm_dtype dtype) { return dtype == BNORM_FLOAT64 ? 8 : 4; }
 
 struct Span {
   const void* p;

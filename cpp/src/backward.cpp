@@ -24,7 +24,7 @@ struct Sums {
 template <class T>
 struct MaskArgs {
   const T* y = nullptr;
-  const T *fm = nullptr, *fs = nullptr, *fb = nullptr;
+  const Param<T> *fm = nullptr, *fs = nullptr, *fb = nullptr;
 };
 
 // Group g of the channels [c0, c0 + cw): out[j]. For the rows layout,
@@ -32,7 +32,7 @@ struct MaskArgs {
 // `scratch` holds 3 * cw doubles for the rows layout, where cw may be any
 // number of channels.
 template <int M = kNoMask, class T>
-void group_sums(const Plan& p, const T* dy, const T* x, const T* mean,
+void group_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
                 const MaskArgs<T>& mk, int64_t c0, int64_t cw, int64_t g,
                 Sums* out, double* scratch) {
   int64_t u0, u1;
@@ -49,83 +49,42 @@ void group_sums(const Plan& p, const T* dy, const T* x, const T* mean,
     int64_t r0, r1, unused;
     p.rows_unit(u0, &r0, &unused);
     p.rows_unit(u1 - 1, &unused, &r1);
-    // Four rows per sweep over the accumulators, added in row order; a few
-    // channels are kept in registers throughout.
-    int64_t r = r0;
+    // With a ReLU mask: its own vector loop. Otherwise four rows per sweep
+    // over the accumulators, added in row order, and a few channels kept in
+    // registers throughout.
     const int64_t o0 = r0 * C + c0;
     if constexpr (M != kNoMask) {
       rows_gradients_masked<M>(dy + o0, x + o0, M == kMaskY ? mk.y + o0 : nullptr,
                                r1 - r0, C, cw, mu, M == kMaskX ? mk.fm + c0 : nullptr,
                                M == kMaskX ? mk.fs + c0 : nullptr,
                                M == kMaskX ? mk.fb + c0 : nullptr, a, b);
-      r = r1;
-    } else if (rows_gradients_small(cw, dy + o0, x + o0, r1 - r0, C, mu, a, b)) {
-      r = r1;
-    }
-    for (; r + 4 <= r1; r += 4) {
-      const T* g0 = dy + r * C + c0;
-      const T* x0 = x + r * C + c0;
-      const T* y0 = M == kMaskY ? mk.y + r * C + c0 : nullptr;
-      const T* fmp = M == kMaskX ? mk.fm + c0 : nullptr;
-      const T* fsp = M == kMaskX ? mk.fs + c0 : nullptr;
-      const T* fbp = M == kMaskX ? mk.fb + c0 : nullptr;
-      if (r + 4 + kRowsAhead < p.outer) {
-        prefetch_span(g0 + (4 + kRowsAhead) * C, cw * int64_t(sizeof(T)));
-        prefetch_span(x0 + (4 + kRowsAhead) * C, cw * int64_t(sizeof(T)));
-        if (M == kMaskY) prefetch_span(y0 + (4 + kRowsAhead) * C, cw * int64_t(sizeof(T)));
-      }
-      BNORM_SIMD
-      for (int64_t j = 0; j < cw; ++j) {
-        const double m = mu[j];
-        double q0 = static_cast<double>(g0[j]);
-        double q1 = static_cast<double>(g0[j + C]);
-        double q2 = static_cast<double>(g0[j + 2 * C]);
-        double q3 = static_cast<double>(g0[j + 3 * C]);
-        if constexpr (M == kMaskY) {  // selects of loaded values (vectorizable)
-          q0 = static_cast<double>(y0[j]) > 0.0 ? q0 : 0.0;
-          q1 = static_cast<double>(y0[j + C]) > 0.0 ? q1 : 0.0;
-          q2 = static_cast<double>(y0[j + 2 * C]) > 0.0 ? q2 : 0.0;
-          q3 = static_cast<double>(y0[j + 3 * C]) > 0.0 ? q3 : 0.0;
-        } else if constexpr (M == kMaskX) {
-          const double fm = static_cast<double>(fmp[j]);
-          const double fs = static_cast<double>(fsp[j]);
-          const double fb = static_cast<double>(fbp[j]);
-          q0 = (static_cast<double>(x0[j]) - fm) * fs + fb > 0.0 ? q0 : 0.0;
-          q1 = (static_cast<double>(x0[j + C]) - fm) * fs + fb > 0.0 ? q1 : 0.0;
-          q2 = (static_cast<double>(x0[j + 2 * C]) - fm) * fs + fb > 0.0 ? q2 : 0.0;
-          q3 = (static_cast<double>(x0[j + 3 * C]) - fm) * fs + fb > 0.0 ? q3 : 0.0;
+    } else {
+      int64_t r = r0;
+      if (rows_gradients_small(cw, dy + o0, x + o0, r1 - r0, C, mu, a, b)) r = r1;
+      for (; r + 4 <= r1; r += 4) {
+        const T* g0 = dy + r * C + c0;
+        const T* x0 = x + r * C + c0;
+        if (r + 4 + kRowsAhead < p.outer) {
+          prefetch_span(g0 + (4 + kRowsAhead) * C, cw * int64_t(sizeof(T)));
+          prefetch_span(x0 + (4 + kRowsAhead) * C, cw * int64_t(sizeof(T)));
         }
-        a[j] = a[j] + q0 + q1 + q2 + q3;
-        b[j] = b[j] + q0 * (static_cast<double>(x0[j]) - m) +
-               q1 * (static_cast<double>(x0[j + C]) - m) +
-               q2 * (static_cast<double>(x0[j + 2 * C]) - m) +
-               q3 * (static_cast<double>(x0[j + 3 * C]) - m);
-      }
-    }
-    for (; r < r1; ++r) {
-      const T* gr = dy + r * C + c0;
-      const T* xr = x + r * C + c0;
-      if constexpr (M == kMaskY) {
-        const T* yr = mk.y + r * C + c0;
         BNORM_SIMD
         for (int64_t j = 0; j < cw; ++j) {
-          const double gv = static_cast<double>(gr[j]);  // loaded either way:
-          const double gj = static_cast<double>(yr[j]) > 0.0 ? gv : 0.0;        // a select, vectorizable
-          a[j] += gj;
-          b[j] += gj * (static_cast<double>(xr[j]) - mu[j]);
+          const double m = mu[j];
+          const double q0 = static_cast<double>(g0[j]);
+          const double q1 = static_cast<double>(g0[j + C]);
+          const double q2 = static_cast<double>(g0[j + 2 * C]);
+          const double q3 = static_cast<double>(g0[j + 3 * C]);
+          a[j] = a[j] + q0 + q1 + q2 + q3;
+          b[j] = b[j] + q0 * (static_cast<double>(x0[j]) - m) +
+                 q1 * (static_cast<double>(x0[j + C]) - m) +
+                 q2 * (static_cast<double>(x0[j + 2 * C]) - m) +
+                 q3 * (static_cast<double>(x0[j + 3 * C]) - m);
         }
-      } else if constexpr (M == kMaskX) {
-        const T *fm = mk.fm + c0, *fs = mk.fs + c0, *fb = mk.fb + c0;
-        BNORM_SIMD
-        for (int64_t j = 0; j < cw; ++j) {
-          const double gv = static_cast<double>(gr[j]), xv = static_cast<double>(xr[j]);
-          const double pre = (xv - static_cast<double>(fm[j])) * static_cast<double>(fs[j]) +
-                             static_cast<double>(fb[j]);
-          const double gj = pre > 0.0 ? gv : 0.0;
-          a[j] += gj;
-          b[j] += gj * (xv - mu[j]);
-        }
-      } else {
+      }
+      for (; r < r1; ++r) {
+        const T* gr = dy + r * C + c0;
+        const T* xr = x + r * C + c0;
         BNORM_SIMD
         for (int64_t j = 0; j < cw; ++j) {
           const double gj = static_cast<double>(gr[j]);
@@ -155,8 +114,9 @@ void group_sums(const Plan& p, const T* dy, const T* x, const T* mean,
         add_gradients<M>(dy + off, x + off, hi - lo, static_cast<double>(mean[c]),
                          ua[j], ub[j], pf ? dy + noff : nullptr,
                          pf ? x + noff : nullptr, M == kMaskY ? mk.y + off : nullptr,
-                         M == kMaskX ? mk.fm[c] : T(0), M == kMaskX ? mk.fs[c] : T(0),
-                         M == kMaskX ? mk.fb[c] : T(0));
+                         M == kMaskX ? mk.fm[c] : Param<T>(0),
+                         M == kMaskX ? mk.fs[c] : Param<T>(0),
+                         M == kMaskX ? mk.fb[c] : Param<T>(0));
       }
     }
     for (int64_t j = 0; j < cw; ++j) {
@@ -194,7 +154,7 @@ struct BackFinish {
 // per-channel sums are the same. `scratch`: scratch_stride(3 * C) doubles
 // per thread (rows layout).
 template <int M = kNoMask, class T>
-void reduce_sums(const Plan& p, const T* dy, const T* x, const T* mean,
+void reduce_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
                  const MaskArgs<T>& mk, Sums* part, double* scratch, int tid, int n) {
   const int64_t C = p.channels;
   if (p.rows) {
@@ -231,8 +191,10 @@ inline Sums merge_sums(const Plan& p, const Sums* part, int64_t c) {
 // coefficients (plain dx, frozen dx, or the fused op with dres).
 template <int M, class T, class Op>
 void backward_with(const Plan& p, const T* dy, const T* x, const MaskArgs<T>& mk,
-                   const T* mean, const T* invstd, const T* weight, const T* bias,
-                   bool write, T* dweight, T* dbias, bool frozen, const Op& op) {
+                   const Param<T>* mean, const Param<T>* invstd,
+                   const Param<T>* weight, const Param<T>* bias, bool write,
+                   Param<T>* dweight, Param<T>* dbias, bool frozen, const Op& op) {
+  using P = Param<T>;
   const int64_t C = p.channels;
   const int64_t total = p.outer * C * p.inner;
   const double m = static_cast<double>(p.outer * p.inner);
@@ -243,8 +205,8 @@ void backward_with(const Plan& p, const T* dy, const T* x, const MaskArgs<T>& mk
                             : 0;
   std::vector<Sums> part(need_sums && block == 0 ? static_cast<size_t>(p.groups * C) : 0);
   // k, r, mean, q; then the forward's m, s, b for a recomputed mask
-  std::vector<T> coef(static_cast<size_t>(7 * C));
-  T* const arrays[7] = {coef.data(), coef.data() + C, coef.data() + 2 * C,
+  std::vector<P> coef(static_cast<size_t>(7 * C));
+  P* const arrays[7] = {coef.data(), coef.data() + C, coef.data() + 2 * C,
                         coef.data() + 3 * C, coef.data() + 4 * C,
                         coef.data() + 5 * C, coef.data() + 6 * C};
   MaskArgs<T> mask = mk;
@@ -254,15 +216,15 @@ void backward_with(const Plan& p, const T* dy, const T* x, const MaskArgs<T>& mk
     for (int64_t c = 0; c < C; ++c) {
       const double gamma = weight ? static_cast<double>(weight[c]) : 1.0;
       arrays[4][c] = mean[c];
-      arrays[5][c] = static_cast<T>(gamma * static_cast<double>(invstd[c]));
-      arrays[6][c] = bias ? bias[c] : T(0);
+      arrays[5][c] = static_cast<P>(gamma * static_cast<double>(invstd[c]));
+      arrays[6][c] = bias ? bias[c] : P(0);
     }
     mask.fm = arrays[4];
     mask.fs = arrays[5];
     mask.fb = arrays[6];
   }
-  const StoredCoefs<T, Op::K> fill{arrays};
-  const BackFinish<T> finish{mean, invstd, weight, arrays, dweight, dbias, m, frozen};
+  const StoredCoefs<P, Op::K> fill{arrays};
+  const BackFinish<P> finish{mean, invstd, weight, arrays, dweight, dbias, m, frozen};
   auto apply = [&](int tid, int n) {
     if (write && total > 0) sweep<T>(p, op, fill, tid, n);
   };
@@ -310,8 +272,9 @@ void backward_with(const Plan& p, const T* dy, const T* x, const MaskArgs<T>& mk
 
 template <int M, bool kRes, class T>
 void backward_masked(const Plan& p, const T* dy, const T* x, const T* y,
-                     const T* mean, const T* invstd, const T* weight,
-                     const T* bias, T* dx, T* dweight, T* dbias, T* dres,
+                     const Param<T>* mean, const Param<T>* invstd,
+                     const Param<T>* weight, const Param<T>* bias, T* dx,
+                     Param<T>* dweight, Param<T>* dbias, T* dres,
                      bool frozen) {
   const MaskArgs<T> mk{y};
   const bool write = dx || dres;
@@ -329,8 +292,9 @@ void backward_masked(const Plan& p, const T* dy, const T* x, const T* y,
 // recomputed pre-activation is > 0 (y null); dres, if given, receives g.
 template <class T>
 void backward(const Plan& p, const T* dy, const T* x, const T* y,
-              const T* mean, const T* invstd, const T* weight, const T* bias,
-              T* dx, T* dweight, T* dbias, T* dres, bool frozen, bool relu) {
+              const Param<T>* mean, const Param<T>* invstd,
+              const Param<T>* weight, const Param<T>* bias, T* dx,
+              Param<T>* dweight, Param<T>* dbias, T* dres, bool frozen, bool relu) {
   if (!relu && !dres) {
     const bool stream = stream_output(p.outer * p.channels * p.inner * int64_t(sizeof(T)));
     const MaskArgs<T> none;
@@ -363,7 +327,7 @@ void backward(const Plan& p, const T* dy, const T* x, const T* y,
 // (bnorm_backward_reduce, bnorm_backward_apply): the same sums backward()
 // forms, and dx from sums and a count given by the caller.
 template <class T>
-void backward_sums(const Plan& p, const T* dy, const T* x, const T* mean,
+void backward_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
                    double* sum_dy, double* sum_dy_xmu) {
   const int64_t C = p.channels;
   const int nt = threads_for(p.outer * C * p.inner);
@@ -410,45 +374,40 @@ void backward_sums(const Plan& p, const T* dy, const T* x, const T* mean,
 }
 
 template <class T>
-void backward_apply(const Plan& p, const T* dy, const T* x, const T* mean,
-                    const T* invstd, const T* weight, const double* sum_dy,
-                    const double* sum_dy_xmu, double count, T* dx, T* dweight,
-                    T* dbias) {
+void backward_apply(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
+                    const Param<T>* invstd, const Param<T>* weight,
+                    const double* sum_dy, const double* sum_dy_xmu, double count,
+                    T* dx, Param<T>* dweight, Param<T>* dbias) {
+  using P = Param<T>;
   const int64_t C = p.channels;
   const int64_t total = p.outer * C * p.inner;
-  std::vector<T> coef(static_cast<size_t>(4 * C));
-  T* const arrays[4] = {coef.data(), coef.data() + C, coef.data() + 2 * C,
+  std::vector<P> coef(static_cast<size_t>(4 * C));
+  P* const arrays[4] = {coef.data(), coef.data() + C, coef.data() + 2 * C,
                         coef.data() + 3 * C};
-  const BackFinish<T> finish{mean, invstd, weight, arrays, dweight, dbias, count, false};
+  const BackFinish<P> finish{mean, invstd, weight, arrays, dweight, dbias, count, false};
   for (int64_t c = 0; c < C; ++c) finish(c, Sums{sum_dy[c], sum_dy_xmu[c]});
   if (!dx || total == 0) return;
   const DxOp<T> op{dy, x, dx, stream_output(total * int64_t(sizeof(T)))};
-  const StoredCoefs<T, 4> fill{arrays};
+  const StoredCoefs<P, 4> fill{arrays};
   parallel(threads_for(total), [&](int tid, int n) { sweep<T>(p, op, fill, tid, n); });
 }
 
-template void backward_sums<float>(const Plan&, const float*, const float*,
-                                   const float*, double*, double*);
-template void backward_sums<double>(const Plan&, const double*, const double*,
-                                    const double*, double*, double*);
-template void backward_apply<float>(const Plan&, const float*, const float*,
-                                    const float*, const float*, const float*,
-                                    const double*, const double*, double,
-                                    float*, float*, float*);
-template void backward_apply<double>(const Plan&, const double*,
-                                     const double*, const double*,
-                                     const double*, const double*,
-                                     const double*, const double*, double,
-                                     double*, double*, double*);
-
-template void backward<float>(const Plan&, const float*, const float*,
-                              const float*, const float*, const float*,
-                              const float*, const float*, float*, float*,
-                              float*, float*, bool, bool);
-template void backward<double>(const Plan&, const double*, const double*,
-                               const double*, const double*, const double*,
-                               const double*, const double*, double*, double*,
-                               double*, double*, bool, bool);
+#define BNORM_INSTANTIATE(T)                                                     \
+  template void backward_sums<T>(const Plan&, const T*, const T*, const Param<T>*, \
+                                 double*, double*);                             \
+  template void backward_apply<T>(const Plan&, const T*, const T*,              \
+                                  const Param<T>*, const Param<T>*,             \
+                                  const Param<T>*, const double*, const double*, \
+                                  double, T*, Param<T>*, Param<T>*);            \
+  template void backward<T>(const Plan&, const T*, const T*, const T*,          \
+                            const Param<T>*, const Param<T>*, const Param<T>*,  \
+                            const Param<T>*, T*, Param<T>*, Param<T>*, T*, bool, \
+                            bool);
+BNORM_INSTANTIATE(float)
+BNORM_INSTANTIATE(double)
+BNORM_INSTANTIATE(Half)
+BNORM_INSTANTIATE(BFloat16)
+#undef BNORM_INSTANTIATE
 
 }  // namespace BNORM_ISA_NS
 }  // namespace bnorm

@@ -105,6 +105,8 @@ const Kernels<T>& kernels() {
 
 template const Kernels<float>& kernels<float>();
 template const Kernels<double>& kernels<double>();
+template const Kernels<Half>& kernels<Half>();
+template const Kernels<BFloat16>& kernels<BFloat16>();
 
 const char* kernel_isa() { return kNames[chosen()]; }
 

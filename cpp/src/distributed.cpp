@@ -63,10 +63,10 @@ BNORM_API bnorm_status bnorm_moments(bnorm_dtype dtype, int64_t outer,
   }
   return guarded([&] {
     const Plan plan(outer, channels, inner, es);
-    if (dtype == BNORM_FLOAT32)
-      kernels<float>().moments(plan, static_cast<const float*>(x), mean, m2);
-    else
-      kernels<double>().moments(plan, static_cast<const double*>(x), mean, m2);
+    with_type(dtype, [&](auto t) {
+      using T = decltype(t);
+      kernels<T>().moments(plan, static_cast<const T*>(x), mean, m2);
+    });
   });
 }
 
@@ -118,7 +118,7 @@ BNORM_API bnorm_status bnorm_forward_normalize(
     return BNORM_ERROR_INVALID_MOMENTUM;
   const bnorm_status st = check_count(count, channels, outer * inner);
   if (st != BNORM_OK) return st;
-  const int64_t data = n * es, par = channels * es;
+  const int64_t data = n * es, par = channels * param_size_of(dtype);
   const Span outs[] = {{y, data}, {save_mean, par}, {save_invstd, par},
                        {running_mean, par}, {running_var, par}};
   const Span ins[] = {{x, data}, {weight, par}, {bias, par},
@@ -129,20 +129,15 @@ BNORM_API bnorm_status bnorm_forward_normalize(
   const double m = static_cast<double>(count);
   return guarded([&] {
     const Plan plan(outer, channels, inner, es);
-    if (dtype == BNORM_FLOAT32)
-      kernels<float>().forward_apply(
-          plan, static_cast<const float*>(x), static_cast<float*>(y),
-          static_cast<const float*>(weight), static_cast<const float*>(bias),
-          mean, m2, m, static_cast<float*>(save_mean),
-          static_cast<float*>(save_invstd), static_cast<float*>(running_mean),
-          static_cast<float*>(running_var), eps, momentum, unbiased);
-    else
-      kernels<double>().forward_apply(
-          plan, static_cast<const double*>(x), static_cast<double*>(y),
-          static_cast<const double*>(weight), static_cast<const double*>(bias),
-          mean, m2, m, static_cast<double*>(save_mean),
-          static_cast<double*>(save_invstd), static_cast<double*>(running_mean),
-          static_cast<double*>(running_var), eps, momentum, unbiased);
+    with_type(dtype, [&](auto t) {
+      using T = decltype(t);
+      using P = Param<T>;
+      kernels<T>().forward_apply(
+          plan, static_cast<const T*>(x), static_cast<T*>(y), static_cast<const P*>(weight),
+          static_cast<const P*>(bias), mean, m2, m, static_cast<P*>(save_mean),
+          static_cast<P*>(save_invstd), static_cast<P*>(running_mean),
+          static_cast<P*>(running_var), eps, momentum, unbiased);
+    });
   });
 }
 
@@ -157,7 +152,7 @@ BNORM_API bnorm_status bnorm_backward_reduce(
   if (!dy || !x || !mean || !sum_dy || !sum_dy_xmu) return BNORM_ERROR_NULL_POINTER;
   const int64_t data = n * es;
   const Span outs[] = {{sum_dy, channels * 8}, {sum_dy_xmu, channels * 8}};
-  const Span ins[] = {{dy, data}, {x, data}, {mean, channels * es}};
+  const Span ins[] = {{dy, data}, {x, data}, {mean, channels * param_size_of(dtype)}};
   if (any_forbidden_overlap(outs, 2, ins, 3, nullptr, nullptr, -1))
     return BNORM_ERROR_OVERLAP;
   if (n == 0) {
@@ -167,16 +162,11 @@ BNORM_API bnorm_status bnorm_backward_reduce(
   }
   return guarded([&] {
     const Plan plan(outer, channels, inner, es);
-    if (dtype == BNORM_FLOAT32)
-      kernels<float>().backward_sums(plan, static_cast<const float*>(dy),
-                                     static_cast<const float*>(x),
-                                     static_cast<const float*>(mean), sum_dy,
-                                     sum_dy_xmu);
-    else
-      kernels<double>().backward_sums(plan, static_cast<const double*>(dy),
-                                      static_cast<const double*>(x),
-                                      static_cast<const double*>(mean), sum_dy,
-                                      sum_dy_xmu);
+    with_type(dtype, [&](auto t) {
+      using T = decltype(t);
+      kernels<T>().backward_sums(plan, static_cast<const T*>(dy), static_cast<const T*>(x),
+                                 static_cast<const Param<T>*>(mean), sum_dy, sum_dy_xmu);
+    });
   });
 }
 
@@ -193,7 +183,7 @@ BNORM_API bnorm_status bnorm_backward_apply(
     return BNORM_ERROR_NULL_POINTER;
   const bnorm_status st = check_count(count, channels, outer * inner);
   if (st != BNORM_OK) return st;
-  const int64_t data = n * es, par = channels * es;
+  const int64_t data = n * es, par = channels * param_size_of(dtype);
   const Span outs[] = {{dx, data}, {dweight, par}, {dbias, par}};
   const Span ins[] = {{dy, data}, {x, data}, {mean, par}, {invstd, par},
                       {weight, par}, {sum_dy, channels * 8},
@@ -203,20 +193,15 @@ BNORM_API bnorm_status bnorm_backward_apply(
   const double m = static_cast<double>(count);
   return guarded([&] {
     const Plan plan(outer, channels, inner, es);
-    if (dtype == BNORM_FLOAT32)
-      kernels<float>().backward_apply(
-          plan, static_cast<const float*>(dy), static_cast<const float*>(x),
-          static_cast<const float*>(mean), static_cast<const float*>(invstd),
-          static_cast<const float*>(weight), sum_dy, sum_dy_xmu, m,
-          static_cast<float*>(dx), static_cast<float*>(dweight),
-          static_cast<float*>(dbias));
-    else
-      kernels<double>().backward_apply(
-          plan, static_cast<const double*>(dy), static_cast<const double*>(x),
-          static_cast<const double*>(mean), static_cast<const double*>(invstd),
-          static_cast<const double*>(weight), sum_dy, sum_dy_xmu, m,
-          static_cast<double*>(dx), static_cast<double*>(dweight),
-          static_cast<double*>(dbias));
+    with_type(dtype, [&](auto t) {
+      using T = decltype(t);
+      using P = Param<T>;
+      kernels<T>().backward_apply(
+          plan, static_cast<const T*>(dy), static_cast<const T*>(x),
+          static_cast<const P*>(mean), static_cast<const P*>(invstd),
+          static_cast<const P*>(weight), sum_dy, sum_dy_xmu, m, static_cast<T*>(dx),
+          static_cast<P*>(dweight), static_cast<P*>(dbias));
+    });
   });
 }
 

@@ -35,49 +35,57 @@ constexpr int64_t kStreamMinRun = 256;
 template <class T, bool kRes = false, bool kRelu = false>
 struct AffineOp {
   static constexpr int K = 3;  // m, s, b
+  using P = Param<T>;          // coefficients and arithmetic
   const T* x;
   T* y;
   bool stream;  // non-temporal stores for y (stream.hpp)
   const T* z = nullptr;  // residual (kRes)
 
-  static constexpr bool kFused = kRes || kRelu;
-  // the epilogue of value v at z[i] (the fused forms store normally)
-  static T epi(T v, const T* zs, int64_t i) {
-    if (kRes) v = v + zs[i];
-    if (kRelu) v = v < T(0) ? T(0) : v;
+  // The fused forms and half-precision data take plain loops (no
+  // streaming stores, no four-row form).
+  static constexpr bool kSimple = kRes || kRelu || kIsHalf<T>;
+  // the epilogue of value v at z[i]
+  static P epi(P v, const T* zs, int64_t i) {
+    if (kRes) v = v + static_cast<P>(zs[i]);
+    if (kRelu) v = v < P(0) ? P(0) : v;
     return v;
   }
 
-  void run(int64_t off, int64_t n, T* const* k, int64_t j) const {
-    const T m = k[0][j], s = k[1][j], b = k[2][j];
+  void run(int64_t off, int64_t n, P* const* k, int64_t j) const {
+    const P m = k[0][j], s = k[1][j], b = k[2][j];
     const T* xs = x + off;
     T* ys = y + off;
-    if constexpr (kFused) {
+    if constexpr (kSimple) {
       const T* zs = kRes ? z + off : nullptr;
       BNORM_SIMD
-      for (int64_t i = 0; i < n; ++i) ys[i] = epi((xs[i] - m) * s + b, zs, i);
-      return;
-    }
+      for (int64_t i = 0; i < n; ++i)
+        ys[i] = static_cast<T>(epi((static_cast<P>(xs[i]) - m) * s + b, zs, i));
+    } else {
 #ifdef BNORM_HAVE_STREAM
-    if (stream && n * int64_t(sizeof(T)) >= kStreamMinRun) {
-      stream_out(ys, n, [&](int64_t i) { return (sload(xs + i) - m) * s + b; },
-                 [&](int64_t i) { return (xs[i] - m) * s + b; });
-      return;
-    }
+      if (stream && n * int64_t(sizeof(T)) >= kStreamMinRun) {
+        stream_out(ys, n, [&](int64_t i) { return (sload(xs + i) - m) * s + b; },
+                   [&](int64_t i) { return (xs[i] - m) * s + b; });
+        return;
+      }
 #endif
-    BNORM_SIMD
-    for (int64_t i = 0; i < n; ++i) ys[i] = (xs[i] - m) * s + b;
+      BNORM_SIMD
+      for (int64_t i = 0; i < n; ++i) ys[i] = (xs[i] - m) * s + b;
+    }
   }
-  void row(int64_t off, int64_t cw, T* const* k) const {
+  void row(int64_t off, int64_t cw, P* const* k) const {
     const T* xs = x + off;
     T* ys = y + off;
-    const T *m = k[0], *s = k[1], *b = k[2];
-    if constexpr (kFused) {
+    const P *m = k[0], *s = k[1], *b = k[2];
+    if constexpr (kSimple) {
       const T* zs = kRes ? z + off : nullptr;
       BNORM_SIMD
-      for (int64_t j = 0; j < cw; ++j) ys[j] = epi((xs[j] - m[j]) * s[j] + b[j], zs, j);
-      return;
+      for (int64_t j = 0; j < cw; ++j)
+        ys[j] = static_cast<T>(epi((static_cast<P>(xs[j]) - m[j]) * s[j] + b[j], zs, j));
+    } else {
+      row_plain(xs, ys, cw, m, s, b);
     }
+  }
+  void row_plain(const T* xs, T* ys, int64_t cw, const P* m, const P* s, const P* b) const {
 #ifdef BNORM_HAVE_STREAM
     if (stream && cw * int64_t(sizeof(T)) >= kStreamMinRun) {
       stream_out(ys, cw,
@@ -90,8 +98,16 @@ struct AffineOp {
     for (int64_t j = 0; j < cw; ++j) ys[j] = (xs[j] - m[j]) * s[j] + b[j];
   }
   // Four rows of stride ld at once, loading the coefficients once.
-  bool row4(int64_t off, int64_t ld, int64_t cw, T* const* k) const {
-    if (kFused || (stream && cw * int64_t(sizeof(T)) >= kStreamMinRun)) return false;
+  bool row4(int64_t off, int64_t ld, int64_t cw, P* const* k) const {
+    if constexpr (kSimple) {
+      (void)off, (void)ld, (void)cw, (void)k;
+      return false;
+    } else {
+      return row4_plain(off, ld, cw, k);
+    }
+  }
+  bool row4_plain(int64_t off, int64_t ld, int64_t cw, P* const* k) const {
+    if (stream && cw * int64_t(sizeof(T)) >= kStreamMinRun) return false;
     const T* xs = x + off;
     T* ys = y + off;
     const T *m = k[0], *s = k[1], *b = k[2];
@@ -115,12 +131,26 @@ struct AffineOp {
 template <class T>
 struct DxOp {
   static constexpr int K = 4;  // k, r, mean, q
+  using P = Param<T>;
   const T* dy;
   const T* x;
   T* dx;
   bool stream;
 
-  void run(int64_t off, int64_t n, T* const* c, int64_t j) const {
+  void run(int64_t off, int64_t n, P* const* c, int64_t j) const {
+    if constexpr (kIsHalf<T>) {
+      const P k = c[0][j], r = c[1][j], m = c[2][j], q = c[3][j];
+      const T* g = dy + off;
+      const T* xs = x + off;
+      T* d = dx + off;
+      BNORM_SIMD
+      for (int64_t i = 0; i < n; ++i)
+        d[i] = static_cast<T>((static_cast<P>(g[i]) * k - r) - (static_cast<P>(xs[i]) - m) * q);
+    } else {
+      run_plain(off, n, c, j);
+    }
+  }
+  void run_plain(int64_t off, int64_t n, P* const* c, int64_t j) const {
     const T k = c[0][j], r = c[1][j], m = c[2][j], q = c[3][j];
     const T* g = dy + off;
     const T* xs = x + off;
@@ -136,7 +166,21 @@ struct DxOp {
     BNORM_SIMD
     for (int64_t i = 0; i < n; ++i) d[i] = (g[i] * k - r) - (xs[i] - m) * q;
   }
-  void row(int64_t off, int64_t cw, T* const* c) const {
+  void row(int64_t off, int64_t cw, P* const* c) const {
+    if constexpr (kIsHalf<T>) {
+      const T* g = dy + off;
+      const T* xs = x + off;
+      T* d = dx + off;
+      const P *k = c[0], *r = c[1], *m = c[2], *q = c[3];
+      BNORM_SIMD
+      for (int64_t j = 0; j < cw; ++j)
+        d[j] = static_cast<T>((static_cast<P>(g[j]) * k[j] - r[j]) -
+                              (static_cast<P>(xs[j]) - m[j]) * q[j]);
+    } else {
+      row_plain(off, cw, c);
+    }
+  }
+  void row_plain(int64_t off, int64_t cw, P* const* c) const {
     const T* g = dy + off;
     const T* xs = x + off;
     T* d = dx + off;
@@ -144,7 +188,15 @@ struct DxOp {
     BNORM_SIMD
     for (int64_t j = 0; j < cw; ++j) d[j] = (g[j] * k[j] - r[j]) - (xs[j] - m[j]) * q[j];
   }
-  bool row4(int64_t off, int64_t ld, int64_t cw, T* const* c) const {
+  bool row4(int64_t off, int64_t ld, int64_t cw, P* const* c) const {
+    if constexpr (kIsHalf<T>) {
+      (void)off, (void)ld, (void)cw, (void)c;
+      return false;
+    } else {
+      return row4_plain(off, ld, cw, c);
+    }
+  }
+  bool row4_plain(int64_t off, int64_t ld, int64_t cw, P* const* c) const {
     if (stream && cw * int64_t(sizeof(T)) >= kStreamMinRun) return false;
     const T* g = dy + off;
     const T* xs = x + off;
@@ -168,11 +220,23 @@ struct DxOp {
 template <class T>
 struct ScaleOp {
   static constexpr int K = 1;
+  using P = Param<T>;
   const T* dy;
   T* dx;
   bool stream;
 
-  void run(int64_t off, int64_t n, T* const* c, int64_t j) const {
+  void run(int64_t off, int64_t n, P* const* c, int64_t j) const {
+    if constexpr (kIsHalf<T>) {
+      const P k = c[0][j];
+      const T* g = dy + off;
+      T* d = dx + off;
+      BNORM_SIMD
+      for (int64_t i = 0; i < n; ++i) d[i] = static_cast<T>(static_cast<P>(g[i]) * k);
+    } else {
+      run_plain(off, n, c, j);
+    }
+  }
+  void run_plain(int64_t off, int64_t n, P* const* c, int64_t j) const {
     const T k = c[0][j];
     const T* g = dy + off;
     T* d = dx + off;
@@ -186,14 +250,33 @@ struct ScaleOp {
     BNORM_SIMD
     for (int64_t i = 0; i < n; ++i) d[i] = g[i] * k;
   }
-  void row(int64_t off, int64_t cw, T* const* c) const {
+  void row(int64_t off, int64_t cw, P* const* c) const {
+    if constexpr (kIsHalf<T>) {
+      const T* g = dy + off;
+      T* d = dx + off;
+      const P* k = c[0];
+      BNORM_SIMD
+      for (int64_t j = 0; j < cw; ++j) d[j] = static_cast<T>(static_cast<P>(g[j]) * k[j]);
+    } else {
+      row_plain(off, cw, c);
+    }
+  }
+  void row_plain(int64_t off, int64_t cw, P* const* c) const {
     const T* g = dy + off;
     T* d = dx + off;
     const T* k = c[0];
     BNORM_SIMD
     for (int64_t j = 0; j < cw; ++j) d[j] = g[j] * k[j];
   }
-  bool row4(int64_t off, int64_t ld, int64_t cw, T* const* c) const {
+  bool row4(int64_t off, int64_t ld, int64_t cw, P* const* c) const {
+    if constexpr (kIsHalf<T>) {
+      (void)off, (void)ld, (void)cw, (void)c;
+      return false;
+    } else {
+      return row4_plain(off, ld, cw, c);
+    }
+  }
+  bool row4_plain(int64_t off, int64_t ld, int64_t cw, P* const* c) const {
     if (stream && cw * int64_t(sizeof(T)) >= kStreamMinRun) return false;
     const T* g = dy + off;
     T* d = dx + off;
@@ -218,6 +301,7 @@ struct ScaleOp {
 template <class T, int M, bool kFrozen, bool kRes>
 struct DxMaskOp {
   static constexpr int K = M == kMaskX ? 7 : 4;
+  using P = Param<T>;
   const T* dy;
   const T* x;
   const T* y;  // the forward's output (kMaskY)
@@ -225,17 +309,17 @@ struct DxMaskOp {
   T* dres;
 
   // the mask exactly as the reductions decide it (reduce.hpp, masked)
-  static T gate(T g, T xv, T yv, T m, T s, T b) {
-    if (M == kMaskY) return yv > T(0) ? g : T(0);
+  static P gate(P g, T xv, T yv, P m, P s, P b) {
+    if (M == kMaskY) return static_cast<double>(yv) > 0.0 ? g : P(0);
     if (M == kMaskX)
       return (static_cast<double>(xv) - static_cast<double>(m)) * static_cast<double>(s) +
-                         static_cast<double>(b) > 0.0 ? g : T(0);
+                         static_cast<double>(b) > 0.0 ? g : P(0);
     return g;
   }
-  void run(int64_t off, int64_t n, T* const* c, int64_t j) const {
-    const T k = c[0][j], r = c[1][j], m = c[2][j], q = c[3][j];
-    const T fm = M == kMaskX ? c[4][j] : T(0), fs = M == kMaskX ? c[5][j] : T(0),
-            fb = M == kMaskX ? c[6][j] : T(0);
+  void run(int64_t off, int64_t n, P* const* c, int64_t j) const {
+    const P k = c[0][j], r = c[1][j], m = c[2][j], q = c[3][j];
+    const P fm = M == kMaskX ? c[4][j] : P(0), fs = M == kMaskX ? c[5][j] : P(0),
+            fb = M == kMaskX ? c[6][j] : P(0);
     const T* g = dy + off;
     const T* xs = x + off;
     const T* ys = M == kMaskY ? y + off : nullptr;
@@ -244,21 +328,23 @@ struct DxMaskOp {
     if (d) {
       BNORM_SIMD
       for (int64_t i = 0; i < n; ++i) {
-        const T gi = gate(g[i], xs[i], M == kMaskY ? ys[i] : T(0), fm, fs, fb);
-        if (kRes) e[i] = gi;
-        d[i] = kFrozen ? gi * k : (gi * k - r) - (xs[i] - m) * q;
+        const P gi = gate(static_cast<P>(g[i]), xs[i], M == kMaskY ? ys[i] : T(), fm, fs, fb);
+        if (kRes) e[i] = static_cast<T>(gi);
+        d[i] = static_cast<T>(kFrozen ? gi * k
+                                      : (gi * k - r) - (static_cast<P>(xs[i]) - m) * q);
       }
     } else {
       BNORM_SIMD
       for (int64_t i = 0; i < n; ++i)
-        e[i] = gate(g[i], xs[i], M == kMaskY ? ys[i] : T(0), fm, fs, fb);
+        e[i] = static_cast<T>(
+            gate(static_cast<P>(g[i]), xs[i], M == kMaskY ? ys[i] : T(), fm, fs, fb));
     }
   }
-  void row(int64_t off, int64_t cw, T* const* c) const {
-    const T *k = c[0], *r = c[1], *m = c[2], *q = c[3];
-    const T* fm = c[M == kMaskX ? 4 : 0];
-    const T* fs = c[M == kMaskX ? 5 : 0];
-    const T* fb = c[M == kMaskX ? 6 : 0];
+  void row(int64_t off, int64_t cw, P* const* c) const {
+    const P *k = c[0], *r = c[1], *m = c[2], *q = c[3];
+    const P* fm = c[M == kMaskX ? 4 : 0];
+    const P* fs = c[M == kMaskX ? 5 : 0];
+    const P* fb = c[M == kMaskX ? 6 : 0];
     const T* g = dy + off;
     const T* xs = x + off;
     const T* ys = M == kMaskY ? y + off : nullptr;
@@ -267,17 +353,20 @@ struct DxMaskOp {
     if (d) {
       BNORM_SIMD
       for (int64_t j = 0; j < cw; ++j) {
-        const T gi = gate(g[j], xs[j], M == kMaskY ? ys[j] : T(0), fm[j], fs[j], fb[j]);
-        if (kRes) e[j] = gi;
-        d[j] = kFrozen ? gi * k[j] : (gi * k[j] - r[j]) - (xs[j] - m[j]) * q[j];
+        const P gi = gate(static_cast<P>(g[j]), xs[j], M == kMaskY ? ys[j] : T(), fm[j],
+                          fs[j], fb[j]);
+        if (kRes) e[j] = static_cast<T>(gi);
+        d[j] = static_cast<T>(kFrozen ? gi * k[j]
+                                      : (gi * k[j] - r[j]) - (static_cast<P>(xs[j]) - m[j]) * q[j]);
       }
     } else {
       BNORM_SIMD
       for (int64_t j = 0; j < cw; ++j)
-        e[j] = gate(g[j], xs[j], M == kMaskY ? ys[j] : T(0), fm[j], fs[j], fb[j]);
+        e[j] = static_cast<T>(gate(static_cast<P>(g[j]), xs[j], M == kMaskY ? ys[j] : T(),
+                                   fm[j], fs[j], fb[j]));
     }
   }
-  bool row4(int64_t, int64_t, int64_t, T* const*) const { return false; }
+  bool row4(int64_t, int64_t, int64_t, P* const*) const { return false; }
 };
 
 // Coefficients read from K precomputed arrays of `channels` values.
@@ -306,9 +395,9 @@ inline bool stream_output(int64_t bytes) {
 }
 
 // Rows [r0, r1) of channels [c0, c0 + cw), four at a time where possible.
-template <class Op, class T>
+template <class Op, class P>
 inline void op_rows(const Op& op, int64_t r0, int64_t r1, int64_t C, int64_t c0,
-                    int64_t cw, T* const* k) {
+                    int64_t cw, P* const* k) {
   int64_t r = r0;
   for (; r + 4 <= r1; r += 4)
     if (!op.row4(r * C + c0, C, cw, k)) break;
@@ -320,9 +409,10 @@ inline void op_rows(const Op& op, int64_t r0, int64_t r1, int64_t C, int64_t c0,
 template <class T, class Op, class Fill>
 void sweep(const Plan& p, const Op& op, const Fill& fill, int tid, int nt) {
   constexpr int K = Op::K;
-  constexpr int64_t B = kCoefBytes / (K * int64_t(sizeof(T)));
-  T buf[K][B];
-  T* k[K];
+  using P = Param<T>;
+  constexpr int64_t B = kCoefBytes / (K * int64_t(sizeof(P)));
+  P buf[K][B];
+  P* k[K];
   for (int i = 0; i < K; ++i) k[i] = buf[i];
   const int64_t C = p.channels;
   if (p.rows) {
@@ -369,8 +459,9 @@ template <class T, class Op, class Fill>
 void sweep_channels(const Plan& p, const Op& op, const Fill& fill, int64_t c0,
                     int64_t cw) {
   constexpr int K = Op::K;
-  T buf[K][kChannelBlock];
-  T* k[K];
+  using P = Param<T>;
+  P buf[K][kChannelBlock];
+  P* k[K];
   for (int i = 0; i < K; ++i) k[i] = buf[i];
   fill(c0, cw, k);
   const int64_t C = p.channels;

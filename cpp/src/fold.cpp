@@ -47,6 +47,12 @@ void fold(int64_t outer, int64_t channels, int64_t inner, const T* w,
   }
 }
 
+// The helpers work on parameters (float or double); for half-precision data
+// the parameters are float, so callers pass BNORM_FLOAT32.
+inline int64_t helper_size_of(bnorm_dtype dtype) {
+  return dtype == BNORM_FLOAT32 || dtype == BNORM_FLOAT64 ? elem_size_of(dtype) : 0;
+}
+
 }  // namespace
 }  // namespace bnorm
 
@@ -57,7 +63,7 @@ extern "C" {
 BNORM_API bnorm_status bnorm_inference_scale_shift(
     bnorm_dtype dtype, int64_t channels, const void* mean, const void* var,
     const void* weight, const void* bias, double eps, void* scale, void* shift) {
-  const int64_t es = elem_size_of(dtype);
+  const int64_t es = helper_size_of(dtype);
   if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
   if (checked_elements(1, channels, 1, es) < 0) return BNORM_ERROR_INVALID_SIZE;
   if (!mean || !var || !scale || !shift) return BNORM_ERROR_NULL_POINTER;
@@ -86,7 +92,7 @@ BNORM_API bnorm_status bnorm_fold_into_layer(
     const void* layer_weight, const void* layer_bias, const void* mean,
     const void* var, const void* weight, const void* bias, double eps,
     void* folded_weight, void* folded_bias) {
-  const int64_t es = elem_size_of(dtype);
+  const int64_t es = helper_size_of(dtype);
   if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
   const int64_t n = checked_elements(outer, channels, inner, es);
   if (n < 0) return BNORM_ERROR_INVALID_SIZE;

@@ -10,7 +10,7 @@ namespace bnorm {
 namespace BNORM_ISA_NS {
 namespace {
 
-template <class T>
+template <class T>  // T: the parameter type
 struct InferenceCoefs {
   const T *mean, *var, *weight, *bias;
   double eps;
@@ -41,12 +41,13 @@ struct InferenceCoefs {
 
 template <class T>
 void forward_inference(const Plan& p, const T* x, const T* residual, T* y,
-                       const T* mean, const T* var, const T* weight,
-                       const T* bias, double eps, bool relu) {
+                       const Param<T>* mean, const Param<T>* var,
+                       const Param<T>* weight, const Param<T>* bias, double eps,
+                       bool relu) {
   const int64_t total = p.outer * p.channels * p.inner;
   if (total == 0) return;
   const bool stream = stream_output(total * int64_t(sizeof(T)));
-  const InferenceCoefs<T> fill{mean, var, weight, bias, eps};
+  const InferenceCoefs<Param<T>> fill{mean, var, weight, bias, eps};
   auto run = [&](const auto& op) {
     parallel(threads_for(total), [&](int tid, int n) { sweep<T>(p, op, fill, tid, n); });
   };
@@ -60,13 +61,16 @@ void forward_inference(const Plan& p, const T* x, const T* residual, T* y,
     run(AffineOp<T>{x, y, stream});
 }
 
-template void forward_inference<float>(const Plan&, const float*, const float*,
-                                       float*, const float*, const float*,
-                                       const float*, const float*, double, bool);
-template void forward_inference<double>(const Plan&, const double*,
-                                        const double*, double*, const double*,
-                                        const double*, const double*,
-                                        const double*, double, bool);
+#define BNORM_INSTANTIATE(T)                                                  \
+  template void forward_inference<T>(const Plan&, const T*, const T*, T*,    \
+                                     const Param<T>*, const Param<T>*,       \
+                                     const Param<T>*, const Param<T>*, double, \
+                                     bool);
+BNORM_INSTANTIATE(float)
+BNORM_INSTANTIATE(double)
+BNORM_INSTANTIATE(Half)
+BNORM_INSTANTIATE(BFloat16)
+#undef BNORM_INSTANTIATE
 
 }  // namespace BNORM_ISA_NS
 }  // namespace bnorm

@@ -221,21 +221,23 @@ inline void merge_groups(const Plan& p, const Moments* part, int64_t c0,
 // residual and a ReLU).
 template <class T, class Op>
 void forward_training_with(const Plan& p, const T* x, const Op& op,
-                           const T* weight, const T* bias, T* save_mean,
-                           T* save_invstd, T* running_mean, T* running_var,
+                           const Param<T>* weight, const Param<T>* bias,
+                           Param<T>* save_mean, Param<T>* save_invstd,
+                           Param<T>* running_mean, Param<T>* running_var,
                            double eps, double momentum, bool unbiased) {
+  using P = Param<T>;
   const int64_t C = p.channels;
   const int64_t total = p.outer * C * p.inner;
   const int nt = threads_for(total);
   const int64_t block = p.whole_block(nt, sizeof(T), l2_cache_bytes());
   std::vector<Moments> part(block > 0 ? 0 : static_cast<size_t>(p.groups * C));
-  std::vector<T> coef(static_cast<size_t>(3 * C));  // mean, scale, shift
-  T* const arrays[3] = {coef.data(), coef.data() + C, coef.data() + 2 * C};
-  const StoredCoefs<T, 3> fill{arrays};
+  std::vector<P> coef(static_cast<size_t>(3 * C));  // mean, scale, shift
+  P* const arrays[3] = {coef.data(), coef.data() + C, coef.data() + 2 * C};
+  const StoredCoefs<P, 3> fill{arrays};
   const double m = static_cast<double>(p.outer * p.inner);
   const double correction = unbiased ? m / (m - 1) : 1.0;
 
-  const Finish<T> finish{weight, bias, arrays, save_mean, save_invstd,
+  const Finish<P> finish{weight, bias, arrays, save_mean, save_invstd,
                         running_mean, running_var, m, eps, momentum, correction};
 
   if (block > 0) {
@@ -279,9 +281,10 @@ void forward_training_with(const Plan& p, const T* x, const Op& op,
 
 template <class T>
 void forward_training(const Plan& p, const T* x, const T* residual, T* y,
-                      const T* weight, const T* bias, T* save_mean,
-                      T* save_invstd, T* running_mean, T* running_var,
-                      double eps, double momentum, bool unbiased, bool relu) {
+                      const Param<T>* weight, const Param<T>* bias,
+                      Param<T>* save_mean, Param<T>* save_invstd,
+                      Param<T>* running_mean, Param<T>* running_var, double eps,
+                      double momentum, bool unbiased, bool relu) {
   const bool stream = stream_output(p.outer * p.channels * p.inner * int64_t(sizeof(T)));
   auto run = [&](const auto& op) {
     forward_training_with(p, x, op, weight, bias, save_mean, save_invstd,
@@ -350,16 +353,17 @@ void moments(const Plan& p, const T* x, double* mean, double* m2) {
 }
 
 template <class T>
-void forward_apply(const Plan& p, const T* x, T* y, const T* weight,
-                   const T* bias, const double* mean, const double* m2,
-                   double count, T* save_mean, T* save_invstd,
-                   T* running_mean, T* running_var, double eps,
+void forward_apply(const Plan& p, const T* x, T* y, const Param<T>* weight,
+                   const Param<T>* bias, const double* mean, const double* m2,
+                   double count, Param<T>* save_mean, Param<T>* save_invstd,
+                   Param<T>* running_mean, Param<T>* running_var, double eps,
                    double momentum, bool unbiased) {
+  using P = Param<T>;
   const int64_t C = p.channels;
   const int64_t total = p.outer * C * p.inner;
-  std::vector<T> coef(static_cast<size_t>(3 * C));
-  T* const arrays[3] = {coef.data(), coef.data() + C, coef.data() + 2 * C};
-  const Finish<T> finish{weight, bias, arrays, save_mean, save_invstd,
+  std::vector<P> coef(static_cast<size_t>(3 * C));
+  P* const arrays[3] = {coef.data(), coef.data() + C, coef.data() + 2 * C};
+  const Finish<P> finish{weight, bias, arrays, save_mean, save_invstd,
                          running_mean, running_var, count, eps, momentum,
                          unbiased ? count / (count - 1) : 1.0};
   Moments tot[kChannelBlock];
@@ -369,32 +373,26 @@ void forward_apply(const Plan& p, const T* x, T* y, const T* weight,
     finish(c0, cw, tot);
   }
   if (total == 0) return;
-  const StoredCoefs<T, 3> fill{arrays};
+  const StoredCoefs<P, 3> fill{arrays};
   const AffineOp<T> op{x, y, stream_output(total * int64_t(sizeof(T)))};
   parallel(threads_for(total), [&](int tid, int n) { sweep<T>(p, op, fill, tid, n); });
 }
 
-template void moments<float>(const Plan&, const float*, double*, double*);
-template void moments<double>(const Plan&, const double*, double*, double*);
-template void forward_apply<float>(const Plan&, const float*, float*,
-                                   const float*, const float*, const double*,
-                                   const double*, double, float*, float*,
-                                   float*, float*, double, double, bool);
-template void forward_apply<double>(const Plan&, const double*, double*,
-                                    const double*, const double*,
-                                    const double*, const double*, double,
-                                    double*, double*, double*, double*, double,
-                                    double, bool);
-
-template void forward_training<float>(const Plan&, const float*, const float*,
-                                      float*, const float*, const float*,
-                                      float*, float*, float*, float*, double,
-                                      double, bool, bool);
-template void forward_training<double>(const Plan&, const double*,
-                                       const double*, double*, const double*,
-                                       const double*, double*, double*,
-                                       double*, double*, double, double, bool,
-                                       bool);
+#define BNORM_INSTANTIATE(T)                                                     \
+  template void moments<T>(const Plan&, const T*, double*, double*);            \
+  template void forward_apply<T>(const Plan&, const T*, T*, const Param<T>*,    \
+                                 const Param<T>*, const double*, const double*, \
+                                 double, Param<T>*, Param<T>*, Param<T>*,       \
+                                 Param<T>*, double, double, bool);              \
+  template void forward_training<T>(const Plan&, const T*, const T*, T*,        \
+                                    const Param<T>*, const Param<T>*,           \
+                                    Param<T>*, Param<T>*, Param<T>*, Param<T>*, \
+                                    double, double, bool, bool);
+BNORM_INSTANTIATE(float)
+BNORM_INSTANTIATE(double)
+BNORM_INSTANTIATE(Half)
+BNORM_INSTANTIATE(BFloat16)
+#undef BNORM_INSTANTIATE
 
 }  // namespace BNORM_ISA_NS
 }  // namespace bnorm

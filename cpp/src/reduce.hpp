@@ -13,6 +13,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "half.hpp"
 #include "simd.hpp"
 
 namespace bnorm {
@@ -56,6 +57,36 @@ inline VecD load_lanes(const float* p) {
   return __builtin_convertvector(v, VecD);
 }
 
+// Half-precision lanes: the conversions of half.hpp, lane by lane.
+typedef uint16_t VecU16 __attribute__((vector_size(kVecBytes / 4)));
+typedef uint32_t VecU32 __attribute__((vector_size(kVecBytes / 2)));
+inline VecU32 load_u16(const uint16_t* p) {
+  VecU16 h;
+  std::memcpy(&h, p, sizeof h);
+  return __builtin_convertvector(h, VecU32);
+}
+inline VecF bits_to_floats(VecU32 u) {
+  VecF f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+inline VecD load_lanes(const BFloat16* p) {
+  return __builtin_convertvector(bits_to_floats(load_u16(&p->bits) << 16), VecD);
+}
+inline VecD load_lanes(const Half* p) {
+  const VecU32 h = load_u16(&p->bits);
+  const VecU32 em = (h & 0x7fffu) << 13;
+  const VecU32 exp = em & (0x7c00u << 13);
+  const VecU32 normal = em + (uint32_t(127 - 15) << 23);
+  const VecU32 infnan = normal + (uint32_t(128 - 16) << 23);
+  const VecF subf = bits_to_floats(normal + (1u << 23)) - bits_to_float(113u << 23);
+  VecU32 sub;
+  std::memcpy(&sub, &subf, sizeof sub);
+  VecU32 o = exp == (0x7c00u << 13) ? infnan : normal;
+  o = exp == 0u ? sub : o;
+  return __builtin_convertvector(bits_to_floats(o | ((h & 0x8000u) << 16)), VecD);
+}
+
 struct Regs {
   VecD r[kRegs];
   explicit Regs(const Lanes& a) {
@@ -78,9 +109,9 @@ enum MaskKind { kNoMask = 0, kMaskY = 1, kMaskX = 2 };
 
 // (kMaskX computes the pre-activation in double in every pass of a call, so
 // the reductions and the dx pass always agree on the mask.)
-template <int M, class T>
-inline double masked(double g, T x, T y, T m, T s, T b) {
-  if (M == kMaskY) return y > T(0) ? g : 0.0;
+template <int M, class T, class Q>
+inline double masked(double g, T x, T y, Q m, Q s, Q b) {
+  if (M == kMaskY) return static_cast<double>(y) > 0.0 ? g : 0.0;
   if (M == kMaskX)
     return (static_cast<double>(x) - static_cast<double>(m)) * static_cast<double>(s) +
                        static_cast<double>(b) > 0.0 ? g : 0.0;
@@ -92,8 +123,8 @@ inline double masked(double g, T x, T y, T m, T s, T b) {
 typedef long long VecL __attribute__((vector_size(kVecBytes)));
 // g where the mask is open, 0 elsewhere; p points at kVecLanes values of
 // y (kMaskY) or x (kMaskX), of type T.
-template <int M, class T>
-inline VecD masked(VecD g, const T* p, T m, T s, T b) {
+template <int M, class T, class Q>
+inline VecD masked(VecD g, const T* p, Q m, Q s, Q b) {
   if constexpr (M == kMaskY) {
     return load_lanes(p) > 0.0 ? g : VecD{};
   } else if constexpr (M == kMaskX) {
@@ -179,7 +210,7 @@ template <int M = kNoMask, class T>
 inline void add_gradients(const T* g, const T* x, int64_t n, double mean,
                           Lanes& a, Lanes& b, const T* pg = nullptr,
                           const T* px = nullptr, const T* y = nullptr,
-                          T fm = T(0), T fs = T(0), T fb = T(0)) {
+                          Param<T> fm = 0, Param<T> fs = 0, Param<T> fb = 0) {
   int64_t i = 0;
 #ifdef BNORM_VECTOR_TYPES
   Regs va(a), vb(b);
@@ -203,7 +234,7 @@ inline void add_gradients(const T* g, const T* x, int64_t n, double mean,
     prefetch_lanes(px, i);
     for (int k = 0; k < kLanes; ++k) {
       const double gi = masked<M>(static_cast<double>(g[i + k]), x[i + k],
-                                  M == kMaskY ? y[i + k] : T(0), fm, fs, fb);
+                                  M == kMaskY ? y[i + k] : T(), fm, fs, fb);
       a.v[k] += gi;
       b.v[k] += gi * (static_cast<double>(x[i + k]) - mean);
     }
@@ -211,7 +242,7 @@ inline void add_gradients(const T* g, const T* x, int64_t n, double mean,
 #endif
   for (int k = 0; i + k < n; ++k) {
     const double gi = masked<M>(static_cast<double>(g[i + k]), x[i + k],
-                                M == kMaskY ? y[i + k] : T(0), fm, fs, fb);
+                                M == kMaskY ? y[i + k] : T(), fm, fs, fb);
     a.v[k] += gi;
     b.v[k] += gi * (static_cast<double>(x[i + k]) - mean);
   }
@@ -245,52 +276,24 @@ inline void rows_deviations_fixed(const T* x, int64_t rows, int64_t ld,
   }
 }
 
-//   gradients: a[j] += g;  b[j] += g * (x - mean[j]), g masked by M (y rows
-//   of stride ld, or coefficients fm/fs/fb[j])
-template <int W, int M = kNoMask, class T>
+//   gradients: a[j] += g;  b[j] += g * (x - mean[j])
+template <int W, class T>
 inline void rows_gradients_fixed(const T* g, const T* x, int64_t rows, int64_t ld,
-                                 const double* mean, double* a, double* b,
-                                 const T* y = nullptr, const T* fm = nullptr,
-                                 const T* fs = nullptr, const T* fb = nullptr) {
+                                 const double* mean, double* a, double* b) {
   double va[W], vb[W], mu[W];
-  T cm[W], cs[W], cb[W];
   for (int j = 0; j < W; ++j) {
     va[j] = a[j];
     vb[j] = b[j];
     mu[j] = mean[j];
-    cm[j] = M == kMaskX ? fm[j] : T(0);
-    cs[j] = M == kMaskX ? fs[j] : T(0);
-    cb[j] = M == kMaskX ? fb[j] : T(0);
   }
   for (int64_t r = 0; r < rows; ++r) {
     const T* gr = g + r * ld;
     const T* xr = x + r * ld;
-    if constexpr (M == kMaskY) {
-      const T* yr = y + r * ld;
-      BNORM_SIMD
-      for (int j = 0; j < W; ++j) {
-        const double gv = static_cast<double>(gr[j]);  // loaded either way: a select
-        const double gj = static_cast<double>(yr[j]) > 0.0 ? gv : 0.0;
-        va[j] += gj;
-        vb[j] += gj * (static_cast<double>(xr[j]) - mu[j]);
-      }
-    } else if constexpr (M == kMaskX) {
-      BNORM_SIMD
-      for (int j = 0; j < W; ++j) {
-        const double gv = static_cast<double>(gr[j]), xv = static_cast<double>(xr[j]);
-        const double pre = (xv - static_cast<double>(cm[j])) * static_cast<double>(cs[j]) +
-                           static_cast<double>(cb[j]);
-        const double gj = pre > 0.0 ? gv : 0.0;
-        va[j] += gj;
-        vb[j] += gj * (xv - mu[j]);
-      }
-    } else {
-      BNORM_SIMD
-      for (int j = 0; j < W; ++j) {
-        const double gj = static_cast<double>(gr[j]);
-        va[j] += gj;
-        vb[j] += gj * (static_cast<double>(xr[j]) - mu[j]);
-      }
+    BNORM_SIMD
+    for (int j = 0; j < W; ++j) {
+      const double gj = static_cast<double>(gr[j]);
+      va[j] += gj;
+      vb[j] += gj * (static_cast<double>(xr[j]) - mu[j]);
     }
   }
   for (int j = 0; j < W; ++j) {
@@ -309,8 +312,8 @@ inline void rows_gradients_fixed(const T* g, const T* x, int64_t rows, int64_t l
 template <int M, class T>
 inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t rows,
                                   int64_t ld, int64_t cw, const double* mu,
-                                  const T* fm, const T* fs, const T* fb, double* a,
-                                  double* b) {
+                                  const Param<T>* fm, const Param<T>* fs,
+                                  const Param<T>* fb, double* a, double* b) {
   constexpr int64_t kChunkRows = 32;
   auto open = [&](double gv, double xv, int64_t o, int64_t j) {
     if constexpr (M == kMaskY) {
@@ -389,16 +392,14 @@ inline bool rows_deviations_small(int64_t cw, const T* x, int64_t rows, int64_t 
   }
 }
 
-template <int M = kNoMask, class T>
+template <class T>
 inline bool rows_gradients_small(int64_t cw, const T* g, const T* x, int64_t rows,
-                                 int64_t ld, const double* mean, double* a, double* b,
-                                 const T* y = nullptr, const T* fm = nullptr,
-                                 const T* fs = nullptr, const T* fb = nullptr) {
+                                 int64_t ld, const double* mean, double* a, double* b) {
   switch (cw) {
-    case 8: rows_gradients_fixed<8, M>(g, x, rows, ld, mean, a, b, y, fm, fs, fb); return true;
-    case 16: rows_gradients_fixed<16, M>(g, x, rows, ld, mean, a, b, y, fm, fs, fb); return true;
-    case 32: rows_gradients_fixed<32, M>(g, x, rows, ld, mean, a, b, y, fm, fs, fb); return true;
-    case 64: rows_gradients_fixed<64, M>(g, x, rows, ld, mean, a, b, y, fm, fs, fb); return true;
+    case 8: rows_gradients_fixed<8>(g, x, rows, ld, mean, a, b); return true;
+    case 16: rows_gradients_fixed<16>(g, x, rows, ld, mean, a, b); return true;
+    case 32: rows_gradients_fixed<32>(g, x, rows, ld, mean, a, b); return true;
+    case 64: rows_gradients_fixed<64>(g, x, rows, ld, mean, a, b); return true;
     default: return false;
   }
 }

@@ -186,7 +186,7 @@ static void bad_arguments(void) {
   BAD(bnorm_backward_reduce(BNORM_FLOAT64, N, C, L, NULL, x, mean, out_b, out_c), BNORM_ERROR_NULL_POINTER);
   BAD(bnorm_backward_reduce(BNORM_FLOAT64, N, -C, L, dy, x, mean, out_b, out_c), BNORM_ERROR_INVALID_SIZE);
   BAD(bnorm_backward_reduce(BNORM_FLOAT64, N, C, L, dy, x, mean, out_b, out_b), BNORM_ERROR_OVERLAP);
-  BAD(bnorm_backward_reduce(3, N, C, L, dy, x, mean, out_b, out_c), BNORM_ERROR_UNSUPPORTED_DTYPE);
+  BAD(bnorm_backward_reduce(7, N, C, L, dy, x, mean, out_b, out_c), BNORM_ERROR_UNSUPPORTED_DTYPE);
   BAD(bnorm_backward_apply(BNORM_FLOAT64, N, C, L, dy, x, mean, m2, w, mean, m2, 1, out_a,
                            out_b, out_c), BNORM_ERROR_TOO_FEW_VALUES);
   BAD(bnorm_backward_apply(BNORM_FLOAT64, N, C, L, dy, x, mean, m2, w, mean, m2, n - 1, out_a,

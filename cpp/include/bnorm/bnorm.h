@@ -24,7 +24,8 @@
  *
  * Per-channel arrays (weight, bias, running and saved statistics, gradients
  * of weight and bias) hold `channels` elements of the *parameter type*:
- * double when the data is BNORM_FLOAT64, float otherwise.
+ * double when the data is BNORM_FLOAT64, float otherwise (float32, float16,
+ * bfloat16).
  *
  * The math (per channel, sums over its m values)
  * ----------------------------------------------
@@ -152,8 +153,12 @@ typedef int32_t bnorm_dtype;
 #define BNORM_FLOAT32  1
 /* double data, double parameters and statistics. */
 #define BNORM_FLOAT64  2
-/* Reserved for half-precision data with float parameters; these versions
- * return BNORM_ERROR_UNSUPPORTED_DTYPE. */
+/* Half-precision data (IEEE binary16, and bfloat16: 16-bit words, C has no
+ * type for them) with float parameters and statistics; the arithmetic is in
+ * float (statistics in double, as for float) and each result is rounded to
+ * the data type once, to nearest even. Since 0.2: the operations, the fused
+ * and the split-phase entry points; the inference helpers take the
+ * parameters' type (BNORM_FLOAT32) and refuse these. */
 #define BNORM_FLOAT16  3
 #define BNORM_BFLOAT16 4
 

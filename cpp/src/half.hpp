@@ -1,0 +1,79 @@
+// Half-precision storage types: IEEE binary16 (Half) and bfloat16 (BFloat16).
+//
+// They only hold data: every value is converted to float to compute, and the
+// result rounded back (to nearest, ties to even) to store. The conversions
+// are written with integer operations and selects, so that the compiler can
+// vectorize them in every instruction-set copy and every copy rounds exactly
+// alike (no F16C or AVX-512 FP16 instructions, whose NaN payloads differ).
+// A NaN becomes a quiet NaN of the same sign.
+#pragma once
+
+#include <cstdint>
+
+namespace bnorm {
+
+inline float bits_to_float(uint32_t u) { return __builtin_bit_cast(float, u); }
+inline uint32_t float_to_bits(float f) { return __builtin_bit_cast(uint32_t, f); }
+
+struct Half {
+  uint16_t bits;
+
+  Half() = default;
+  explicit Half(float f) : bits(from_float(f)) {}
+  explicit operator float() const { return to_float(bits); }
+  explicit operator double() const { return static_cast<double>(to_float(bits)); }
+
+  static float to_float(uint16_t h) {
+    const uint32_t em = uint32_t(h & 0x7fffu) << 13;
+    const uint32_t exp = em & (0x7c00u << 13);
+    const uint32_t normal = em + (uint32_t(127 - 15) << 23);
+    const uint32_t infnan = normal + (uint32_t(128 - 16) << 23);
+    // subnormal: let float arithmetic normalize it (exact)
+    const uint32_t sub = float_to_bits(bits_to_float(normal + (1u << 23)) -
+                                       bits_to_float(113u << 23));
+    uint32_t o = exp == (0x7c00u << 13) ? infnan : normal;
+    o = exp == 0 ? sub : o;
+    return bits_to_float(o | (uint32_t(h & 0x8000u) << 16));
+  }
+  static uint16_t from_float(float x) {
+    const uint32_t u = float_to_bits(x);
+    const uint32_t sign = u & 0x80000000u;
+    const uint32_t a = u ^ sign;
+    const uint32_t big = a > (255u << 23) ? 0x7e00u : 0x7c00u;  // NaN, or overflow/Inf
+    // subnormal results: float addition rounds at the right bit
+    const uint32_t magic = (127u - 15 + 23 - 10 + 1) << 23;
+    const uint32_t sub = float_to_bits(bits_to_float(a) + bits_to_float(magic)) - magic;
+    const uint32_t norm = (a + (uint32_t(15 - 127) << 23) + 0xfffu + ((a >> 13) & 1u)) >> 13;
+    const uint32_t o = a >= ((127u + 16) << 23) ? big : (a < (113u << 23) ? sub : norm);
+    return static_cast<uint16_t>(o | (sign >> 16));
+  }
+};
+
+struct BFloat16 {
+  uint16_t bits;
+
+  BFloat16() = default;
+  explicit BFloat16(float f) : bits(from_float(f)) {}
+  explicit operator float() const { return to_float(bits); }
+  explicit operator double() const { return static_cast<double>(to_float(bits)); }
+
+  static float to_float(uint16_t h) { return bits_to_float(uint32_t(h) << 16); }
+  static uint16_t from_float(float x) {
+    const uint32_t u = float_to_bits(x);
+    const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    return static_cast<uint16_t>(nan ? ((u >> 16) | 0x40u) : rounded);
+  }
+};
+
+// The type parameters, statistics and arithmetic use for data of type T.
+template <class T> struct ParamOf { typedef T type; };
+template <> struct ParamOf<Half> { typedef float type; };
+template <> struct ParamOf<BFloat16> { typedef float type; };
+template <class T> using Param = typename ParamOf<T>::type;
+
+template <class T> constexpr bool kIsHalf = false;
+template <> constexpr bool kIsHalf<Half> = true;
+template <> constexpr bool kIsHalf<BFloat16> = true;
+
+}  // namespace bnorm
