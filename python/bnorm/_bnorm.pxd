@@ -28,6 +28,8 @@ cdef extern from "bnorm/bnorm.h" nogil:
 
     bnorm_dtype BNORM_FLOAT32
     bnorm_dtype BNORM_FLOAT64
+    bnorm_dtype BNORM_FLOAT16
+    bnorm_dtype BNORM_BFLOAT16
 
     uint32_t BNORM_FLAG_BIASED_RUNNING_VAR
     uint32_t BNORM_FLAG_FROZEN_STATS

@@ -56,7 +56,17 @@ cdef bnorm_dtype _dtype_code(cnp.ndarray a) except -1:
         return BNORM_FLOAT32
     if t == cnp.NPY_FLOAT64:
         return BNORM_FLOAT64
-    raise TypeError(f"unsupported dtype {a.dtype}; expected float32 or float64")
+    if t == cnp.NPY_FLOAT16:
+        return BNORM_FLOAT16
+    if a.dtype.name == "bfloat16" and a.dtype.itemsize == 2:  # ml_dtypes'
+        return BNORM_BFLOAT16
+    raise TypeError(f"unsupported dtype {a.dtype}; expected float32, float64, "
+                    "float16 or bfloat16")
+
+
+cdef inline int _param_type(int t):
+    """Parameters and statistics: float64 for float64 data, else float32."""
+    return cnp.NPY_FLOAT64 if t == cnp.NPY_FLOAT64 else cnp.NPY_FLOAT32
 
 
 cdef void* _buf(object obj, int64_t n, int typenum, bint writable,
@@ -112,15 +122,16 @@ def forward_training(cnp.ndarray x, cnp.ndarray y, int64_t outer,
                      residual=None, bint relu=False):
     cdef bnorm_dtype dt = _dtype_code(x)
     cdef int t = cnp.PyArray_TYPE(x)
+    cdef int pt = _param_type(t)
     cdef int64_t n = outer * channels * inner
     cdef const void* px = _buf(x, n, t, False, "x")
     cdef void* py = _buf(y, n, t, True, "out")
-    cdef const void* pw = _buf(weight, channels, t, False, "weight")
-    cdef const void* pb = _buf(bias, channels, t, False, "bias")
-    cdef void* psm = _buf(save_mean, channels, t, True, "save_mean")
-    cdef void* psi = _buf(save_invstd, channels, t, True, "save_invstd")
-    cdef void* prm = _buf(running_mean, channels, t, True, "running_mean")
-    cdef void* prv = _buf(running_var, channels, t, True, "running_var")
+    cdef const void* pw = _buf(weight, channels, pt, False, "weight")
+    cdef const void* pb = _buf(bias, channels, pt, False, "bias")
+    cdef void* psm = _buf(save_mean, channels, pt, True, "save_mean")
+    cdef void* psi = _buf(save_invstd, channels, pt, True, "save_invstd")
+    cdef void* prm = _buf(running_mean, channels, pt, True, "running_mean")
+    cdef void* prv = _buf(running_var, channels, pt, True, "running_var")
     cdef const void* pz = _buf(residual, n, t, False, "residual")
     cdef uint32_t flags = 0 if unbiased else BNORM_FLAG_BIASED_RUNNING_VAR
     if relu:
@@ -138,13 +149,14 @@ def forward_inference(cnp.ndarray x, cnp.ndarray y, int64_t outer,
                       bias, double eps, residual=None, bint relu=False):
     cdef bnorm_dtype dt = _dtype_code(x)
     cdef int t = cnp.PyArray_TYPE(x)
+    cdef int pt = _param_type(t)
     cdef int64_t n = outer * channels * inner
     cdef const void* px = _buf(x, n, t, False, "x")
     cdef void* py = _buf(y, n, t, True, "out")
-    cdef const void* pm = _buf(mean, channels, t, False, "running_mean")
-    cdef const void* pv = _buf(var, channels, t, False, "running_var")
-    cdef const void* pw = _buf(weight, channels, t, False, "weight")
-    cdef const void* pb = _buf(bias, channels, t, False, "bias")
+    cdef const void* pm = _buf(mean, channels, pt, False, "running_mean")
+    cdef const void* pv = _buf(var, channels, pt, False, "running_var")
+    cdef const void* pw = _buf(weight, channels, pt, False, "weight")
+    cdef const void* pb = _buf(bias, channels, pt, False, "bias")
     cdef const void* pz = _buf(residual, n, t, False, "residual")
     cdef uint32_t flags = BNORM_FLAG_RELU if relu else 0
     cdef bnorm_status st
@@ -159,17 +171,18 @@ def backward(cnp.ndarray dy, cnp.ndarray x, int64_t outer, int64_t channels,
              bint frozen, y=None, bias=None, dresidual=None, bint relu=False):
     cdef bnorm_dtype dt = _dtype_code(x)
     cdef int t = cnp.PyArray_TYPE(x)
+    cdef int pt = _param_type(t)
     cdef int64_t n = outer * channels * inner
     cdef const void* pdy = _buf(dy, n, t, False, "dy")
     cdef const void* px = _buf(x, n, t, False, "x")
-    cdef const void* pm = _buf(mean, channels, t, False, "save_mean")
-    cdef const void* pi = _buf(invstd, channels, t, False, "save_invstd")
-    cdef const void* pw = _buf(weight, channels, t, False, "weight")
+    cdef const void* pm = _buf(mean, channels, pt, False, "save_mean")
+    cdef const void* pi = _buf(invstd, channels, pt, False, "save_invstd")
+    cdef const void* pw = _buf(weight, channels, pt, False, "weight")
     cdef void* pdx = _buf(dx, n, t, True, "out")
-    cdef void* pdw = _buf(dweight, channels, t, True, "dweight")
-    cdef void* pdb = _buf(dbias, channels, t, True, "dbias")
+    cdef void* pdw = _buf(dweight, channels, pt, True, "dweight")
+    cdef void* pdb = _buf(dbias, channels, pt, True, "dbias")
     cdef const void* py = _buf(y, n, t, False, "y")
-    cdef const void* pb = _buf(bias, channels, t, False, "bias")
+    cdef const void* pb = _buf(bias, channels, pt, False, "bias")
     cdef void* pdz = _buf(dresidual, n, t, True, "dresidual")
     cdef uint32_t flags = BNORM_FLAG_FROZEN_STATS if frozen else 0
     if relu:
@@ -226,6 +239,7 @@ def moments(cnp.ndarray x, int64_t outer, int64_t channels, int64_t inner,
             mean, m2):
     cdef bnorm_dtype dt = _dtype_code(x)
     cdef int t = cnp.PyArray_TYPE(x)
+    cdef int pt = _param_type(t)
     cdef const void* px = _buf(x, outer * channels * inner, t, False, "x")
     cdef double* pm = <double*>_buf(mean, channels, cnp.NPY_FLOAT64, True, "mean")
     cdef double* pq = <double*>_buf(m2, channels, cnp.NPY_FLOAT64, True, "m2")
@@ -257,17 +271,18 @@ def forward_normalize(cnp.ndarray x, cnp.ndarray y, int64_t outer,
                       running_var, double eps, double momentum, bint unbiased):
     cdef bnorm_dtype dt = _dtype_code(x)
     cdef int t = cnp.PyArray_TYPE(x)
+    cdef int pt = _param_type(t)
     cdef int64_t n = outer * channels * inner
     cdef const void* px = _buf(x, n, t, False, "x")
     cdef void* py = _buf(y, n, t, True, "out")
     cdef const double* pm = <const double*>_buf(mean, channels, cnp.NPY_FLOAT64, False, "mean")
     cdef const double* pq = <const double*>_buf(m2, channels, cnp.NPY_FLOAT64, False, "m2")
-    cdef const void* pw = _buf(weight, channels, t, False, "weight")
-    cdef const void* pb = _buf(bias, channels, t, False, "bias")
-    cdef void* psm = _buf(save_mean, channels, t, True, "save_mean")
-    cdef void* psi = _buf(save_invstd, channels, t, True, "save_invstd")
-    cdef void* prm = _buf(running_mean, channels, t, True, "running_mean")
-    cdef void* prv = _buf(running_var, channels, t, True, "running_var")
+    cdef const void* pw = _buf(weight, channels, pt, False, "weight")
+    cdef const void* pb = _buf(bias, channels, pt, False, "bias")
+    cdef void* psm = _buf(save_mean, channels, pt, True, "save_mean")
+    cdef void* psi = _buf(save_invstd, channels, pt, True, "save_invstd")
+    cdef void* prm = _buf(running_mean, channels, pt, True, "running_mean")
+    cdef void* prv = _buf(running_var, channels, pt, True, "running_var")
     cdef uint32_t flags = 0 if unbiased else BNORM_FLAG_BIASED_RUNNING_VAR
     cdef bnorm_status st
     with nogil:
@@ -281,10 +296,11 @@ def backward_reduce(cnp.ndarray dy, cnp.ndarray x, int64_t outer,
                     int64_t channels, int64_t inner, mean, sum_dy, sum_dy_xmu):
     cdef bnorm_dtype dt = _dtype_code(x)
     cdef int t = cnp.PyArray_TYPE(x)
+    cdef int pt = _param_type(t)
     cdef int64_t n = outer * channels * inner
     cdef const void* pdy = _buf(dy, n, t, False, "dy")
     cdef const void* px = _buf(x, n, t, False, "x")
-    cdef const void* pm = _buf(mean, channels, t, False, "save_mean")
+    cdef const void* pm = _buf(mean, channels, pt, False, "save_mean")
     cdef double* pa = <double*>_buf(sum_dy, channels, cnp.NPY_FLOAT64, True, "sum_dy")
     cdef double* pb = <double*>_buf(sum_dy_xmu, channels, cnp.NPY_FLOAT64, True, "sum_dy_xmu")
     cdef bnorm_status st
@@ -298,17 +314,18 @@ def backward_apply(cnp.ndarray dy, cnp.ndarray x, int64_t outer,
                    sum_dy, sum_dy_xmu, int64_t count, dx, dweight, dbias):
     cdef bnorm_dtype dt = _dtype_code(x)
     cdef int t = cnp.PyArray_TYPE(x)
+    cdef int pt = _param_type(t)
     cdef int64_t n = outer * channels * inner
     cdef const void* pdy = _buf(dy, n, t, False, "dy")
     cdef const void* px = _buf(x, n, t, False, "x")
-    cdef const void* pm = _buf(mean, channels, t, False, "save_mean")
-    cdef const void* pi = _buf(invstd, channels, t, False, "save_invstd")
-    cdef const void* pw = _buf(weight, channels, t, False, "weight")
+    cdef const void* pm = _buf(mean, channels, pt, False, "save_mean")
+    cdef const void* pi = _buf(invstd, channels, pt, False, "save_invstd")
+    cdef const void* pw = _buf(weight, channels, pt, False, "weight")
     cdef const double* pa = <const double*>_buf(sum_dy, channels, cnp.NPY_FLOAT64, False, "sum_dy")
     cdef const double* pb = <const double*>_buf(sum_dy_xmu, channels, cnp.NPY_FLOAT64, False, "sum_dy_xmu")
     cdef void* pdx = _buf(dx, n, t, True, "out")
-    cdef void* pdw = _buf(dweight, channels, t, True, "dweight")
-    cdef void* pdb = _buf(dbias, channels, t, True, "dbias")
+    cdef void* pdw = _buf(dweight, channels, pt, True, "dweight")
+    cdef void* pdb = _buf(dbias, channels, pt, True, "dbias")
     cdef bnorm_status st
     with nogil:
         st = bnorm_backward_apply(dt, outer, channels, inner, pdy, px, pm, pi,

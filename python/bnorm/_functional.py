@@ -13,7 +13,22 @@ from . import _core
 
 __all__ = ["batch_norm", "batch_norm_train", "batch_norm_backward"]
 
-_DATA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_DATA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # and the half types:
+_HALF = np.dtype(np.float16)
+
+
+def _is_bfloat16(dt: np.dtype) -> bool:
+    """ml_dtypes' bfloat16 (NumPy has none), recognised without importing it."""
+    return dt.name == "bfloat16" and dt.itemsize == 2
+
+
+def _is_data_dtype(dt: np.dtype) -> bool:
+    return dt in _DATA_DTYPES or dt == _HALF or _is_bfloat16(dt)
+
+
+def _param_dtype(dt: np.dtype) -> np.dtype:
+    """Parameters and statistics: float64 for float64 data, else float32."""
+    return np.dtype(np.float64) if dt == np.float64 else np.dtype(np.float32)
 
 
 class _View:
@@ -72,9 +87,9 @@ def _array(a: Any, name: str) -> np.ndarray:
 def _data(x: Any, name: str) -> np.ndarray:
     if not isinstance(x, np.ndarray):
         x = _array(x, name)
-    if x.dtype not in _DATA_DTYPES:
+    if not _is_data_dtype(x.dtype):
         raise TypeError(
-            f"{name} has dtype {x.dtype}, expected float32 or float64")
+            f"{name} has dtype {x.dtype}, expected float32, float64, float16 or bfloat16")
     if x.ndim < 2:
         raise ValueError(
             f"{name} must have at least 2 dimensions (N, C, ...), got shape {x.shape}")
@@ -186,7 +201,7 @@ def _prepare(x: Any, axis: Any, out: Any, name: str = "x"):
     x = _data(x, name)
     a = _axis(axis, x.ndim)
     view = _View(x, a, allow_channels_last=out is None)
-    pdtype = x.dtype  # parameters/statistics share the data dtype (float32/64)
+    pdtype = _param_dtype(x.dtype)  # parameters and statistics
     return x, view, pdtype
 
 
@@ -358,7 +373,7 @@ def batch_norm_backward(dy, x, save_mean, save_invstd, weight=None, *, axis=1,
     vx, vs = _views(x, axis, out, others)
     vdy = vs[0]
     vy = vs[1].flat if y is not None else None
-    pdtype = x.dtype
+    pdtype = _param_dtype(x.dtype)
     if save_mean is None or save_invstd is None:
         raise ValueError("save_mean and save_invstd are required")
     mean = _param(save_mean, "save_mean", vx, pdtype)

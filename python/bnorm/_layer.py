@@ -9,8 +9,8 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from ._functional import _DATA_DTYPES, _array, _eps, _momentum, batch_norm, \
-    batch_norm_backward, batch_norm_train
+from ._functional import _array, _eps, _is_data_dtype, _momentum, _param_dtype, \
+    batch_norm, batch_norm_backward, batch_norm_train
 
 from ._fold import fold_batch_norm, inference_scale_shift
 
@@ -42,15 +42,18 @@ class BatchNorm:
         if n < 1:
             raise ValueError(f"num_features must be >= 1, got {n}")
         dt = np.dtype(dtype)
-        if dt not in _DATA_DTYPES:
-            raise TypeError(f"dtype must be float32 or float64, got {dt}")
+        if not _is_data_dtype(dt):
+            raise TypeError(
+                f"dtype must be float32, float64, float16 or bfloat16, got {dt}")
         self.num_features = n
         self.eps = _eps(eps)
         self.momentum = None if momentum is None else _momentum(momentum)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         self.axis = operator.index(axis)
-        self.dtype = dt
+        self.dtype = dt  # of the data; parameters and statistics: param_dtype
+        self.param_dtype = _param_dtype(dt)
+        dt = self.param_dtype
         self.weight = np.ones(n, dt) if self.affine else None
         self.bias = np.zeros(n, dt) if self.affine else None
         if self.track_running_stats:
@@ -134,7 +137,7 @@ class BatchNorm:
                            axis=self.axis)
             mean = self.running_mean.copy()
             invstd = (1.0 / np.sqrt(self.running_var.astype(np.float64)
-                                    + self.eps)).astype(self.dtype)
+                                    + self.eps)).astype(self.param_dtype)
         self._saved = (x, mean, invstd, use_batch_stats)
         return y
 

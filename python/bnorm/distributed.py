@@ -36,7 +36,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from . import _core
-from ._functional import (_View, _data, _eps, _momentum,
+from ._functional import (_View, _data, _eps, _momentum, _param_dtype,
                           _out, _pair_views, _param, _prepare, _running)
 from ._layer import BatchNorm
 
@@ -155,7 +155,7 @@ def backward_reduce(dy, x, save_mean, *, axis=1) -> Tuple[np.ndarray, np.ndarray
     """``(sum_dy, sum_dy_xmu)`` of a shard per channel, float64:
     ``sum(dy)`` and ``sum(dy * (x - save_mean))``."""
     vx, vdy = _pair_views(_data(dy, "dy"), _data(x, "x"), axis, None)
-    mean = _param(save_mean, "save_mean", vx, vx.flat.dtype)
+    mean = _param(save_mean, "save_mean", vx, _param_dtype(vx.flat.dtype))
     if mean is None:
         raise ValueError("save_mean is required")
     sum_dy = np.empty(vx.channels, np.float64)
@@ -173,7 +173,7 @@ def backward_elementwise(dy, x, save_mean, save_invstd, weight, sum_dy,
     whole batch's ``dweight = sum_dy_xmu * save_invstd``, ``dbias = sum_dy``."""
     x = _data(x, "x")
     vx, vdy = _pair_views(_data(dy, "dy"), x, axis, out)
-    pdtype = x.dtype
+    pdtype = _param_dtype(x.dtype)
     if save_mean is None or save_invstd is None:
         raise ValueError("save_mean and save_invstd are required")
     mean = _param(save_mean, "save_mean", vx, pdtype)
@@ -343,8 +343,8 @@ class SyncBatchNorm(BatchNorm):
             factor = (1.0 / (self.num_batches_tracked + 1) if self.momentum is None
                       else self.momentum)
         y = view.empty()
-        save_mean = np.empty(C, self.dtype)
-        save_invstd = np.empty(C, self.dtype)
+        save_mean = np.empty(C, self.param_dtype)
+        save_invstd = np.empty(C, self.param_dtype)
         _core.forward_normalize(view.flat, y, view.outer, C, view.inner, total, mean, m2,
                                 self.weight, self.bias, save_mean, save_invstd,
                                 self.running_mean if update else None,
@@ -378,8 +378,8 @@ class SyncBatchNorm(BatchNorm):
         for k in range(1, rows.shape[0]):  # rank order: the same bits everywhere
             total += rows[k]
         dx = vx.empty()
-        dw = np.empty(C, self.dtype)
-        db = np.empty(C, self.dtype)
+        dw = np.empty(C, self.param_dtype)
+        db = np.empty(C, self.param_dtype)
         _core.backward_apply(vdy.flat, vx.flat, vx.outer, C, vx.inner, mean, invstd,
                              self.weight, total[:C], total[C:], self._sync_count, dx, dw, db)
         if self.affine:
