@@ -126,7 +126,7 @@ def test_load_state_dict_errors_leave_state_alone():
 def test_layer_errors(rng):
     with pytest.raises(ValueError, match="num_features must be >= 1"):
         bnorm.BatchNorm(0)
-    with pytest.raises(TypeError, match="dtype must be float32 or float64"):
+    with pytest.raises(TypeError, match="dtype must be float32, float64, float16 or bfloat16"):
         bnorm.BatchNorm(3, dtype=np.int32)
     with pytest.raises(ValueError, match="momentum must be in \\[0, 1\\]"):
         bnorm.BatchNorm(3, momentum=2)

@@ -103,7 +103,7 @@ def test_before_any_batch_and_errors(rng):
         pop.update(np.ones((1, 2)))
     with pytest.raises(ValueError, match="expected 2 \\(num_features\\)"):
         pop.update(np.ones((4, 3)))
-    with pytest.raises(TypeError, match="float32 or float64"):
+    with pytest.raises(TypeError, match="float32, float64, float16 or bfloat16"):
         pop.update(np.ones((4, 2), np.int32))
     with pytest.raises(ValueError, match="expected 2"):
         pop.merge(bnorm.PopulationStats(3))

@@ -46,7 +46,7 @@ struct AffineOp {
   static constexpr bool kSimple = kRes || kRelu || kIsHalf<T>;
   // the epilogue of value v at z[i]
   static P epi(P v, const T* zs, int64_t i) {
-    if (kRes) v = v + static_cast<P>(zs[i]);
+    if (kRes) v = v + ld(zs, i);
     if (kRelu) v = v < P(0) ? P(0) : v;
     return v;
   }
@@ -59,7 +59,7 @@ struct AffineOp {
       const T* zs = kRes ? z + off : nullptr;
       BNORM_SIMD
       for (int64_t i = 0; i < n; ++i)
-        ys[i] = static_cast<T>(epi((static_cast<P>(xs[i]) - m) * s + b, zs, i));
+        st(ys, i, epi((ld(xs, i) - m) * s + b, zs, i));
     } else {
 #ifdef BNORM_HAVE_STREAM
       if (stream && n * int64_t(sizeof(T)) >= kStreamMinRun) {
@@ -80,7 +80,7 @@ struct AffineOp {
       const T* zs = kRes ? z + off : nullptr;
       BNORM_SIMD
       for (int64_t j = 0; j < cw; ++j)
-        ys[j] = static_cast<T>(epi((static_cast<P>(xs[j]) - m[j]) * s[j] + b[j], zs, j));
+        st(ys, j, epi((ld(xs, j) - m[j]) * s[j] + b[j], zs, j));
     } else {
       row_plain(xs, ys, cw, m, s, b);
     }
@@ -145,7 +145,7 @@ struct DxOp {
       T* d = dx + off;
       BNORM_SIMD
       for (int64_t i = 0; i < n; ++i)
-        d[i] = static_cast<T>((static_cast<P>(g[i]) * k - r) - (static_cast<P>(xs[i]) - m) * q);
+        st(d, i, (ld(g, i) * k - r) - (ld(xs, i) - m) * q);
     } else {
       run_plain(off, n, c, j);
     }
@@ -174,8 +174,8 @@ struct DxOp {
       const P *k = c[0], *r = c[1], *m = c[2], *q = c[3];
       BNORM_SIMD
       for (int64_t j = 0; j < cw; ++j)
-        d[j] = static_cast<T>((static_cast<P>(g[j]) * k[j] - r[j]) -
-                              (static_cast<P>(xs[j]) - m[j]) * q[j]);
+        st(d, j, (ld(g, j) * k[j] - r[j]) -
+                              (ld(xs, j) - m[j]) * q[j]);
     } else {
       row_plain(off, cw, c);
     }
@@ -231,7 +231,7 @@ struct ScaleOp {
       const T* g = dy + off;
       T* d = dx + off;
       BNORM_SIMD
-      for (int64_t i = 0; i < n; ++i) d[i] = static_cast<T>(static_cast<P>(g[i]) * k);
+      for (int64_t i = 0; i < n; ++i) st(d, i, ld(g, i) * k);
     } else {
       run_plain(off, n, c, j);
     }
@@ -256,7 +256,7 @@ struct ScaleOp {
       T* d = dx + off;
       const P* k = c[0];
       BNORM_SIMD
-      for (int64_t j = 0; j < cw; ++j) d[j] = static_cast<T>(static_cast<P>(g[j]) * k[j]);
+      for (int64_t j = 0; j < cw; ++j) st(d, j, ld(g, j) * k[j]);
     } else {
       row_plain(off, cw, c);
     }
@@ -309,7 +309,7 @@ struct DxMaskOp {
   T* dres;
 
   // the mask exactly as the reductions decide it (reduce.hpp, masked)
-  static P gate(P g, T xv, T yv, P m, P s, P b) {
+  static P gate(P g, P xv, P yv, P m, P s, P b) {
     if (M == kMaskY) return static_cast<double>(yv) > 0.0 ? g : P(0);
     if (M == kMaskX)
       return (static_cast<double>(xv) - static_cast<double>(m)) * static_cast<double>(s) +
@@ -328,16 +328,16 @@ struct DxMaskOp {
     if (d) {
       BNORM_SIMD
       for (int64_t i = 0; i < n; ++i) {
-        const P gi = gate(static_cast<P>(g[i]), xs[i], M == kMaskY ? ys[i] : T(), fm, fs, fb);
-        if (kRes) e[i] = static_cast<T>(gi);
-        d[i] = static_cast<T>(kFrozen ? gi * k
-                                      : (gi * k - r) - (static_cast<P>(xs[i]) - m) * q);
+        const P gi = gate(ld(g, i), ld(xs, i), M == kMaskY ? ld(ys, i) : P(0), fm, fs, fb);
+        if (kRes) st(e, i, gi);
+        st(d, i, kFrozen ? gi * k
+                                      : (gi * k - r) - (ld(xs, i) - m) * q);
       }
     } else {
       BNORM_SIMD
       for (int64_t i = 0; i < n; ++i)
-        e[i] = static_cast<T>(
-            gate(static_cast<P>(g[i]), xs[i], M == kMaskY ? ys[i] : T(), fm, fs, fb));
+        st(e, i, 
+            gate(ld(g, i), ld(xs, i), M == kMaskY ? ld(ys, i) : P(0), fm, fs, fb));
     }
   }
   void row(int64_t off, int64_t cw, P* const* c) const {
@@ -353,16 +353,16 @@ struct DxMaskOp {
     if (d) {
       BNORM_SIMD
       for (int64_t j = 0; j < cw; ++j) {
-        const P gi = gate(static_cast<P>(g[j]), xs[j], M == kMaskY ? ys[j] : T(), fm[j],
+        const P gi = gate(ld(g, j), ld(xs, j), M == kMaskY ? ld(ys, j) : P(0), fm[j],
                           fs[j], fb[j]);
-        if (kRes) e[j] = static_cast<T>(gi);
-        d[j] = static_cast<T>(kFrozen ? gi * k[j]
-                                      : (gi * k[j] - r[j]) - (static_cast<P>(xs[j]) - m[j]) * q[j]);
+        if (kRes) st(e, j, gi);
+        st(d, j, kFrozen ? gi * k[j]
+                                      : (gi * k[j] - r[j]) - (ld(xs, j) - m[j]) * q[j]);
       }
     } else {
       BNORM_SIMD
       for (int64_t j = 0; j < cw; ++j)
-        e[j] = static_cast<T>(gate(static_cast<P>(g[j]), xs[j], M == kMaskY ? ys[j] : T(),
+        st(e, j, gate(ld(g, j), ld(xs, j), M == kMaskY ? ld(ys, j) : P(0),
                                    fm[j], fs[j], fb[j]));
     }
   }

@@ -66,6 +66,26 @@ struct BFloat16 {
   }
 };
 
+// p[i] widened to float (or itself), and p[i] = v rounded to the data type.
+// The half types go through their 16-bit words: GCC vectorizes loops over
+// those, not over the structs.
+template <class T>
+inline T ld(const T* p, int64_t i) { return p[i]; }
+inline float ld(const Half* p, int64_t i) {
+  return Half::to_float(reinterpret_cast<const uint16_t*>(p)[i]);
+}
+inline float ld(const BFloat16* p, int64_t i) {
+  return BFloat16::to_float(reinterpret_cast<const uint16_t*>(p)[i]);
+}
+template <class T, class V>
+inline void st(T* p, int64_t i, V v) { p[i] = static_cast<T>(v); }
+inline void st(Half* p, int64_t i, float v) {
+  reinterpret_cast<uint16_t*>(p)[i] = Half::from_float(v);
+}
+inline void st(BFloat16* p, int64_t i, float v) {
+  reinterpret_cast<uint16_t*>(p)[i] = BFloat16::from_float(v);
+}
+
 // The type parameters, statistics and arithmetic use for data of type T.
 template <class T> struct ParamOf { typedef T type; };
 template <> struct ParamOf<Half> { typedef float type; };

@@ -31,7 +31,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                        help="a short run on a few small shapes")
     bench.add_argument("--threads", type=int, default=None,
                        help="threads for bnorm and PyTorch (default: all)")
-    bench.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    bench.add_argument("--dtype", choices=["float32", "float64", "float16", "bfloat16"],
+                       default="float32",
+                       help="data type (bfloat16 needs ml_dtypes); parameters are float32 "
+                            "for the half types")
     bench.add_argument("--repeat", type=int, default=None,
                        help="timed calls per case (median reported; default 15)")
     bench.add_argument("--shape", default=None,

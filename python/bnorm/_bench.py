@@ -63,6 +63,24 @@ def _fmt_time(t: Optional[float]) -> str:
     return f"{t * 1e3:.2f} ms"
 
 
+def data_dtype(name: str) -> np.dtype:
+    """The NumPy dtype for a data type name; bfloat16 comes from ml_dtypes."""
+    if name == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise SystemExit("bfloat16 data needs ml_dtypes: pip install ml_dtypes") from None
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def _to_torch(torch, a: np.ndarray):
+    """A tensor on a's memory (bfloat16 through its 16-bit words)."""
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.uint16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
 def _cases(quick: bool, shape: Optional[str], layout: str):
     """(label, shape in memory order, axis, NCHW shape for torch or None)."""
     if shape:
@@ -107,7 +125,8 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
     other = max(2, nthreads)  # the thread count compared with 1 thread
     repeat = repeat or (7 if quick else 15)
     with_reference = with_reference or quick
-    dt = np.dtype(dtype)
+    dt = data_dtype(dtype)
+    pdt = np.dtype(np.float64) if dt == np.float64 else np.dtype(np.float32)
     rng = np.random.default_rng(0)
     from bnorm import _core
 
@@ -125,10 +144,10 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
         x = rng.standard_normal(shp).astype(dt)
         dy = rng.standard_normal(shp).astype(dt)
         C = shp[axis]
-        w = rng.uniform(0.5, 1.5, C).astype(dt)
-        b = rng.standard_normal(C).astype(dt)
-        rm = (0.1 * rng.standard_normal(C)).astype(dt)
-        rv = rng.uniform(0.5, 1.5, C).astype(dt)
+        w = rng.uniform(0.5, 1.5, C).astype(pdt)
+        b = rng.standard_normal(C).astype(pdt)
+        rm = (0.1 * rng.standard_normal(C)).astype(pdt)
+        rv = rng.uniform(0.5, 1.5, C).astype(pdt)
         y = np.empty_like(x)
         dx = np.empty_like(x)
         _, sm, si = bnorm.batch_norm_train(x, w, b, axis=axis)
@@ -158,8 +177,8 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
         }
         torch_ops: Dict[str, Callable[[], object]] = {}
         if torch is not None and len(shp) in (2, 4):
-            tx = torch.from_numpy(x)
-            tdy = torch.from_numpy(dy)
+            tx = _to_torch(torch, x)
+            tdy = _to_torch(torch, dy)
             if label == "NHWC":  # the same memory, as a channels_last tensor
                 tx = tx.permute(0, 3, 1, 2)
                 tdy = tdy.permute(0, 3, 1, 2)
@@ -207,7 +226,7 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
 
     # the cost of the Python call itself
     xs = rng.standard_normal((2, 3, 4, 5)).astype(dt)
-    ps = np.ones(3, dt)
+    ps = np.ones(3, pdt)
     t_inf = _median_time(lambda: bnorm.batch_norm(xs, ps, ps), max(repeat, 200))
     t_tr = _median_time(lambda: bnorm.batch_norm_train(xs), max(repeat, 200))
     print(f"\nsmall call (2,3,4,5): inference {t_inf * 1e6:.1f} us, "
