@@ -55,6 +55,30 @@ for dt in (np.float32, np.float64):
                            (y, sm, si, rm, rv, dx, dw, db, dxf, yi, yf, yfi, fdx, fdw, fdb,
                             fdz, rdx, rdw, mu, m2, s1, s2)):
             out[f"{dt.__name__}/{i}/{name}"] = a.tobytes().hex()
+# half-precision data (float parameters): every op of the suite
+halves = [np.float16]
+try:
+    import ml_dtypes
+    halves.append(ml_dtypes.bfloat16)
+except ImportError:
+    pass
+for dt in halves:
+    for i, (shape, axis) in enumerate(cases):
+        x = (rng.standard_normal(shape) * 3 + 5).astype(dt)
+        g = rng.standard_normal(shape).astype(dt)
+        C = shape[axis]
+        w = rng.standard_normal(C).astype(np.float32)
+        b = rng.standard_normal(C).astype(np.float32)
+        rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
+        y, sm, si = bnorm.batch_norm_train(x, w, b, axis=axis, running_mean=rm,
+                                           running_var=rv)
+        dx, dw, db = bnorm.batch_norm_backward(g, x, sm, si, w, axis=axis)
+        yi = bnorm.batch_norm(x, rm, rv, w, b, axis=axis, activation="relu", residual=g)
+        fdx, _, _ = bnorm.batch_norm_backward(g, x, sm, si, w, axis=axis,
+                                              activation="relu", bias=b)
+        for name, a in zip("y sm si rm rv dx dw db yi fdx".split(),
+                           (y, sm, si, rm, rv, dx, dw, db, yi, fdx)):
+            out[f"{np.dtype(dt).name}/{i}/{name}"] = a.tobytes().hex()
 print(json.dumps({"isa": _core.kernel_isa(), "results": out}))
 """
 
