@@ -191,3 +191,27 @@ def test_against_torch(rng, name):
         y, _, _ = bnorm.batch_norm_train(x, w, b, axis=axis)
         # both round float arithmetic once: at most one unit apart
         assert np.max(np.abs(tyn - y.astype(np.float64)) / ulp(tyn, dt)) <= 1.0
+
+
+@pytest.mark.torch
+def test_bfloat16_tensors_through_dlpack(rng):
+    """NumPy cannot take a bfloat16 tensor through DLPack; bnorm reads it
+    as an ml_dtypes array on the tensor's memory."""
+    torch = pytest.importorskip("torch")
+    import gc
+
+    from bnorm._functional import _array
+    x = torch.randn(4, 3, 5, 5, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    y, _, _ = bnorm.batch_norm_train(x)
+    xd = x.float().numpy().astype(np.float64)  # the tensor's values, exactly
+    assert_rounded(y, ref.batch_norm_train(xd)[0], np.dtype(ml_dtypes.bfloat16), "y")
+    xc = x.contiguous(memory_format=torch.channels_last)  # a strided view
+    y2, _, _ = bnorm.batch_norm_train(xc)
+    assert np.array_equal(y2.view(np.uint16), y.view(np.uint16))
+    t = torch.zeros(4, 2, dtype=torch.bfloat16)
+    a = _array(t, "t")
+    a[...] = 1.5  # the same memory
+    assert bool((t == 1.5).all())
+    a = _array(torch.arange(6, dtype=torch.float32).to(torch.bfloat16), "t")
+    gc.collect()  # the tensor lives as long as the array
+    assert a.astype(np.float32).tolist() == [0, 1, 2, 3, 4, 5]

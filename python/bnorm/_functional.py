@@ -77,8 +77,14 @@ def _array(a: Any, name: str) -> np.ndarray:
     if isinstance(a, np.ndarray):
         return a
     if hasattr(a, "__dlpack__"):
+        from . import _dlpack
         try:
+            if _dlpack.is_bfloat16(a):  # NumPy has no bfloat16: ml_dtypes's
+                return _dlpack.bfloat16_from_dlpack(a)
             return np.from_dlpack(a)
+        except ImportError:
+            raise TypeError(f"{name}: bfloat16 tensors need ml_dtypes "
+                            '(pip install "bnorm[half]")') from None
         except (BufferError, RuntimeError, TypeError, ValueError) as e:
             raise TypeError(f"{name}: cannot be read through DLPack ({e})") from None
     return np.asarray(a)
