@@ -92,8 +92,8 @@ template <> struct ParamOf<Half> { typedef float type; };
 template <> struct ParamOf<BFloat16> { typedef float type; };
 template <class T> using Param = typename ParamOf<T>::type;
 
-template <class T> constexpr bool kIsHalf = false;
-template <> constexpr bool kIsHalf<Half> = true;
-template <> constexpr bool kIsHalf<BFloat16> = true;
+template <class T> inline constexpr bool kIsHalf = false;
+template <> inline constexpr bool kIsHalf<Half> = true;
+template <> inline constexpr bool kIsHalf<BFloat16> = true;
 
 }  // namespace bnorm
