@@ -306,6 +306,23 @@ void backward(const Plan& p, const T* dy, const T* x, const T* y,
                              dweight, dbias, false, DxOp<T>{dy, x, dx, stream});
     return;
   }
+  const int64_t total = p.outer * p.channels * p.inner;
+  if (relu && y && dres && dres != x && stream_output(total * int64_t(sizeof(T)))) {
+    // Too large for the cache: dres = g is an output anyway, so write it in
+    // one pass and run the plain backward on it (whose dx pass streams);
+    // the same arithmetic as the one-pass form, so the same bits.
+    using P = Param<T>;
+    parallel(threads_for(total), [&](int tid, int n) {
+      int64_t a, b;
+      share(total, tid, n, &a, &b);
+      BNORM_SIMD
+      for (int64_t i = a; i < b; ++i)
+        st(dres, i, static_cast<double>(ld(y, i)) > 0.0 ? static_cast<P>(ld(dy, i)) : P(0));
+    });
+    backward(p, static_cast<const T*>(dres), x, static_cast<const T*>(nullptr), mean, invstd,
+             weight, bias, dx, dweight, dbias, static_cast<T*>(nullptr), frozen, false);
+    return;
+  }
   if (!relu)
     backward_masked<kNoMask, true>(p, dy, x, y, mean, invstd, weight, bias, dx,
                                    dweight, dbias, dres, frozen);
