@@ -178,6 +178,22 @@ def _running(p: Any, name: str, view: _View, dtype: np.dtype) -> np.ndarray:
     return p
 
 
+def _running_pair(running_mean: Any, running_var: Any, momentum: Any, view: _View,
+                  pdtype: np.dtype):
+    """The running statistics of a training call, both or neither, and the
+    momentum to update them with (0 when there are none)."""
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must be given together")
+    if running_mean is None:
+        return None, None, 0.0
+    momentum = _momentum(momentum)
+    running_mean = _running(running_mean, "running_mean", view, pdtype)
+    running_var = _running(running_var, "running_var", view, pdtype)
+    if np.may_share_memory(running_mean, running_var):
+        raise ValueError("running_mean and running_var share memory")
+    return running_mean, running_var, momentum
+
+
 def _out(out: Any, x: np.ndarray, view: _View) -> np.ndarray:
     """The output buffer: preallocated `out`, else a new array laid out like x."""
     if out is None:
@@ -247,16 +263,8 @@ def batch_norm_train(x, weight=None, bias=None, eps=1e-5, *, axis=1,
     x, view, pdtype = _prepare(x, axis, out)
     view, z = _residual_view(residual, x, view, axis, out)
     eps = _eps(eps)
-    if (running_mean is None) != (running_var is None):
-        raise ValueError("running_mean and running_var must be given together")
-    if running_mean is not None:
-        momentum = _momentum(momentum)
-        running_mean = _running(running_mean, "running_mean", view, pdtype)
-        running_var = _running(running_var, "running_var", view, pdtype)
-        if np.may_share_memory(running_mean, running_var):
-            raise ValueError("running_mean and running_var share memory")
-    else:
-        momentum = 0.0
+    running_mean, running_var, momentum = _running_pair(running_mean, running_var,
+                                                        momentum, view, pdtype)
     w = _param(weight, "weight", view, pdtype)
     b = _param(bias, "bias", view, pdtype)
     _check_training_size(x, view)

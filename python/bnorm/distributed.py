@@ -36,8 +36,8 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from . import _core
-from ._functional import (_View, _data, _eps, _momentum, _param_dtype,
-                          _out, _pair_views, _param, _prepare, _running)
+from ._functional import (_View, _data, _eps, _param_dtype, _running_pair,
+                          _out, _pair_views, _param, _prepare)
 from ._layer import BatchNorm
 
 __all__ = ["moments", "merge_moments", "normalize", "backward_reduce",
@@ -129,16 +129,8 @@ def normalize(x, count, mean, m2, weight=None, bias=None, eps=1e-5, *, axis=1,
     count = _count(count, view.outer * view.inner)
     mean = _stats(mean, "mean", view)
     m2 = _stats(m2, "m2", view)
-    if (running_mean is None) != (running_var is None):
-        raise ValueError("running_mean and running_var must be given together")
-    if running_mean is not None:
-        momentum = _momentum(momentum)
-        running_mean = _running(running_mean, "running_mean", view, pdtype)
-        running_var = _running(running_var, "running_var", view, pdtype)
-        if np.may_share_memory(running_mean, running_var):
-            raise ValueError("running_mean and running_var share memory")
-    else:
-        momentum = 0.0
+    running_mean, running_var, momentum = _running_pair(running_mean, running_var,
+                                                        momentum, view, pdtype)
     w = _param(weight, "weight", view, pdtype)
     b = _param(bias, "bias", view, pdtype)
     y = _out(out, x, view)
