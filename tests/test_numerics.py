@@ -168,3 +168,53 @@ def test_nan_policy_on_every_code_path(rng, threads, dtype, shape, axis):
     rv[bad_c] = np.nan
     yi = bnorm.batch_norm(x, rm, rv, w, b, axis=axis)
     assert np.array_equal(take(yi), take(yi0)) and np.isnan(chan(yi)).all()
+
+
+def _at_offset(a, offset):
+    """A copy of a whose data starts `offset` bytes past a 64-byte boundary."""
+    buf = np.empty(a.nbytes + 128, np.uint8)
+    start = (-buf.ctypes.data) % 64 + offset
+    out = buf[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("shape,axis", [((4, 6, 9, 37), 1), ((64, 48), -1),
+                                        ((3, 5, 7, 40), -1), ((2, 3, 300), 1)])
+def test_results_do_not_depend_on_alignment(rng, dtype, shape, axis):
+    # The elementwise passes peel iterations until their output is aligned
+    # to a vector register, and the row reductions until x is (simd.hpp); a
+    # peel must never change a value. Every op at every element offset
+    # within a cache line, inputs and outputs moved together and apart.
+    x0 = (rng.standard_normal(shape) * 2 + 3).astype(dtype)
+    g0 = rng.standard_normal(shape).astype(dtype)
+    z0 = rng.standard_normal(shape).astype(dtype)
+    C = shape[axis]
+    pdt = np.float64 if dtype == np.float64 else np.float32
+    w = rng.uniform(0.5, 1.5, C).astype(pdt)
+    b = rng.standard_normal(C).astype(pdt)
+    rm, rv = rng.standard_normal(C).astype(pdt), rng.uniform(0.5, 2, C).astype(pdt)
+
+    def run(xo, yo):
+        x, g, z = _at_offset(x0, xo), _at_offset(g0, xo), _at_offset(z0, yo)
+        y = _at_offset(np.zeros_like(x0), yo)
+        dx = _at_offset(np.zeros_like(x0), yo)
+        outs = [bnorm.batch_norm(x, rm, rv, w, b, axis=axis, out=y).copy()]
+        yt, sm, si = bnorm.batch_norm_train(x, w, b, axis=axis, out=y)
+        outs += [yt.copy(), sm, si]
+        outs += list(bnorm.batch_norm_backward(g, x, sm, si, w, axis=axis, out=dx))
+        outs[-3] = outs[-3].copy()
+        outs.append(bnorm.batch_norm_backward(g, x, sm, si, w, axis=axis,
+                                              training=False)[0])
+        yf = bnorm.batch_norm_train(x, w, b, axis=axis, activation="relu", residual=z)[0]
+        outs.append(yf)
+        outs += list(bnorm.batch_norm_backward(g, x, sm, si, w, axis=axis,
+                                               activation="relu", y=yf, residual=True))
+        return [o.tobytes() for o in outs]
+
+    want = run(0, 0)
+    step = np.dtype(dtype).itemsize
+    for xo in range(0, 64, step):
+        for yo in (xo, (xo + 16) % 64):
+            assert run(xo, yo) == want, (xo, yo)

@@ -68,8 +68,9 @@ void group_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
           prefetch_span(g0 + (4 + kRowsAhead) * C, cw * int64_t(sizeof(T)));
           prefetch_span(x0 + (4 + kRowsAhead) * C, cw * int64_t(sizeof(T)));
         }
-        BNORM_SIMD
-        for (int64_t j = 0; j < cw; ++j) {
+        // per channel, the same operations in the same order whichever j
+        // the vector loop starts at: aligned to x's rows (simd.hpp)
+        each(x0, cw, [&](int64_t j) {
           const double m = mu[j];
           const double q0 = static_cast<double>(g0[j]);
           const double q1 = static_cast<double>(g0[j + C]);
@@ -80,7 +81,7 @@ void group_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
                  q1 * (static_cast<double>(x0[j + C]) - m) +
                  q2 * (static_cast<double>(x0[j + 2 * C]) - m) +
                  q3 * (static_cast<double>(x0[j + 3 * C]) - m);
-        }
+        });
       }
       for (; r < r1; ++r) {
         const T* gr = dy + r * C + c0;
@@ -315,9 +316,10 @@ void backward(const Plan& p, const T* dy, const T* x, const T* y,
     parallel(threads_for(total), [&](int tid, int n) {
       int64_t a, b;
       share(total, tid, n, &a, &b);
-      BNORM_SIMD
-      for (int64_t i = a; i < b; ++i)
+      each(dres + a, b - a, [&](int64_t k) {
+        const int64_t i = a + k;
         st(dres, i, static_cast<double>(ld(y, i)) > 0.0 ? static_cast<P>(ld(dy, i)) : P(0));
+      });
     });
     backward(p, static_cast<const T*>(dres), x, static_cast<const T*>(nullptr), mean, invstd,
              weight, bias, dx, dweight, dbias, static_cast<T*>(nullptr), frozen, false);

@@ -57,9 +57,7 @@ struct AffineOp {
     T* ys = y + off;
     if constexpr (kSimple) {
       const T* zs = kRes ? z + off : nullptr;
-      BNORM_SIMD
-      for (int64_t i = 0; i < n; ++i)
-        st(ys, i, epi((ld(xs, i) - m) * s + b, zs, i));
+      each(ys, n, [&](int64_t i) { st(ys, i, epi((ld(xs, i) - m) * s + b, zs, i)); });
     } else {
 #ifdef BNORM_HAVE_STREAM
       if (stream && n * int64_t(sizeof(T)) >= kStreamMinRun) {
@@ -68,8 +66,7 @@ struct AffineOp {
         return;
       }
 #endif
-      BNORM_SIMD
-      for (int64_t i = 0; i < n; ++i) ys[i] = (xs[i] - m) * s + b;
+      each(ys, n, [&](int64_t i) { ys[i] = (xs[i] - m) * s + b; });
     }
   }
   void row(int64_t off, int64_t cw, P* const* k) const {
@@ -78,9 +75,7 @@ struct AffineOp {
     const P *m = k[0], *s = k[1], *b = k[2];
     if constexpr (kSimple) {
       const T* zs = kRes ? z + off : nullptr;
-      BNORM_SIMD
-      for (int64_t j = 0; j < cw; ++j)
-        st(ys, j, epi((ld(xs, j) - m[j]) * s[j] + b[j], zs, j));
+      each(ys, cw, [&](int64_t j) { st(ys, j, epi((ld(xs, j) - m[j]) * s[j] + b[j], zs, j)); });
     } else {
       row_plain(xs, ys, cw, m, s, b);
     }
@@ -94,8 +89,7 @@ struct AffineOp {
       return;
     }
 #endif
-    BNORM_SIMD
-    for (int64_t j = 0; j < cw; ++j) ys[j] = (xs[j] - m[j]) * s[j] + b[j];
+    each(ys, cw, [&](int64_t j) { ys[j] = (xs[j] - m[j]) * s[j] + b[j]; });
   }
   // Four rows of stride ld at once, loading the coefficients once.
   bool row4(int64_t off, int64_t ld, int64_t cw, P* const* k) const {
@@ -111,8 +105,7 @@ struct AffineOp {
     const T* xs = x + off;
     T* ys = y + off;
     const T *m = k[0], *s = k[1], *b = k[2];
-    BNORM_SIMD
-    for (int64_t j = 0; j < cw; ++j) {
+    each(ys, cw, [&](int64_t j) {
       // All loads before any store: when ld spans a multiple of 4 KiB and y
       // sits at x's offset within a page, a load after a store to the same
       // page offset waits for it (4K aliasing).
@@ -122,7 +115,7 @@ struct AffineOp {
       ys[j + ld] = (x1 - mj) * sj + bj;
       ys[j + 2 * ld] = (x2 - mj) * sj + bj;
       ys[j + 3 * ld] = (x3 - mj) * sj + bj;
-    }
+    });
     return true;
   }
 };
@@ -143,9 +136,7 @@ struct DxOp {
       const T* g = dy + off;
       const T* xs = x + off;
       T* d = dx + off;
-      BNORM_SIMD
-      for (int64_t i = 0; i < n; ++i)
-        st(d, i, (ld(g, i) * k - r) - (ld(xs, i) - m) * q);
+      each(d, n, [&](int64_t i) { st(d, i, (ld(g, i) * k - r) - (ld(xs, i) - m) * q); });
     } else {
       run_plain(off, n, c, j);
     }
@@ -163,8 +154,7 @@ struct DxOp {
       return;
     }
 #endif
-    BNORM_SIMD
-    for (int64_t i = 0; i < n; ++i) d[i] = (g[i] * k - r) - (xs[i] - m) * q;
+    each(d, n, [&](int64_t i) { d[i] = (g[i] * k - r) - (xs[i] - m) * q; });
   }
   void row(int64_t off, int64_t cw, P* const* c) const {
     if constexpr (kIsHalf<T>) {
@@ -172,10 +162,9 @@ struct DxOp {
       const T* xs = x + off;
       T* d = dx + off;
       const P *k = c[0], *r = c[1], *m = c[2], *q = c[3];
-      BNORM_SIMD
-      for (int64_t j = 0; j < cw; ++j)
-        st(d, j, (ld(g, j) * k[j] - r[j]) -
-                              (ld(xs, j) - m[j]) * q[j]);
+      each(d, cw, [&](int64_t j) {
+        st(d, j, (ld(g, j) * k[j] - r[j]) - (ld(xs, j) - m[j]) * q[j]);
+      });
     } else {
       row_plain(off, cw, c);
     }
@@ -185,8 +174,7 @@ struct DxOp {
     const T* xs = x + off;
     T* d = dx + off;
     const T *k = c[0], *r = c[1], *m = c[2], *q = c[3];
-    BNORM_SIMD
-    for (int64_t j = 0; j < cw; ++j) d[j] = (g[j] * k[j] - r[j]) - (xs[j] - m[j]) * q[j];
+    each(d, cw, [&](int64_t j) { d[j] = (g[j] * k[j] - r[j]) - (xs[j] - m[j]) * q[j]; });
   }
   bool row4(int64_t off, int64_t ld, int64_t cw, P* const* c) const {
     if constexpr (kIsHalf<T>) {
@@ -202,8 +190,7 @@ struct DxOp {
     const T* xs = x + off;
     T* d = dx + off;
     const T *k = c[0], *r = c[1], *m = c[2], *q = c[3];
-    BNORM_SIMD
-    for (int64_t j = 0; j < cw; ++j) {  // loads first (see AffineOp::row4)
+    each(d, cw, [&](int64_t j) {  // loads first (see AffineOp::row4)
       const T g0 = g[j], g1 = g[j + ld], g2 = g[j + 2 * ld], g3 = g[j + 3 * ld];
       const T x0 = xs[j], x1 = xs[j + ld], x2 = xs[j + 2 * ld], x3 = xs[j + 3 * ld];
       const T kj = k[j], rj = r[j], mj = m[j], qj = q[j];
@@ -211,7 +198,7 @@ struct DxOp {
       d[j + ld] = (g1 * kj - rj) - (x1 - mj) * qj;
       d[j + 2 * ld] = (g2 * kj - rj) - (x2 - mj) * qj;
       d[j + 3 * ld] = (g3 * kj - rj) - (x3 - mj) * qj;
-    }
+    });
     return true;
   }
 };
@@ -230,8 +217,7 @@ struct ScaleOp {
       const P k = c[0][j];
       const T* g = dy + off;
       T* d = dx + off;
-      BNORM_SIMD
-      for (int64_t i = 0; i < n; ++i) st(d, i, ld(g, i) * k);
+      each(d, n, [&](int64_t i) { st(d, i, ld(g, i) * k); });
     } else {
       run_plain(off, n, c, j);
     }
@@ -247,16 +233,14 @@ struct ScaleOp {
       return;
     }
 #endif
-    BNORM_SIMD
-    for (int64_t i = 0; i < n; ++i) d[i] = g[i] * k;
+    each(d, n, [&](int64_t i) { d[i] = g[i] * k; });
   }
   void row(int64_t off, int64_t cw, P* const* c) const {
     if constexpr (kIsHalf<T>) {
       const T* g = dy + off;
       T* d = dx + off;
       const P* k = c[0];
-      BNORM_SIMD
-      for (int64_t j = 0; j < cw; ++j) st(d, j, ld(g, j) * k[j]);
+      each(d, cw, [&](int64_t j) { st(d, j, ld(g, j) * k[j]); });
     } else {
       row_plain(off, cw, c);
     }
@@ -265,8 +249,7 @@ struct ScaleOp {
     const T* g = dy + off;
     T* d = dx + off;
     const T* k = c[0];
-    BNORM_SIMD
-    for (int64_t j = 0; j < cw; ++j) d[j] = g[j] * k[j];
+    each(d, cw, [&](int64_t j) { d[j] = g[j] * k[j]; });
   }
   bool row4(int64_t off, int64_t ld, int64_t cw, P* const* c) const {
     if constexpr (kIsHalf<T>) {
@@ -281,15 +264,14 @@ struct ScaleOp {
     const T* g = dy + off;
     T* d = dx + off;
     const T* k = c[0];
-    BNORM_SIMD
-    for (int64_t j = 0; j < cw; ++j) {  // loads first (see AffineOp::row4)
+    each(d, cw, [&](int64_t j) {  // loads first (see AffineOp::row4)
       const T g0 = g[j], g1 = g[j + ld], g2 = g[j + 2 * ld], g3 = g[j + 3 * ld];
       const T kj = k[j];
       d[j] = g0 * kj;
       d[j + ld] = g1 * kj;
       d[j + 2 * ld] = g2 * kj;
       d[j + 3 * ld] = g3 * kj;
-    }
+    });
     return true;
   }
 };
@@ -326,18 +308,15 @@ struct DxMaskOp {
     T* d = dx ? dx + off : nullptr;
     T* e = kRes ? dres + off : nullptr;
     if (d) {
-      BNORM_SIMD
-      for (int64_t i = 0; i < n; ++i) {
+      each(d, n, [&](int64_t i) {
         const P gi = gate(ld(g, i), ld(xs, i), M == kMaskY ? ld(ys, i) : P(0), fm, fs, fb);
         if (kRes) st(e, i, gi);
-        st(d, i, kFrozen ? gi * k
-                                      : (gi * k - r) - (ld(xs, i) - m) * q);
-      }
+        st(d, i, kFrozen ? gi * k : (gi * k - r) - (ld(xs, i) - m) * q);
+      });
     } else {
-      BNORM_SIMD
-      for (int64_t i = 0; i < n; ++i)
-        st(e, i, 
-            gate(ld(g, i), ld(xs, i), M == kMaskY ? ld(ys, i) : P(0), fm, fs, fb));
+      each(e, n, [&](int64_t i) {
+        st(e, i, gate(ld(g, i), ld(xs, i), M == kMaskY ? ld(ys, i) : P(0), fm, fs, fb));
+      });
     }
   }
   void row(int64_t off, int64_t cw, P* const* c) const {
@@ -351,19 +330,16 @@ struct DxMaskOp {
     T* d = dx ? dx + off : nullptr;
     T* e = kRes ? dres + off : nullptr;
     if (d) {
-      BNORM_SIMD
-      for (int64_t j = 0; j < cw; ++j) {
+      each(d, cw, [&](int64_t j) {
         const P gi = gate(ld(g, j), ld(xs, j), M == kMaskY ? ld(ys, j) : P(0), fm[j],
                           fs[j], fb[j]);
         if (kRes) st(e, j, gi);
-        st(d, j, kFrozen ? gi * k[j]
-                                      : (gi * k[j] - r[j]) - (ld(xs, j) - m[j]) * q[j]);
-      }
+        st(d, j, kFrozen ? gi * k[j] : (gi * k[j] - r[j]) - (ld(xs, j) - m[j]) * q[j]);
+      });
     } else {
-      BNORM_SIMD
-      for (int64_t j = 0; j < cw; ++j)
-        st(e, j, gate(ld(g, j), ld(xs, j), M == kMaskY ? ld(ys, j) : P(0),
-                                   fm[j], fs[j], fb[j]));
+      each(e, cw, [&](int64_t j) {
+        st(e, j, gate(ld(g, j), ld(xs, j), M == kMaskY ? ld(ys, j) : P(0), fm[j], fs[j], fb[j]));
+      });
     }
   }
   bool row4(int64_t, int64_t, int64_t, P* const*) const { return false; }

@@ -88,8 +88,9 @@ void rows_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
     const T* x0 = x + r * C + c0;
     if (r + 4 + kRowsAhead < p.outer)
       prefetch_span(x0 + (4 + kRowsAhead) * C, cw * int64_t(sizeof(T)));
-    BNORM_SIMD
-    for (int64_t j = 0; j < cw; ++j) {
+    // per channel, the same operations in the same order whichever j the
+    // vector loop starts at: aligned to x's rows (simd.hpp)
+    each(x0, cw, [&](int64_t j) {
       const double sh = shift[j];
       const double d0 = static_cast<double>(x0[j]) - sh;
       const double d1 = static_cast<double>(x0[j + C]) - sh;
@@ -97,7 +98,7 @@ void rows_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
       const double d3 = static_cast<double>(x0[j + 3 * C]) - sh;
       s1[j] = s1[j] + d0 + d1 + d2 + d3;
       s2[j] = s2[j] + d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3;
-    }
+    });
   }
   for (; r < r1; ++r) {
     const T* xr = x + r * C + c0;

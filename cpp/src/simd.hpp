@@ -26,3 +26,33 @@
 #else
 #define BNORM_VEC_BYTES 16
 #endif
+
+#include <algorithm>
+#include <cstdint>
+
+namespace bnorm {
+namespace BNORM_ISA_NS {
+
+// for (i = 0; i < n; ++i) f(i), vectorized, with the iterations before
+// out + i is aligned to a vector register peeled off. A vector store that
+// straddles two cache lines costs about twice an aligned one, and large
+// NumPy arrays start 16 bytes past a page boundary, so without the peel
+// every AVX-512 store of a pass over one would straddle. Each f(i) computes
+// and stores the values of index i alone, so the peel changes no result.
+template <class T, class F>
+inline void each(const T* out, int64_t n, const F& f) {
+  int64_t i = 0;
+#if !defined(BNORM_ISA_SCALAR)
+  const auto mis = static_cast<int64_t>(reinterpret_cast<uintptr_t>(out) % BNORM_VEC_BYTES);
+  if (mis % int64_t(sizeof(T)) == 0) {
+    const int64_t h =
+        std::min<int64_t>(n, (BNORM_VEC_BYTES - mis) % BNORM_VEC_BYTES / int64_t(sizeof(T)));
+    for (; i < h; ++i) f(i);
+  }
+#endif
+  BNORM_SIMD
+  for (int64_t k = i; k < n; ++k) f(k);
+}
+
+}  // namespace BNORM_ISA_NS
+}  // namespace bnorm
