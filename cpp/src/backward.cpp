@@ -100,21 +100,16 @@ void group_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
   const int64_t stride = C * p.inner;
   for (int64_t j = 0; j < cw; ++j) out[j] = Sums();
   for (int64_t u = u0; u < u1; ++u) {
-    int64_t o0, o1, lo, hi, n0 = 0, n1 = 0, nlo = 0, nhi = 0;
+    int64_t o0, o1, lo, hi;
     p.planar_unit(u, &o0, &o1, &lo, &hi);
-    if (u + 1 < u1) p.planar_unit(u + 1, &n0, &n1, &nlo, &nhi);
     Lanes ua[kMaxPlanarBlock], ub[kMaxPlanarBlock];
     for (int64_t o = o0; o < o1; ++o) {
-      // prefetch the matching run of the next unit while this one streams
-      const int64_t on = n0 + (o - o0);
-      const bool pf = on < n1 && nhi - nlo >= hi - lo;
       for (int64_t j = 0; j < cw; ++j) {
         const int64_t off = o * stride + (c0 + j) * p.inner + lo;
-        const int64_t noff = on * stride + (c0 + j) * p.inner + nlo;
         const int64_t c = c0 + j;
         add_gradients<M>(dy + off, x + off, hi - lo, static_cast<double>(mean[c]),
-                         ua[j], ub[j], pf ? dy + noff : nullptr,
-                         pf ? x + noff : nullptr, M == kMaskY ? mk.y + off : nullptr,
+                         ua[j], ub[j],
+                         M == kMaskY ? mk.y + off : nullptr,
                          M == kMaskX ? mk.fm[c] : Param<T>(0),
                          M == kMaskX ? mk.fs[c] : Param<T>(0),
                          M == kMaskX ? mk.fb[c] : Param<T>(0));
@@ -151,14 +146,14 @@ struct BackFinish {
 
 // The reduction phase when lanes are not taken whole: thread tid's share of
 // the partial sums part[g * C + c]. Rows layout: a task is a group of rows
-// across all channels, read row after row (contiguous memory); the
-// per-channel sums are the same. `scratch`: scratch_stride(3 * C) doubles
+// across all channels, read row after row (contiguous memory), unless there
+// are fewer groups than threads; the per-channel sums are the same. `scratch`: scratch_stride(3 * C) doubles
 // per thread (rows layout).
 template <int M = kNoMask, class T>
 void reduce_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
                  const MaskArgs<T>& mk, Sums* part, double* scratch, int tid, int n) {
   const int64_t C = p.channels;
-  if (p.rows) {
+  if (p.rows && p.groups >= n) {
     int64_t g0, g1;
     share(p.groups, tid, n, &g0, &g1);
     for (int64_t g = g0; g < g1; ++g)
@@ -166,14 +161,16 @@ void reduce_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
                     scratch + tid * scratch_stride(3 * C));
     return;
   }
+  // planar, or rows with fewer groups than threads: (lane, group) tasks
   int64_t t0, t1;
   share(p.lanes * p.groups, tid, n, &t0, &t1);
   Sums acc[kChannelBlock];
+  double lane_scratch[3 * kChannelBlock];
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t lane = t / p.groups, g = t % p.groups;
     int64_t c0, cw;
     p.lane_channels(lane, &c0, &cw);
-    group_sums<M>(p, dy, x, mean, mk, c0, cw, g, acc, nullptr);
+    group_sums<M>(p, dy, x, mean, mk, c0, cw, g, acc, lane_scratch);
     for (int64_t j = 0; j < cw; ++j) part[g * C + c0 + j] = acc[j];
   }
 }

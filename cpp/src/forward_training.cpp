@@ -177,14 +177,15 @@ struct Finish {
 // The reduction phase when lanes are not taken whole: thread tid's share of
 // the partial moments part[g * C + c] of every (group, channel).
 // Rows layout: a task is a group of rows across all channels, read row
-// after row (contiguous memory); per channel, the same units in the same
-// order as one lane at a time would take them. `scratch` holds
+// after row (contiguous memory), unless there are fewer groups than threads;
+// per channel, the same units in the same order as one lane at a time would
+// take them. `scratch` holds
 // scratch_stride(3 * C) doubles per thread.
 template <class T>
 void reduce_groups(const Plan& p, const T* x, Moments* part, double* scratch,
                    int tid, int n) {
   const int64_t C = p.channels;
-  if (p.rows) {
+  if (p.rows && p.groups >= n) {
     int64_t g0, g1;
     share(p.groups, tid, n, &g0, &g1);
     for (int64_t g = g0; g < g1; ++g) {
