@@ -199,7 +199,8 @@ void backward_with(const Plan& p, const T* dy, const T* x, const MaskArgs<T>& mk
   const bool need_sums = total > 0 && (dweight || dbias || (write && !frozen));
   const int nt = threads_for(total);
   const int64_t block = need_sums && write
-                            ? p.whole_block(nt, 2 * sizeof(T), l2_cache_bytes())
+                            ? p.whole_block(nt, 2 * sizeof(T), Op::kArrays * sizeof(T),
+                                            l2_cache_bytes())
                             : 0;
   std::vector<Sums> part(need_sums && block == 0 ? static_cast<size_t>(p.groups * C) : 0);
   // k, r, mean, q; then the forward's m, s, b for a recomputed mask
@@ -348,7 +349,7 @@ void backward_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
   const int64_t C = p.channels;
   const int nt = threads_for(p.outer * C * p.inner);
   // Planar data: blocks of channels whole per thread (as in moments()).
-  const int64_t block = p.rows ? 0 : p.whole_block(nt, 2 * sizeof(T), INT64_MAX / 8);
+  const int64_t block = p.rows ? 0 : p.whole_block(nt, 2 * sizeof(T), 2 * sizeof(T), INT64_MAX / 8);
   if (block > 0) {
     parallel(nt, [&](int tid, int n) {
       int64_t b0, b1;

@@ -35,6 +35,7 @@ constexpr int64_t kStreamMinRun = 256;
 template <class T, bool kRes = false, bool kRelu = false>
 struct AffineOp {
   static constexpr int K = 3;  // m, s, b
+  static constexpr int kArrays = kRes ? 3 : 2;  // tensors read or written (x, z, y)
   using P = Param<T>;          // coefficients and arithmetic
   const T* x;
   T* y;
@@ -124,6 +125,7 @@ struct AffineOp {
 template <class T>
 struct DxOp {
   static constexpr int K = 4;  // k, r, mean, q
+  static constexpr int kArrays = 3;  // dy, x, dx
   using P = Param<T>;
   const T* dy;
   const T* x;
@@ -207,6 +209,7 @@ struct DxOp {
 template <class T>
 struct ScaleOp {
   static constexpr int K = 1;
+  static constexpr int kArrays = 2;  // dy, dx
   using P = Param<T>;
   const T* dy;
   T* dx;
@@ -283,6 +286,8 @@ struct ScaleOp {
 template <class T, int M, bool kFrozen, bool kRes>
 struct DxMaskOp {
   static constexpr int K = M == kMaskX ? 7 : 4;
+  // dy, x, dx (y, dres)
+  static constexpr int kArrays = 3 + (M == kMaskY) + kRes;
   using P = Param<T>;
   const T* dy;
   const T* x;

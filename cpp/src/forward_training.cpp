@@ -231,7 +231,7 @@ void forward_training_with(const Plan& p, const T* x, const Op& op,
   const int64_t C = p.channels;
   const int64_t total = p.outer * C * p.inner;
   const int nt = threads_for(total);
-  const int64_t block = p.whole_block(nt, sizeof(T), l2_cache_bytes());
+  const int64_t block = p.whole_block(nt, sizeof(T), Op::kArrays * sizeof(T), l2_cache_bytes());
   std::vector<Moments> part(block > 0 ? 0 : static_cast<size_t>(p.groups * C));
   std::vector<P> coef(static_cast<size_t>(3 * C));  // mean, scale, shift
   P* const arrays[3] = {coef.data(), coef.data() + C, coef.data() + 2 * C};
@@ -312,7 +312,7 @@ void moments(const Plan& p, const T* x, double* mean, double* m2) {
   // Planar data: a thread takes blocks of channels whole, which reads each
   // outer index's runs of the block as one span (with no normalization to
   // follow, whether the block fits in cache does not matter).
-  const int64_t block = p.rows ? 0 : p.whole_block(nt, sizeof(T), INT64_MAX / 8);
+  const int64_t block = p.rows ? 0 : p.whole_block(nt, sizeof(T), sizeof(T), INT64_MAX / 8);
   if (block > 0) {
     parallel(nt, [&](int tid, int n) {
       int64_t b0, b1;

@@ -105,7 +105,7 @@ struct Plan {
     *u1 = std::min(units, *u0 + group_units);
   }
 
-  // Bytes of one lane's data.
+  // Bytes of one lane's data, at elem_size bytes per value.
   int64_t lane_bytes(int64_t elem_size) const {
     return outer * inner * block * elem_size;
   }
@@ -115,8 +115,15 @@ struct Plan {
   // when the groups of a lane should rather be spread over threads. Only
   // the schedule depends on this, never the arithmetic. Planar blocks group
   // several short channels so that each outer index gives one contiguous
-  // span (friendly to the hardware prefetcher).
-  int64_t whole_block(int nt, int64_t elem_size, int64_t cache_bytes) const {
+  // span (friendly to the hardware prefetcher). in_size: bytes per value of
+  // the arrays the reduction reads (x; dy and x), which must fit for the
+  // block path to pay; all_size: of every array the block's passes read and
+  // write (and y; and dx), which sets how many channels a block takes:
+  // sizing blocks by their inputs alone let the output evict them before
+  // the elementwise pass read them again, and cost 10-15% on tensors larger
+  // than L2 (measured).
+  int64_t whole_block(int nt, int64_t in_size, int64_t all_size,
+                      int64_t cache_bytes) const {
     // Rows layout: a lane is a strided column of segments (256 channels of
     // each row), which streams worse than whole rows; measured, the
     // three-phase pass (reduce all lanes, merge, sweep whole rows) was as
@@ -126,9 +133,9 @@ struct Plan {
     // Most of the cache: AMD and recent Intel L3s keep what L2 evicts, so
     // an overflowing lane still comes back from L3 rather than memory.
     const int64_t budget = cache_bytes * 7 / 8;
-    const int64_t lb = lane_bytes(elem_size);
-    if (lb > budget) return 0;
-    int64_t cb = std::min<int64_t>(kMaxPlanarBlock, budget / lb);
+    if (lane_bytes(in_size) > budget) return 0;
+    const int64_t all = std::max<int64_t>(1, lane_bytes(all_size));
+    int64_t cb = std::clamp<int64_t>(budget / all, 1, kMaxPlanarBlock);
     int64_t tasks = ceil_div(channels, cb);
     if (nt > 1 && tasks % nt != 0 && tasks < 8 * nt) {
       tasks = nt * ceil_div(tasks, nt);  // even out the threads' shares

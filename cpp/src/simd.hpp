@@ -49,6 +49,8 @@ inline void each(const T* out, int64_t n, const F& f) {
         std::min<int64_t>(n, (BNORM_VEC_BYTES - mis) % BNORM_VEC_BYTES / int64_t(sizeof(T)));
     for (; i < h; ++i) f(i);
   }
+#else
+  (void)out;
 #endif
   BNORM_SIMD
   for (int64_t k = i; k < n; ++k) f(k);
