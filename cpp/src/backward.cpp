@@ -349,7 +349,7 @@ void backward_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
   const int64_t C = p.channels;
   const int nt = threads_for(p.outer * C * p.inner);
   // Planar data: blocks of channels whole per thread (as in moments()).
-  const int64_t block = p.rows ? 0 : p.whole_block(nt, 2 * sizeof(T), 2 * sizeof(T), INT64_MAX / 8);
+  const int64_t block = p.whole_block(nt, 2 * sizeof(T), 2 * sizeof(T), INT64_MAX / 8);
   if (block > 0) {
     parallel(nt, [&](int tid, int n) {
       int64_t b0, b1;

@@ -435,7 +435,7 @@ void sweep(const Plan& p, const Op& op, const Fill& fill, int tid, int nt) {
 }
 
 // The elementwise pass over channels [c0, c0 + cw) only (their data is still
-// in cache). cw <= kChannelBlock.
+// in cache); planar layout (Plan::whole_block), cw <= kChannelBlock.
 template <class T, class Op, class Fill>
 void sweep_channels(const Plan& p, const Op& op, const Fill& fill, int64_t c0,
                     int64_t cw) {
@@ -446,13 +446,9 @@ void sweep_channels(const Plan& p, const Op& op, const Fill& fill, int64_t c0,
   for (int i = 0; i < K; ++i) k[i] = buf[i];
   fill(c0, cw, k);
   const int64_t C = p.channels;
-  if (p.rows) {
-    op_rows(op, 0, p.outer, C, c0, cw, k);
-  } else {
-    for (int64_t o = 0; o < p.outer; ++o)
-      for (int64_t j = 0; j < cw; ++j)
-        op.run((o * C + c0 + j) * p.inner, p.inner, k, j);
-  }
+  for (int64_t o = 0; o < p.outer; ++o)
+    for (int64_t j = 0; j < cw; ++j)
+      op.run((o * C + c0 + j) * p.inner, p.inner, k, j);
   stream_fence();
 }
 

@@ -312,7 +312,7 @@ void moments(const Plan& p, const T* x, double* mean, double* m2) {
   // Planar data: a thread takes blocks of channels whole, which reads each
   // outer index's runs of the block as one span (with no normalization to
   // follow, whether the block fits in cache does not matter).
-  const int64_t block = p.rows ? 0 : p.whole_block(nt, sizeof(T), sizeof(T), INT64_MAX / 8);
+  const int64_t block = p.whole_block(nt, sizeof(T), sizeof(T), INT64_MAX / 8);
   if (block > 0) {
     parallel(nt, [&](int tid, int n) {
       int64_t b0, b1;
