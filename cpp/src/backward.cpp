@@ -62,12 +62,10 @@ void group_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
       int64_t r = r0;
       if (rows_gradients_small(cw, dy + o0, x + o0, r1 - r0, C, mu, a, b)) r = r1;
       for (; r + 4 <= r1; r += 4) {
+        // (no software prefetch: as for the planar runs, add_gradients in
+        // reduce.hpp, it measured slower than the hardware prefetcher alone)
         const T* g0 = dy + r * C + c0;
         const T* x0 = x + r * C + c0;
-        if (r + 4 + kRowsAhead < p.outer) {
-          prefetch_span(g0 + (4 + kRowsAhead) * C, cw * int64_t(sizeof(T)));
-          prefetch_span(x0 + (4 + kRowsAhead) * C, cw * int64_t(sizeof(T)));
-        }
         // per channel, the same operations in the same order whichever j
         // the vector loop starts at: aligned to x's rows (simd.hpp)
         each(x0, cw, [&](int64_t j) {
