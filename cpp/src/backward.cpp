@@ -234,9 +234,8 @@ void backward_with(const Plan& p, const T* dy, const T* x, const MaskArgs<T>& mk
       for (int64_t blk = b0; blk < b1; ++blk) {
         const int64_t c0 = blk * block, cw = std::min(block, C - c0);
         for (int64_t j = 0; j < cw; ++j) tot[j] = Sums();
-        double scratch[3 * kChannelBlock];
-        for (int64_t g = 0; g < p.groups; ++g) {
-          group_sums<M>(p, dy, x, mean, mask, c0, cw, g, acc, scratch);
+        for (int64_t g = 0; g < p.groups; ++g) {  // planar: no scratch
+          group_sums<M>(p, dy, x, mean, mask, c0, cw, g, acc, nullptr);
           for (int64_t j = 0; j < cw; ++j) {
             tot[j].g += acc[j].g;
             tot[j].gx += acc[j].gx;
