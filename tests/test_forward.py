@@ -188,8 +188,8 @@ def test_input_is_not_modified(rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,axis", [((4, 3, 5), 1), ((6, 5, 3), -1), ((7, 2), 1)])
 def test_fast_and_general_call_paths_agree(rng, dtype, shape, axis):
-    """The lean path for plain arrays and the general one (taken here by
-    passing out=, or arguments needing conversion) give the same bits."""
+    """The lean path for plain arrays (with or without out=) and the general
+    one (taken here by arguments needing conversion) give the same bits."""
     x, w, b = make_case(rng, shape, axis, dtype)
     C = shape[axis]
     rm1, rv1 = np.zeros(C, dtype), np.ones(C, dtype)
@@ -202,5 +202,15 @@ def test_fast_and_general_call_paths_agree(rng, dtype, shape, axis):
     for a, c in [(y1, y2), (m1, m2), (s1, s2), (rm1, rm2), (rv1, rv2)]:
         np.testing.assert_array_equal(a, c)
     i1 = bnorm.batch_norm(x, rm1, rv1, w, b, eps=1e-3, axis=axis)
-    i2 = bnorm.batch_norm(x, rm1, rv1, w, b, eps=1e-3, axis=axis, out=np.empty_like(x))
+    i2 = bnorm.batch_norm(x, rm1, rv1, list(w), b, eps=1e-3, axis=axis,
+                          out=np.empty_like(x))
     np.testing.assert_array_equal(i1, i2)
+    out = np.empty_like(x)
+    i3 = bnorm.batch_norm(x, rm1, rv1, w, b, eps=1e-3, axis=axis, out=out)
+    assert i3 is out
+    np.testing.assert_array_equal(i1, i3)
+    out = np.empty_like(x)
+    y3, m3, s3 = bnorm.batch_norm_train(x, w, b, 1e-3, axis=axis, out=out)
+    assert y3 is out
+    for a, c in [(y1, y3), (m1, m3), (s1, s3)]:
+        np.testing.assert_array_equal(a, c)

@@ -22,6 +22,14 @@ def good():
                 out=np.zeros((N, C, L), f32), lw=np.ones((C, 2), f32))
 
 
+_SHARED = np.zeros(N * C * L + 1, f32)
+
+
+def shifted_pair():
+    """Two (N, C, L) views of one buffer, one element apart."""
+    return _SHARED[:-1].reshape(N, C, L), _SHARED[1:].reshape(N, C, L)
+
+
 def readonly(a):
     a = a.copy()
     a.flags.writeable = False
@@ -99,6 +107,14 @@ CASES = [
     ("out list", lambda a: bnorm.batch_norm_train(a["x"], out=[0.0] * 60), T, "out must be a numpy.ndarray"),
     ("out overlaps x", lambda a: bnorm.batch_norm_train(a["x"].reshape(-1)[:-1].reshape(59, 1)[:58].reshape(29, 2),
                                                        out=a["x"].reshape(-1)[1:59].reshape(29, 2)), V, "overlap"),
+    ("out byte-swapped", lambda a: bnorm.batch_norm(a["x"], a["rm"], a["rv"], out=a["out"].astype(">f4")), V, "out has dtype >f4"),
+    ("backward out overlaps dy", lambda a: bnorm.batch_norm_backward(
+        *shifted_pair()[:1], a["x"], a["sm"], a["si"], out=shifted_pair()[1]), V, "overlap"),
+    # data in non-native byte order: never read as native floats
+    ("x byte-swapped", lambda a: bnorm.batch_norm_train(a["x"].astype(">f4")), T, "byte order"),
+    ("x byte-swapped inference", lambda a: bnorm.batch_norm(a["x"].astype(">f4"), a["rm"], a["rv"]), T, "byte order"),
+    ("dy byte-swapped", lambda a: bnorm.batch_norm_backward(a["dy"].astype(">f4"), a["x"], a["sm"], a["si"]), T, "byte order"),
+    ("running_mean byte-swapped", lambda a: bnorm.batch_norm_train(a["x"], running_mean=a["rm"].astype(">f4"), running_var=a["rv"]), T, "running_mean has dtype >f4"),
     # training sizes
     ("one value per channel", lambda a: bnorm.batch_norm_train(np.ones((1, 3), f32)), V, "more than 1 value per channel"),
     ("empty training", lambda a: bnorm.batch_norm_train(np.ones((0, 3), f32)), V, "empty input"),

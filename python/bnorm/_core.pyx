@@ -79,9 +79,9 @@ cdef void* _buf(object obj, int64_t n, int typenum, bint writable,
     if not cnp.PyArray_Check(obj):
         raise TypeError(f"{name} must be a numpy.ndarray")
     cdef cnp.ndarray a = <cnp.ndarray>obj
-    if cnp.PyArray_TYPE(a) != typenum:
-        raise TypeError(f"{name} has dtype {a.dtype}, expected "
-                        f"{cnp.PyArray_DescrFromType(typenum)}")
+    if cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_ISNOTSWAPPED(a):
+        raise TypeError(f"{name} has dtype {a.dtype.str}, expected "
+                        f"{cnp.PyArray_DescrFromType(typenum).str} (native byte order)")
     if not cnp.PyArray_IS_C_CONTIGUOUS(a):
         raise ValueError(f"{name} must be C-contiguous")
     if cnp.PyArray_SIZE(a) != n:
@@ -371,7 +371,8 @@ def population_result(int64_t channels, state, mean, var):
 
 # ---------------------------------------------------------------------------
 # Fast paths for the common call: C-contiguous float32/float64 data, per-
-# channel arrays already of the data's dtype, no out=. They check everything
+# channel arrays already of the data's dtype, out= absent or a C-contiguous
+# array like x (no fused epilogue). They check everything
 # the general path checks, in C; when anything is unusual they return None
 # and the caller takes the general path, which raises the precise error.
 # ---------------------------------------------------------------------------
@@ -382,6 +383,8 @@ cdef inline bint _float_data(object x, int* typenum):
     cdef cnp.ndarray a = <cnp.ndarray>x
     cdef int t = cnp.PyArray_TYPE(a)
     if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
+        return False
+    if not cnp.PyArray_ISNOTSWAPPED(a):
         return False
     if cnp.PyArray_NDIM(a) < 2 or not cnp.PyArray_IS_C_CONTIGUOUS(a):
         return False
@@ -396,7 +399,8 @@ cdef inline bint _vec(object p, int typenum, int64_t n, bint writable):
     if type(p) is not cnp.ndarray:
         return False
     cdef cnp.ndarray a = <cnp.ndarray>p
-    return (cnp.PyArray_TYPE(a) == typenum and cnp.PyArray_NDIM(a) == 1
+    return (cnp.PyArray_TYPE(a) == typenum and cnp.PyArray_ISNOTSWAPPED(a)
+            and cnp.PyArray_NDIM(a) == 1
             and cnp.PyArray_DIM(a, 0) == n and cnp.PyArray_IS_C_CONTIGUOUS(a)
             and (not writable or cnp.PyArray_ISWRITEABLE(a)))
 
@@ -436,7 +440,48 @@ cdef inline bint _good_eps(object eps):
     return isfinite(e) and e > 0
 
 
-def fast_inference(x, mean, var, weight, bias, eps, axis):
+cdef inline bint _same_array(cnp.ndarray a, cnp.ndarray b):
+    """b has a's dtype and shape and is C-contiguous (a is C-contiguous and in
+    native byte order)."""
+    if cnp.PyArray_TYPE(a) != cnp.PyArray_TYPE(b) or not cnp.PyArray_ISNOTSWAPPED(b):
+        return False
+    cdef int nd = cnp.PyArray_NDIM(a)
+    if cnp.PyArray_NDIM(b) != nd:
+        return False
+    cdef int k
+    for k in range(nd):
+        if cnp.PyArray_DIM(a, k) != cnp.PyArray_DIM(b, k):
+            return False
+    return cnp.PyArray_IS_C_CONTIGUOUS(b)
+
+
+cdef inline bint _apart(cnp.ndarray a, cnp.ndarray b):
+    """The C-contiguous arrays a and b are the same memory or share none."""
+    cdef char* p = <char*>cnp.PyArray_DATA(a)
+    cdef char* q = <char*>cnp.PyArray_DATA(b)
+    if p == q:
+        return True
+    return p + cnp.PyArray_NBYTES(a) <= q or q + cnp.PyArray_NBYTES(b) <= p
+
+
+cdef inline object _fast_out(object out, cnp.ndarray x, object other):
+    """A new array like x for out=None; out itself when it is a writable
+    C-contiguous array like x that is x's memory (or other's) or apart from
+    both; else None (the general path then raises the precise error)."""
+    if out is None:
+        return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x),
+                                 cnp.PyArray_TYPE(x), 0)
+    if type(out) is not cnp.ndarray:
+        return None
+    cdef cnp.ndarray o = <cnp.ndarray>out
+    if not (_same_array(x, o) and cnp.PyArray_ISWRITEABLE(o) and _apart(x, o)):
+        return None
+    if other is not None and not _apart(<cnp.ndarray>other, o):
+        return None
+    return o
+
+
+def fast_inference(x, mean, var, weight, bias, eps, axis, out=None):
     cdef int t
     cdef int64_t outer, channels, inner
     if not _float_data(x, &t) or not _good_eps(eps):
@@ -449,13 +494,15 @@ def fast_inference(x, mean, var, weight, bias, eps, axis):
     if not (_vec(mean, t, channels, False) and _vec(var, t, channels, False)
             and _vec(weight, t, channels, False) and _vec(bias, t, channels, False)):
         return None
-    cdef cnp.ndarray y = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), t, 0)
+    y = _fast_out(out, xa, None)
+    if y is None:
+        return None
     forward_inference(xa, y, outer, channels, inner, mean, var, weight, bias, eps)
     return y
 
 
 def fast_training(x, weight, bias, eps, axis, running_mean, running_var,
-                  momentum, unbiased):
+                  momentum, unbiased, out=None):
     cdef int t
     cdef int64_t outer, channels, inner
     if not _float_data(x, &t) or not _good_eps(eps):
@@ -489,11 +536,42 @@ def fast_training(x, weight, bias, eps, axis, running_mean, running_var,
             return None
     if type(unbiased) is not bool:
         return None
-    cdef int nd = cnp.PyArray_NDIM(xa)
-    cdef cnp.ndarray y = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(xa), t, 0)
+    y = _fast_out(out, xa, None)
+    if y is None:
+        return None
     cdef cnp.npy_intp c = channels
     cdef cnp.ndarray sm = cnp.PyArray_EMPTY(1, &c, t, 0)
     cdef cnp.ndarray si = cnp.PyArray_EMPTY(1, &c, t, 0)
     forward_training(xa, y, outer, channels, inner, weight, bias, sm, si,
                      running_mean, running_var, eps, mom, unbiased)
     return y, sm, si
+
+
+def fast_backward(dy, x, save_mean, save_invstd, weight, axis, training, out=None):
+    """batch_norm_backward without the fused ReLU or residual."""
+    cdef int t, tdy
+    cdef int64_t outer, channels, inner
+    if not _float_data(x, &t) or not _float_data(dy, &tdy):
+        return None
+    cdef cnp.ndarray xa = <cnp.ndarray>x
+    cdef cnp.ndarray ga = <cnp.ndarray>dy
+    if not _same_array(xa, ga) or type(training) is not bool:
+        return None
+    if not _layout(xa, axis, &outer, &channels, &inner):
+        return None
+    if channels == 0 or (training and outer * inner <= 1):
+        return None
+    if save_mean is None or save_invstd is None:
+        return None
+    if not (_vec(save_mean, t, channels, False) and _vec(save_invstd, t, channels, False)
+            and _vec(weight, t, channels, False)):
+        return None
+    dx = _fast_out(out, xa, ga)
+    if dx is None:
+        return None
+    cdef cnp.npy_intp c = channels
+    cdef cnp.ndarray dw = cnp.PyArray_EMPTY(1, &c, t, 0)
+    cdef cnp.ndarray db = cnp.PyArray_EMPTY(1, &c, t, 0)
+    backward(ga, xa, outer, channels, inner, save_mean, save_invstd, weight, dx,
+             dw, db, not training)
+    return dx, dw, db

@@ -94,6 +94,10 @@ def _data(x: Any, name: str) -> np.ndarray:
     if not isinstance(x, np.ndarray):
         x = _array(x, name)
     if not _is_data_dtype(x.dtype):
+        if not x.dtype.isnative and _is_data_dtype(x.dtype.newbyteorder("=")):
+            raise TypeError(
+                f"{name} has dtype {x.dtype.str}, in non-native byte order: convert it "
+                f"with {name}.astype({name}.dtype.newbyteorder('='))")
         raise TypeError(
             f"{name} has dtype {x.dtype}, expected float32, float64, float16 or bfloat16")
     if x.ndim < 2:
@@ -255,9 +259,9 @@ def batch_norm_train(x, weight=None, bias=None, eps=1e-5, *, axis=1,
     those of x alone).
     """
     relu = _activation(activation)
-    if out is None and not relu and residual is None:
+    if not relu and residual is None:
         r = _core.fast_training(x, weight, bias, eps, axis, running_mean,
-                                running_var, momentum, unbiased)
+                                running_var, momentum, unbiased, out)
         if r is not None:
             return r
     x, view, pdtype = _prepare(x, axis, out)
@@ -293,8 +297,9 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
                                    out=out, activation=activation, residual=residual)
         return y
     relu = _activation(activation)
-    if out is None and not relu and residual is None:
-        r = _core.fast_inference(x, running_mean, running_var, weight, bias, eps, axis)
+    if not relu and residual is None:
+        r = _core.fast_inference(x, running_mean, running_var, weight, bias, eps, axis,
+                                 out)
         if r is not None:
             return r
     x, view, pdtype = _prepare(x, axis, out)
@@ -372,6 +377,11 @@ def batch_norm_backward(dy, x, save_mean, save_invstd, weight=None, *, axis=1,
     ``residual=True`` also returns the residual input's gradient:
     ``(dx, dweight, dbias, dresidual)``.
     """
+    if activation is None and y is None and bias is None and residual is False:
+        r = _core.fast_backward(dy, x, save_mean, save_invstd, weight, axis, training,
+                                out)
+        if r is not None:
+            return r
     relu = _activation(activation)
     if not isinstance(residual, (bool, np.bool_)):
         raise TypeError(f"residual must be True or False, got {type(residual).__name__}")
