@@ -142,29 +142,27 @@ struct BackFinish {
   }
 };
 
-// The reduction phase when lanes are not taken whole: thread tid's share of
-// the partial sums part[g * C + c]. Rows layout: a task is a group of rows
+// The reduction phase when lanes are not taken whole: the tasks thread tid
+// takes from `tasks` (see forward_training.cpp's reduce_groups) of the
+// partial sums part[g * C + c]. Rows layout: a task is a group of rows
 // across all channels, read row after row (contiguous memory), unless there
-// are fewer groups than threads; the per-channel sums are the same. `scratch`: scratch_stride(3 * C) doubles
-// per thread (rows layout).
+// are fewer groups than threads; the per-channel sums are the same.
+// `scratch`: scratch_stride(3 * C) doubles per thread (rows layout).
 template <int M = kNoMask, class T>
 void reduce_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
-                 const MaskArgs<T>& mk, Sums* part, double* scratch, int tid, int n) {
+                 const MaskArgs<T>& mk, Sums* part, double* scratch, int tid, int n,
+                 Dealer& tasks) {
   const int64_t C = p.channels;
   if (p.rows && p.groups >= n) {
-    int64_t g0, g1;
-    share(p.groups, tid, n, &g0, &g1);
-    for (int64_t g = g0; g < g1; ++g)
+    for (int64_t g; tasks.take(&g) && g < p.groups;)
       group_sums<M>(p, dy, x, mean, mk, 0, C, g, part + g * C,
                     scratch + tid * scratch_stride(3 * C));
     return;
   }
   // planar, or rows with fewer groups than threads: (lane, group) tasks
-  int64_t t0, t1;
-  share(p.lanes * p.groups, tid, n, &t0, &t1);
   Sums acc[kChannelBlock];
   double lane_scratch[3 * kChannelBlock];
-  for (int64_t t = t0; t < t1; ++t) {
+  for (int64_t t; tasks.take(&t);) {
     const int64_t lane = t / p.groups, g = t % p.groups;
     int64_t c0, cw;
     p.lane_channels(lane, &c0, &cw);
@@ -227,11 +225,10 @@ void backward_with(const Plan& p, const T* dy, const T* x, const MaskArgs<T>& mk
   };
 
   if (block > 0) {
-    parallel(nt, [&](int tid, int n) {
-      int64_t b0, b1;
-      share(ceil_div(C, block), tid, n, &b0, &b1);
+    Dealer blocks(ceil_div(C, block));
+    parallel(nt, [&](int, int) {
       Sums tot[kChannelBlock], acc[kChannelBlock];
-      for (int64_t blk = b0; blk < b1; ++blk) {
+      for (int64_t blk; blocks.take(&blk);) {
         const int64_t c0 = blk * block, cw = std::min(block, C - c0);
         for (int64_t j = 0; j < cw; ++j) tot[j] = Sums();
         for (int64_t g = 0; g < p.groups; ++g) {  // planar: no scratch
@@ -250,9 +247,10 @@ void backward_with(const Plan& p, const T* dy, const T* x, const MaskArgs<T>& mk
 
   std::vector<double> scratch(need_sums && block == 0 && p.rows
                                   ? static_cast<size_t>(nt * scratch_stride(3 * C)) : 0);
+  Dealer tasks(p.lanes * p.groups);  // (lane, group) pairs, or groups
   auto reduce = [&](int tid, int n) {
     if (need_sums)
-      reduce_sums<M>(p, dy, x, mean, mask, part.data(), scratch.data(), tid, n);
+      reduce_sums<M>(p, dy, x, mean, mask, part.data(), scratch.data(), tid, n, tasks);
   };
   auto merge = [&](int tid, int n) {
     int64_t c_begin, c_end;
@@ -348,11 +346,10 @@ void backward_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
   // Planar data: blocks of channels whole per thread (as in moments()).
   const int64_t block = p.whole_block(nt, 2 * sizeof(T), 2 * sizeof(T), INT64_MAX / 8);
   if (block > 0) {
-    parallel(nt, [&](int tid, int n) {
-      int64_t b0, b1;
-      share(ceil_div(C, block), tid, n, &b0, &b1);
+    Dealer blocks(ceil_div(C, block));
+    parallel(nt, [&](int, int) {
       Sums acc[kMaxPlanarBlock];
-      for (int64_t blk = b0; blk < b1; ++blk) {
+      for (int64_t blk; blocks.take(&blk);) {
         const int64_t c0 = blk * block, cw = std::min(block, C - c0);
         Sums tot[kMaxPlanarBlock];
         for (int64_t g = 0; g < p.groups; ++g) {
@@ -372,8 +369,10 @@ void backward_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
   }
   std::vector<Sums> part(static_cast<size_t>(p.groups * C));
   std::vector<double> scratch(p.rows ? static_cast<size_t>(nt * scratch_stride(3 * C)) : 0);
+  Dealer tasks(p.lanes * p.groups);  // (lane, group) pairs, or groups
   auto reduce = [&](int tid, int n) {
-    reduce_sums(p, dy, x, mean, MaskArgs<T>(), part.data(), scratch.data(), tid, n);
+    reduce_sums(p, dy, x, mean, MaskArgs<T>(), part.data(), scratch.data(), tid, n,
+                tasks);
   };
   auto merge = [&](int tid, int n) {
     int64_t c_begin, c_end;

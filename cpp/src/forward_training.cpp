@@ -174,21 +174,20 @@ struct Finish {
   }
 };
 
-// The reduction phase when lanes are not taken whole: thread tid's share of
-// the partial moments part[g * C + c] of every (group, channel).
-// Rows layout: a task is a group of rows across all channels, read row
-// after row (contiguous memory), unless there are fewer groups than threads;
-// per channel, the same units in the same order as one lane at a time would
-// take them. `scratch` holds
-// scratch_stride(3 * C) doubles per thread.
+// The reduction phase when lanes are not taken whole: the tasks thread tid
+// takes from `tasks` (dealt to whichever thread is free; each writes its own
+// partials) of the partial moments part[g * C + c] of every (group,
+// channel). Rows layout: a task is a group of rows across all channels,
+// read row after row (contiguous memory), unless there are fewer groups than
+// threads; otherwise a task is a (lane, group) pair. Per channel, the same
+// units in the same order as one lane at a time would take them. `scratch`
+// holds scratch_stride(3 * C) doubles per thread.
 template <class T>
 void reduce_groups(const Plan& p, const T* x, Moments* part, double* scratch,
-                   int tid, int n) {
+                   int tid, int n, Dealer& tasks) {
   const int64_t C = p.channels;
   if (p.rows && p.groups >= n) {
-    int64_t g0, g1;
-    share(p.groups, tid, n, &g0, &g1);
-    for (int64_t g = g0; g < g1; ++g) {
+    for (int64_t g; tasks.take(&g) && g < p.groups;) {
       int64_t u0, u1;
       p.group_range(g, &u0, &u1);
       Moments* acc = part + g * C;
@@ -197,10 +196,8 @@ void reduce_groups(const Plan& p, const T* x, Moments* part, double* scratch,
     }
     return;
   }
-  int64_t t0, t1;
-  share(p.lanes * p.groups, tid, n, &t0, &t1);
   Moments acc[kChannelBlock];
-  for (int64_t t = t0; t < t1; ++t) {
+  for (int64_t t; tasks.take(&t);) {
     const int64_t lane = t / p.groups, g = t % p.groups;
     int64_t c0, cw;
     p.lane_channels(lane, &c0, &cw);
@@ -243,11 +240,10 @@ void forward_training_with(const Plan& p, const T* x, const Op& op,
                         running_mean, running_var, m, eps, momentum, correction};
 
   if (block > 0) {
-    parallel(nt, [&](int tid, int n) {
-      int64_t b0, b1;
-      share(ceil_div(C, block), tid, n, &b0, &b1);
+    Dealer blocks(ceil_div(C, block));
+    parallel(nt, [&](int, int) {
       Moments tot[kChannelBlock], acc[kChannelBlock];
-      for (int64_t blk = b0; blk < b1; ++blk) {
+      for (int64_t blk; blocks.take(&blk);) {
         const int64_t c0 = blk * block, cw = std::min(block, C - c0);
         for (int64_t j = 0; j < cw; ++j) tot[j] = Moments();
         for (int64_t g = 0; g < p.groups; ++g) {
@@ -262,8 +258,10 @@ void forward_training_with(const Plan& p, const T* x, const Op& op,
   }
 
   std::vector<double> scratch(p.rows ? static_cast<size_t>(nt * scratch_stride(3 * C)) : 0);
+  // (lane, group) pairs, or groups (the lower ones of the same count)
+  Dealer tasks(p.lanes * p.groups);
   auto reduce = [&](int tid, int n) {
-    reduce_groups(p, x, part.data(), scratch.data(), tid, n);
+    reduce_groups(p, x, part.data(), scratch.data(), tid, n, tasks);
   };
   auto merge = [&](int tid, int n) {
     int64_t c_begin, c_end;
@@ -314,11 +312,10 @@ void moments(const Plan& p, const T* x, double* mean, double* m2) {
   // follow, whether the block fits in cache does not matter).
   const int64_t block = p.whole_block(nt, sizeof(T), sizeof(T), INT64_MAX / 8);
   if (block > 0) {
-    parallel(nt, [&](int tid, int n) {
-      int64_t b0, b1;
-      share(ceil_div(C, block), tid, n, &b0, &b1);
+    Dealer blocks(ceil_div(C, block));
+    parallel(nt, [&](int, int) {
       Moments tot[kMaxPlanarBlock], acc[kMaxPlanarBlock];
-      for (int64_t blk = b0; blk < b1; ++blk) {
+      for (int64_t blk; blocks.take(&blk);) {
         const int64_t c0 = blk * block, cw = std::min(block, C - c0);
         for (int64_t j = 0; j < cw; ++j) tot[j] = Moments();
         for (int64_t g = 0; g < p.groups; ++g) {
@@ -335,8 +332,10 @@ void moments(const Plan& p, const T* x, double* mean, double* m2) {
   }
   std::vector<Moments> part(static_cast<size_t>(p.groups * C));
   std::vector<double> scratch(p.rows ? static_cast<size_t>(nt * scratch_stride(3 * C)) : 0);
+  // (lane, group) pairs, or groups (the lower ones of the same count)
+  Dealer tasks(p.lanes * p.groups);
   auto reduce = [&](int tid, int n) {
-    reduce_groups(p, x, part.data(), scratch.data(), tid, n);
+    reduce_groups(p, x, part.data(), scratch.data(), tid, n, tasks);
   };
   auto merge = [&](int tid, int n) {
     int64_t c_begin, c_end;
