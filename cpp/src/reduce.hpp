@@ -60,7 +60,9 @@ inline VecD load_lanes(const float* p) {
   // AVX-512 out of two half-width conversions, an extract and an insert,
   // which made the planar reductions compute-bound. One instruction instead:
 #if defined(__AVX512F__) && (defined(__x86_64__) || defined(_M_X64))
-  const __m512d d = _mm512_cvtps_pd(_mm256_loadu_ps(p));
+  // (the all-lanes masked form: the same instruction, without the plain
+  // form's deliberately uninitialized operand that GCC 12 warns about)
+  const __m512d d = _mm512_maskz_cvtps_pd(0xFF, _mm256_loadu_ps(p));
 #elif defined(__AVX__) && (defined(__x86_64__) || defined(_M_X64))
   const __m256d d = _mm256_cvtps_pd(_mm_loadu_ps(p));
 #else
