@@ -79,9 +79,11 @@ cdef void* _buf(object obj, int64_t n, int typenum, bint writable,
     if not cnp.PyArray_Check(obj):
         raise TypeError(f"{name} must be a numpy.ndarray")
     cdef cnp.ndarray a = <cnp.ndarray>obj
-    if cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_ISNOTSWAPPED(a):
-        raise TypeError(f"{name} has dtype {a.dtype.str}, expected "
-                        f"{cnp.PyArray_DescrFromType(typenum).str} (native byte order)")
+    if cnp.PyArray_TYPE(a) != typenum:
+        raise TypeError(f"{name} has dtype {a.dtype}, expected "
+                        f"{cnp.PyArray_DescrFromType(typenum)}")
+    if not cnp.PyArray_ISNOTSWAPPED(a):
+        raise TypeError(f"{name} has dtype {a.dtype.str}: not in native byte order")
     if not cnp.PyArray_IS_C_CONTIGUOUS(a):
         raise ValueError(f"{name} must be C-contiguous")
     if cnp.PyArray_SIZE(a) != n:
@@ -464,6 +466,12 @@ cdef inline bint _apart(cnp.ndarray a, cnp.ndarray b):
     return p + cnp.PyArray_NBYTES(a) <= q or q + cnp.PyArray_NBYTES(b) <= p
 
 
+cdef inline cnp.ndarray _per_channel(int64_t channels, int typenum):
+    """A new 1-D array of one value per channel."""
+    cdef cnp.npy_intp c = channels
+    return cnp.PyArray_EMPTY(1, &c, typenum, 0)
+
+
 cdef inline object _fast_out(object out, cnp.ndarray x, object other):
     """A new array like x for out=None; out itself when it is a writable
     C-contiguous array like x that is x's memory (or other's) or apart from
@@ -539,9 +547,8 @@ def fast_training(x, weight, bias, eps, axis, running_mean, running_var,
     y = _fast_out(out, xa, None)
     if y is None:
         return None
-    cdef cnp.npy_intp c = channels
-    cdef cnp.ndarray sm = cnp.PyArray_EMPTY(1, &c, t, 0)
-    cdef cnp.ndarray si = cnp.PyArray_EMPTY(1, &c, t, 0)
+    sm = _per_channel(channels, t)
+    si = _per_channel(channels, t)
     forward_training(xa, y, outer, channels, inner, weight, bias, sm, si,
                      running_mean, running_var, eps, mom, unbiased)
     return y, sm, si
@@ -549,13 +556,13 @@ def fast_training(x, weight, bias, eps, axis, running_mean, running_var,
 
 def fast_backward(dy, x, save_mean, save_invstd, weight, axis, training, out=None):
     """batch_norm_backward without the fused ReLU or residual."""
-    cdef int t, tdy
+    cdef int t
     cdef int64_t outer, channels, inner
-    if not _float_data(x, &t) or not _float_data(dy, &tdy):
+    if not _float_data(x, &t) or type(dy) is not cnp.ndarray:
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
     cdef cnp.ndarray ga = <cnp.ndarray>dy
-    if not _same_array(xa, ga) or type(training) is not bool:
+    if not _same_array(xa, ga) or type(training) is not bool:  # dy like x
         return None
     if not _layout(xa, axis, &outer, &channels, &inner):
         return None
@@ -569,9 +576,8 @@ def fast_backward(dy, x, save_mean, save_invstd, weight, axis, training, out=Non
     dx = _fast_out(out, xa, ga)
     if dx is None:
         return None
-    cdef cnp.npy_intp c = channels
-    cdef cnp.ndarray dw = cnp.PyArray_EMPTY(1, &c, t, 0)
-    cdef cnp.ndarray db = cnp.PyArray_EMPTY(1, &c, t, 0)
+    dw = _per_channel(channels, t)
+    db = _per_channel(channels, t)
     backward(ga, xa, outer, channels, inner, save_mean, save_invstd, weight, dx,
              dw, db, not training)
     return dx, dw, db
