@@ -172,6 +172,19 @@ BNORM_API bnorm_status bnorm_backward_fused(
   const Span ins[] = {{dy, data}, {x, data}, {y, data}, {mean, par}, {invstd, par},
                       {weight, par}, {bias, par}};
   if (any_forbidden_overlap_data(outs, 4, 2, ins, 7, 3)) return BNORM_ERROR_OVERLAP;
+  if (n == 0) {
+    // frozen statistics (training needs values): no data, so the sums are
+    // 0; and no plan, whose products of outer and inner could overflow
+    // when channels == 0
+    with_type(dtype, [&](auto t) {
+      using P = Param<decltype(t)>;
+      for (int64_t c = 0; c < channels; ++c) {
+        if (dweight) static_cast<P*>(dweight)[c] = P(0);
+        if (dbias) static_cast<P*>(dbias)[c] = P(0);
+      }
+    });
+    return BNORM_OK;
+  }
   return guarded([&] {
     const Plan plan(outer, channels, inner, es);
     with_type(dtype, [&](auto t) {

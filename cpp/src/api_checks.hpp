@@ -13,10 +13,13 @@
 namespace bnorm {
 
 // Elements of the tensor, or -1 for a negative size or an overflow (of
-// int64 or of the address space once multiplied by the element size).
+// int64 or of the address space once multiplied by the element size). The
+// per-channel arrays must fit too (`channels` doubles), even when the tensor
+// is empty: every `channels * size` product of the callers is then safe.
 inline int64_t checked_elements(int64_t outer, int64_t channels, int64_t inner,
                          int64_t elem_size) {
   if (outer < 0 || channels < 0 || inner < 0) return -1;
+  if (channels > std::numeric_limits<intptr_t>::max() / 8) return -1;
   const int64_t limit = std::numeric_limits<int64_t>::max() / elem_size;
   int64_t n = outer;
   for (int64_t f : {channels, inner}) {

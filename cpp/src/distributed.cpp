@@ -10,10 +10,13 @@ using namespace bnorm;
 namespace {
 
 // The count of the whole batch must cover the local shard, and training
-// needs more than one value per channel.
-bnorm_status check_count(int64_t count, int64_t channels, int64_t local) {
+// needs more than one value per channel. outer * inner is formed only once
+// channels >= 1, when it is at most the tensor's checked element count (with
+// channels == 0 any outer and inner pass checked_elements, and their
+// product can overflow).
+bnorm_status check_count(int64_t count, int64_t outer, int64_t channels, int64_t inner) {
   if (channels == 0 || count <= 1) return BNORM_ERROR_TOO_FEW_VALUES;
-  if (count < local) return BNORM_ERROR_INVALID_ARGUMENT;
+  if (count < outer * inner) return BNORM_ERROR_INVALID_ARGUMENT;
   return BNORM_OK;
 }
 
@@ -116,7 +119,7 @@ BNORM_API bnorm_status bnorm_forward_normalize(
     return BNORM_ERROR_INVALID_ARGUMENT;
   if (running_mean && !valid_momentum(momentum))
     return BNORM_ERROR_INVALID_MOMENTUM;
-  const bnorm_status st = check_count(count, channels, outer * inner);
+  const bnorm_status st = check_count(count, outer, channels, inner);
   if (st != BNORM_OK) return st;
   const int64_t data = n * es, par = channels * param_size_of(dtype);
   const Span outs[] = {{y, data}, {save_mean, par}, {save_invstd, par},
@@ -181,7 +184,7 @@ BNORM_API bnorm_status bnorm_backward_apply(
   if (n < 0 || checked_elements(1, channels, 2, 8) < 0) return BNORM_ERROR_INVALID_SIZE;
   if (!dy || !x || !mean || !invstd || !sum_dy || !sum_dy_xmu)
     return BNORM_ERROR_NULL_POINTER;
-  const bnorm_status st = check_count(count, channels, outer * inner);
+  const bnorm_status st = check_count(count, outer, channels, inner);
   if (st != BNORM_OK) return st;
   const int64_t data = n * es, par = channels * param_size_of(dtype);
   const Span outs[] = {{dx, data}, {dweight, par}, {dbias, par}};

@@ -314,9 +314,11 @@ struct DxMaskOp {
     T* e = kRes ? dres + off : nullptr;
     if (d) {
       each(d, n, [&](int64_t i) {
-        const P gi = gate(ld(g, i), ld(xs, i), M == kMaskY ? ld(ys, i) : P(0), fm, fs, fb);
+        // every load before the first store: dres may be x (or dy, or y)
+        const P xv = ld(xs, i);
+        const P gi = gate(ld(g, i), xv, M == kMaskY ? ld(ys, i) : P(0), fm, fs, fb);
         if (kRes) st(e, i, gi);
-        st(d, i, kFrozen ? gi * k : (gi * k - r) - (ld(xs, i) - m) * q);
+        st(d, i, kFrozen ? gi * k : (gi * k - r) - (xv - m) * q);
       });
     } else {
       each(e, n, [&](int64_t i) {
@@ -336,10 +338,10 @@ struct DxMaskOp {
     T* e = kRes ? dres + off : nullptr;
     if (d) {
       each(d, cw, [&](int64_t j) {
-        const P gi = gate(ld(g, j), ld(xs, j), M == kMaskY ? ld(ys, j) : P(0), fm[j],
-                          fs[j], fb[j]);
+        const P xv = ld(xs, j);  // before the first store (see run)
+        const P gi = gate(ld(g, j), xv, M == kMaskY ? ld(ys, j) : P(0), fm[j], fs[j], fb[j]);
         if (kRes) st(e, j, gi);
-        st(d, j, kFrozen ? gi * k[j] : (gi * k[j] - r[j]) - (ld(xs, j) - m[j]) * q[j]);
+        st(d, j, kFrozen ? gi * k[j] : (gi * k[j] - r[j]) - (xv - m[j]) * q[j]);
       });
     } else {
       each(e, cw, [&](int64_t j) {

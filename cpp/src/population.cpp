@@ -35,9 +35,15 @@ bool state_size_ok(int64_t channels) {
          channels <= (INT64_MAX / 8 - kHeader) / 5;
 }
 
+// Counts are kept in doubles, exact up to 2^53 (9.007e15): larger totals of
+// values or batches are refused rather than rounded (and their conversion
+// back to int64 could overflow).
+constexpr double kMaxCount = 9007199254740992.0;  // 2^53
+
 bool initialized(const double* p, int64_t channels) {
   return p[kTag] == kMagic && p[kChannels] == static_cast<double>(channels) &&
-         p[kBatches] >= 0 && p[kValues] >= 0 && std::isfinite(p[kValues]);
+         p[kBatches] >= 0 && p[kBatches] <= kMaxCount && p[kValues] >= 0 &&
+         p[kValues] <= kMaxCount;
 }
 
 int64_t state_bytes(int64_t channels) { return (5 * channels + kHeader) * 8; }
@@ -63,6 +69,9 @@ BNORM_API bnorm_status bnorm_population_add(int64_t channels, double* state,
   if (!state || !mean || !m2) return BNORM_ERROR_NULL_POINTER;
   if (count <= 1) return BNORM_ERROR_TOO_FEW_VALUES;
   if (!initialized(state, channels)) return BNORM_ERROR_INVALID_ARGUMENT;
+  if (static_cast<double>(count) > kMaxCount - state[kValues] ||
+      state[kBatches] + 1 > kMaxCount)
+    return BNORM_ERROR_INVALID_ARGUMENT;
   const Span outs[] = {{state, state_bytes(channels)}};
   const Span ins[] = {{mean, channels * 8}, {m2, channels * 8}};
   if (any_forbidden_overlap(outs, 1, ins, 2, nullptr, nullptr, -1))
@@ -85,6 +94,9 @@ BNORM_API bnorm_status bnorm_population_merge(int64_t channels, double* state,
   if (!state_size_ok(channels)) return BNORM_ERROR_INVALID_SIZE;
   if (!state || !other) return BNORM_ERROR_NULL_POINTER;
   if (!initialized(state, channels) || !initialized(other, channels))
+    return BNORM_ERROR_INVALID_ARGUMENT;
+  if (other[kValues] > kMaxCount - state[kValues] ||
+      other[kBatches] > kMaxCount - state[kBatches])
     return BNORM_ERROR_INVALID_ARGUMENT;
   const Span outs[] = {{state, state_bytes(channels)}};
   const Span ins[] = {{other, state_bytes(channels)}};

@@ -1,12 +1,19 @@
 #include "threading.hpp"
 
 #include <unistd.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define BNORM_HAVE_ATFORK 1
+#endif
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <cstdlib>
 #include <fstream>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "bnorm/bnorm.h"
 
@@ -19,6 +26,117 @@ std::atomic<int> g_requested_threads{0};
 // a function, its context and its thread count that were set together.
 std::mutex g_pool_mutex;
 HostPool g_pool;
+
+// bnorm's own pool for forked children (threading.hpp, fork_pool): worker
+// threads that take the tasks of one parallel-for at a time, the calling
+// thread taking tasks too. Tasks never wait for one another, so a second
+// caller that finds the pool busy simply runs its tasks itself.
+class ForkPool {
+ public:
+  static void parallel_for(void* self, int64_t n, bnorm_task_fn task, void* ctx) {
+    static_cast<ForkPool*>(self)->run(n, task, ctx);
+  }
+  void ensure_workers(int want) {
+    std::lock_guard<std::mutex> lock(m_);
+    for (; workers_ < want; ++workers_) {
+      try {
+        std::thread(&ForkPool::work, this).detach();
+      } catch (...) {
+        break;  // no more threads: the caller and the existing ones do it
+      }
+    }
+  }
+
+ private:
+  void run(int64_t n, bnorm_task_fn task, void* ctx) {
+    std::unique_lock<std::mutex> job(job_mutex_, std::try_to_lock);
+    if (!job.owns_lock() || n <= 1) {
+      for (int64_t i = 0; i < n; ++i) task(ctx, i);
+      return;
+    }
+    {
+      // a worker that joined the previous job late may still hold its task
+      // and context: it must leave before next_ is reset
+      std::unique_lock<std::mutex> lock(m_);
+      finished_.wait(lock, [&] { return busy_ == 0; });
+      task_ = task;
+      ctx_ = ctx;
+      n_ = n;
+      next_.store(0);
+      done_.store(0);
+      ++generation_;
+    }
+    wake_.notify_all();
+    take(task, ctx, n);
+    std::unique_lock<std::mutex> lock(m_);
+    // every task has returned and no worker still looks at this job
+    finished_.wait(lock, [&] { return done_.load() == n && busy_ == 0; });
+  }
+  void take(bnorm_task_fn task, void* ctx, int64_t n) {
+    for (int64_t i; (i = next_.fetch_add(1)) < n;) {
+      task(ctx, i);
+      if (done_.fetch_add(1) + 1 == n) {
+        std::lock_guard<std::mutex> lock(m_);
+        finished_.notify_all();
+      }
+    }
+  }
+  void work() {
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> lock(m_);
+    for (;;) {
+      wake_.wait(lock, [&] { return generation_ != seen; });
+      seen = generation_;
+      const bnorm_task_fn task = task_;
+      void* const ctx = ctx_;
+      const int64_t n = n_;
+      ++busy_;
+      lock.unlock();
+      take(task, ctx, n);
+      lock.lock();
+      if (--busy_ == 0) finished_.notify_all();
+    }
+  }
+
+  std::mutex job_mutex_;  // one parallel-for at a time
+  std::mutex m_;
+  std::condition_variable wake_, finished_;
+  uint64_t generation_ = 0;
+  bnorm_task_fn task_ = nullptr;
+  void* ctx_ = nullptr;
+  int64_t n_ = 0;
+  std::atomic<int64_t> next_{0}, done_{0};
+  int busy_ = 0;
+  int workers_ = 0;
+};
+
+// Set in the child of a fork(); the pool of the current generation. A pool
+// inherited from a parent is abandoned, never freed: its threads do not
+// exist here and its mutexes may have been held by them.
+std::atomic<bool> g_forked{false};
+std::atomic<ForkPool*> g_fork_pool{nullptr};
+std::mutex g_fork_pool_mutex;
+
+#ifdef BNORM_HAVE_ATFORK
+// Around fork(): no bnorm mutex is held by another thread at the moment of
+// the fork, so the child can take them.
+void before_fork() {
+  g_fork_pool_mutex.lock();
+  g_pool_mutex.lock();
+}
+void after_fork_parent() {
+  g_pool_mutex.unlock();
+  g_fork_pool_mutex.unlock();
+}
+void after_fork_child() {
+  g_forked.store(true);
+  g_fork_pool.store(nullptr);
+  g_pool_mutex.unlock();
+  g_fork_pool_mutex.unlock();
+}
+[[maybe_unused]] const int g_atfork_registered =
+    pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+#endif
 
 int64_t read_cache_bytes(int want_level, int64_t fallback) {
   // sysfs first (what the kernel reports for this CPU), then sysconf.
@@ -44,9 +162,20 @@ int64_t read_cache_bytes(int want_level, int64_t fallback) {
   return fallback;
 }
 
+// BNORM_L2_BYTES / BNORM_L3_BYTES, when set to a positive number, replace
+// what the system reports (the tests use them to reach the paths of large
+// tensors with small ones; only the schedule depends on them, never a bit).
 int64_t cache_bytes(int level, int64_t fallback, int64_t lo, int64_t hi) {
   try {
-    return std::min(std::max(read_cache_bytes(level, fallback), lo), hi);
+    const char* env = std::getenv(level == 2 ? "BNORM_L2_BYTES" : "BNORM_L3_BYTES");
+    int64_t v = 0;
+    if (env && *env) {
+      char* end = nullptr;
+      const long long parsed = std::strtoll(env, &end, 10);
+      if (end && *end == '\0' && parsed > 0) v = parsed;
+    }
+    if (v <= 0) v = read_cache_bytes(level, fallback);
+    return std::min(std::max(v, lo), hi);
   } catch (...) {
     return fallback;
   }
@@ -56,6 +185,25 @@ int64_t cache_bytes(int level, int64_t fallback, int64_t lo, int64_t hi) {
 HostPool host_pool() {
   std::lock_guard<std::mutex> lock(g_pool_mutex);
   return g_pool;
+}
+
+HostPool fork_pool(int threads) {
+  HostPool pool;
+  if (!g_forked.load() || threads < 2) return pool;
+  ForkPool* fp = g_fork_pool.load();
+  if (!fp) {
+    std::lock_guard<std::mutex> lock(g_fork_pool_mutex);
+    fp = g_fork_pool.load();
+    if (!fp) {
+      fp = new ForkPool();  // lives as long as the process (see g_fork_pool)
+      g_fork_pool.store(fp);
+    }
+  }
+  fp->ensure_workers(threads - 1);
+  pool.fn = &ForkPool::parallel_for;
+  pool.context = fp;
+  pool.threads = threads;
+  return pool;
 }
 
 int num_threads() {
@@ -93,6 +241,7 @@ BNORM_API int bnorm_get_num_threads(void) { return bnorm::num_threads(); }
 BNORM_API const char* bnorm_threading_backend(void) {
   if (bnorm::host_pool().fn) return "host";
 #ifdef BNORM_HAVE_OPENMP
+  if (bnorm::g_forked.load()) return "bnorm";
   return "openmp";
 #else
   return "none";

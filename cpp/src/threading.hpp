@@ -44,6 +44,15 @@ struct HostPool {
 // A consistent copy of the current setting.
 HostPool host_pool();
 
+// In a process made by fork() from one that may have run OpenMP teams (its
+// own or another library's: they share the runtime), GNU OpenMP's thread
+// pool is gone but the runtime still waits for it, and the first parallel
+// region hangs. Such a child runs bnorm's parallel work on a pool of
+// bnorm's own instead (started on first use, in each forked generation);
+// the work is cut the same way, so the bits are the same. Returns that pool
+// as a HostPool of `threads` parts, or fn == nullptr outside a forked child.
+HostPool fork_pool(int threads);
+
 namespace detail {
 template <class F, class... Rest>
 void run_phases(int tid, int n, const F& first, const Rest&... rest) {
@@ -86,7 +95,10 @@ void host_phase(const HostPool& pool, int n, const F& phase) {
 template <class... Phases>
 void parallel(int nt, const Phases&... phases) {
   if (nt > 1) {
-    const HostPool pool = host_pool();
+    HostPool pool = host_pool();
+#ifdef BNORM_HAVE_OPENMP
+    if (!pool.fn) pool = fork_pool(nt);
+#endif
     if (pool.fn) {
       (detail::host_phase(pool, nt, phases), ...);
       return;

@@ -27,10 +27,12 @@ cmake --build "$work/build" -j2 --target bnorm >/dev/null
 mkdir -p "$work/new"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 export ASAN_OPTIONS="detect_leaks=1"
+export BNORM_FUZZ_STATS=1  # calls per function, printed at exit
 "$work/fuzz_api" -max_total_time="$seconds" -print_final_stats=1 -max_len=4096 \
   -timeout=10 -artifact_prefix="$work/" "$work/new" "$root/tests/fuzz/corpus" 2>"$work/log" || {
   tail -60 "$work/log"; echo "fuzzing FAILED (log: $work/log)"; exit 1; }
 grep -E "stat::number_of_executed_units|stat::new_units_added|^#[0-9]+.*DONE" "$work/log" || true
+sed -n '/^fuzz_api calls per function/,$p' "$work/log" | grep -E "^(fuzz_api|  )" || true
 execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/log")"
 echo "fuzz: ${execs:-?} executions in ${seconds} s, no crash, leak or sanitizer report"
 if [ "$merge" = "--merge" ]; then

@@ -58,6 +58,27 @@
  * 100 KiB of the calling thread's stack). Every function is thread-safe and
  * reentrant.
  *
+ * Aliasing
+ * --------
+ * An output may share memory with an input only where its description below
+ * says "may be exactly" that input: the same start and the same size (in
+ * place). Such a call gives bitwise the results of the same call with
+ * separate buffers. Every other overlap -- an output partly over any buffer,
+ * two outputs sharing memory, a per-channel output over any other buffer
+ * unless listed -- is refused with BNORM_ERROR_OVERLAP before anything is
+ * written.
+ *
+ * Processes
+ * ---------
+ * A process may fork() after using bnorm on several threads: in the child,
+ * bnorm neither hangs nor gives other bits. GNU OpenMP's thread pool does not
+ * survive fork (the child's first parallel region would wait for threads
+ * that are gone), so in a child of fork() an OpenMP build runs its parallel
+ * work on threads of its own instead, started on the child's first call that
+ * splits its work, with the same thread count (bnorm_set_num_threads still
+ * applies; bnorm_threading_backend() says "bnorm"). A host pool set with
+ * bnorm_set_parallel_for stays set in the child: it must work there.
+ *
  * Versioning
  * ----------
  * MAJOR changes break the ABI or the documented behaviour (the shared
@@ -205,7 +226,9 @@ BNORM_API int bnorm_get_num_threads(void);
  * Errors: INVALID_ARGUMENT (max_threads < 1 with a non-NULL parallel_for).
  */
 /* Who runs the parallel work now: "host" (a bnorm_set_parallel_for pool is
- * set), "openmp", or "none" (a build without OpenMP: the calling thread). */
+ * set), "openmp", "bnorm" (bnorm's own threads: an OpenMP build in a child
+ * of fork(), see "Processes" above), or "none" (a build without OpenMP: the
+ * calling thread). */
 BNORM_API const char *bnorm_threading_backend(void);
 
 typedef void (*bnorm_task_fn)(void *task_context, int64_t index);
@@ -219,7 +242,12 @@ BNORM_API bnorm_status bnorm_set_parallel_for(bnorm_parallel_for_fn parallel_for
  * what the CPU supports: "avx512", "avx2", "sse2" (x86-64), "baseline"
  * (other CPUs) or "scalar". The environment variable BNORM_ISA, read once
  * before the first call, can ask for any of these the CPU supports (the
- * tests use it to hold every vector copy against the scalar one). */
+ * tests use it to hold every vector copy against the scalar one).
+ * Likewise BNORM_L2_BYTES and BNORM_L3_BYTES, positive byte counts, replace
+ * the per-core and last-level cache sizes read from the system (within
+ * 128 KiB-64 MiB and 1 MiB-1 GiB); they change only how work is scheduled,
+ * never a result (the tests use them to reach the paths of large tensors
+ * with small ones). */
 BNORM_API const char *bnorm_kernel_isa(void);
 
 /* ------------------------------------------------------------------------ */
@@ -249,13 +277,14 @@ BNORM_API const char *bnorm_kernel_isa(void);
  * and optionally the statistics and the running-statistics update.
  *
  *   x, y                 outer*channels*inner elements of dtype. y may be
- *                        x itself (in place) but may not partially overlap it.
+ *                        exactly x (in place).
  *   weight, bias         gamma and beta, or NULL for 1 and 0.
  *   save_mean,           outputs: the batch mean and 1/sqrt(var + eps);
- *   save_invstd          either may be NULL.
+ *   save_invstd          either may be NULL. They overlap no other buffer.
  *   running_mean,        updated in place with `momentum`, both or neither
  *   running_var          (NULL, NULL). The unbiased variance var*m/(m-1) is
  *                        used unless BNORM_FLAG_BIASED_RUNNING_VAR is set.
+ *                        They overlap no other buffer.
  *   eps                  finite and > 0.
  *   momentum             in [0, 1]; ignored when no running statistics.
  *   flags                0 or BNORM_FLAG_BIASED_RUNNING_VAR.
@@ -277,7 +306,7 @@ BNORM_API bnorm_status bnorm_forward_training(
  * given (population / running) statistics. Allocates nothing. An empty tensor
  * (outer, channels or inner zero) is valid and writes nothing.
  *
- *   x, y                 as for training; y may be x (in place).
+ *   x, y                 as for training; y may be exactly x (in place).
  *   mean, var            the statistics, `channels` parameter-type values.
  *   weight, bias         gamma and beta, or NULL for 1 and 0.
  *   eps                  finite and > 0.
@@ -303,9 +332,10 @@ BNORM_API bnorm_status bnorm_forward_inference(
  *   dy, x                outer*channels*inner elements of dtype.
  *   mean, invstd         `channels` parameter-type values each (required).
  *   weight               gamma, or NULL for 1.
- *   dx                   output, or NULL to skip it. May be dy or x itself
- *                        (in place) but may not partially overlap either.
- *   dweight, dbias       outputs, `channels` values each, or NULL to skip.
+ *   dx                   output, or NULL to skip it. May be exactly dy or
+ *                        exactly x (in place).
+ *   dweight, dbias       outputs, `channels` values each, or NULL to skip;
+ *                        they overlap no other buffer.
  *   flags                0 or BNORM_FLAG_FROZEN_STATS.
  *
  * Training mode needs m > 1 (TOO_FEW_VALUES otherwise). An empty tensor in
@@ -340,7 +370,8 @@ BNORM_API bnorm_status bnorm_backward(
  * Training forward, fused: as bnorm_forward_training, then the residual and
  * the ReLU. The statistics are those of x alone.
  *   residual   outer*channels*inner elements of dtype, or NULL. y may be
- *              exactly x or exactly residual (in place).
+ *              exactly x or exactly residual (in place); the per-channel
+ *              outputs overlap no other buffer.
  *   flags      BNORM_FLAG_BIASED_RUNNING_VAR, BNORM_FLAG_RELU.
  * Errors: as bnorm_forward_training.
  */
@@ -377,9 +408,10 @@ BNORM_API bnorm_status bnorm_forward_inference_fused(
  *
  *   y            the forward's output, or NULL (see above).
  *   bias         beta (for the recomputed mask), or NULL for 0.
- *   dx, dresidual, dweight, dbias   outputs, each may be NULL. dx and
- *                dresidual may each be exactly dy, x or y (in place), not
- *                each other.
+ *   dx, dresidual, dweight, dbias   outputs, each may be NULL. dx may be
+ *                exactly dy, x or y (in place); so may dresidual, but not
+ *                the same one as dx (dx and dresidual never share memory).
+ *                dweight and dbias overlap no other buffer.
  *   flags        BNORM_FLAG_FROZEN_STATS, BNORM_FLAG_RELU.
  * Errors: as bnorm_backward.
  */
@@ -402,9 +434,9 @@ BNORM_API bnorm_status bnorm_backward_fused(
  *
  *   mean, var            `channels` parameter-type values (required).
  *   weight, bias         gamma and beta, or NULL for 1 and 0.
- *   scale, shift         outputs, `channels` values each. Either may be
- *                        exactly one of the inputs (in place); partial
- *                        overlaps, and scale overlapping shift, are refused.
+ *   scale, shift         outputs, `channels` values each. Each may be
+ *                        exactly mean, var, weight or bias (in place), not
+ *                        the same one as the other; they never share memory.
  *
  * Errors: NULL_POINTER, INVALID_SIZE, UNSUPPORTED_DTYPE, INVALID_EPS,
  * OVERLAP.
@@ -432,9 +464,11 @@ BNORM_API bnorm_status bnorm_inference_scale_shift(
  *   layer_bias           `channels` values, or NULL for a layer without bias.
  *   mean, var            the batch norm's statistics (required).
  *   weight, bias         its gamma and beta, or NULL for 1 and 0.
- *   folded_weight        output like layer_weight; may be layer_weight.
+ *   folded_weight        output like layer_weight; may be exactly
+ *                        layer_weight (in place).
  *   folded_bias          output, `channels` values (required, since the
- *                        folded layer has a bias); may be layer_bias.
+ *                        folded layer has a bias); may be exactly layer_bias.
+ *                        Neither output may overlap any other buffer.
  *
  * Errors: NULL_POINTER, INVALID_SIZE, UNSUPPORTED_DTYPE, INVALID_EPS,
  * OVERLAP (any other overlap of an output with an input or the other output).
@@ -476,7 +510,8 @@ BNORM_API bnorm_status bnorm_fold_into_layer(
  * zero). An empty shard gives mean 0 and m2 0.
  *
  *   x                    outer*channels*inner elements of dtype.
- *   mean, m2             outputs, `channels` doubles each.
+ *   mean, m2             outputs, `channels` doubles each; they overlap no
+ *                        other buffer.
  *
  * Errors: NULL_POINTER, INVALID_SIZE, UNSUPPORTED_DTYPE, OVERLAP,
  * OUT_OF_MEMORY.
@@ -516,7 +551,8 @@ BNORM_API bnorm_status bnorm_merge_moments(
  * biased), the saved statistics, and the running-statistics update with
  * the global unbiased variance var * count / (count - 1).
  *
- *   x, y                 the local shard (may be empty); y may be x.
+ *   x, y                 the local shard (may be empty); y may be exactly
+ *                        x (in place).
  *   count                values per channel in the whole batch: > 1, and at
  *                        least the shard's outer * inner.
  *   mean, m2             `channels` doubles each.
@@ -541,7 +577,8 @@ BNORM_API bnorm_status bnorm_forward_normalize(
  *
  *   dy, x                outer*channels*inner elements of dtype.
  *   mean                 save_mean of the forward pass (parameter type).
- *   sum_dy, sum_dy_xmu   outputs, `channels` doubles each.
+ *   sum_dy, sum_dy_xmu   outputs, `channels` doubles each; they overlap
+ *                        no other buffer.
  *
  * Errors: NULL_POINTER, INVALID_SIZE, UNSUPPORTED_DTYPE, OVERLAP,
  * OUT_OF_MEMORY.
@@ -563,7 +600,9 @@ BNORM_API bnorm_status bnorm_backward_reduce(
  *   sum_dy, sum_dy_xmu   `channels` doubles each: the global sums.
  *   count                values per channel in the whole batch: > 1, and at
  *                        least the shard's outer * inner.
- *   dx, dweight, dbias   outputs, or NULL to skip; dx may be dy or x.
+ *   dx, dweight, dbias   outputs, or NULL to skip; dx may be exactly dy or
+ *                        exactly x (in place); dweight and dbias overlap no
+ *                        other buffer.
  *
  * Errors: NULL_POINTER, INVALID_SIZE, UNSUPPORTED_DTYPE, TOO_FEW_VALUES
  * (count <= 1), INVALID_ARGUMENT (count below the shard's), OVERLAP,
@@ -607,14 +646,17 @@ BNORM_API bnorm_status bnorm_population_init(int64_t channels, double *state);
  * mean and m2 = sum((x - mean)^2) (from bnorm_moments, or one's own).
  * Errors: NULL_POINTER, INVALID_SIZE, TOO_FEW_VALUES (count <= 1),
  * INVALID_ARGUMENT (a state that was not initialized for this channel
- * count), OVERLAP.
+ * count, or a total of values above 2^53, where the counts, kept in
+ * doubles, would stop being exact), OVERLAP (state overlapping mean or m2).
  */
 BNORM_API bnorm_status bnorm_population_add(int64_t channels, double *state,
                                             int64_t count, const double *mean,
                                             const double *m2);
 
-/* Folds accumulator `other` (of shards of the data, say) into `state`.
- * Errors: NULL_POINTER, INVALID_SIZE, INVALID_ARGUMENT, OVERLAP. */
+/* Folds accumulator `other` (of shards of the data, say) into `state`,
+ * which must not overlap it.
+ * Errors: NULL_POINTER, INVALID_SIZE, INVALID_ARGUMENT (either state not
+ * initialized for this channel count, or totals above 2^53), OVERLAP. */
 BNORM_API bnorm_status bnorm_population_merge(int64_t channels, double *state,
                                               const double *other);
 
@@ -623,7 +665,7 @@ BNORM_API bnorm_status bnorm_population_merge(int64_t channels, double *state,
  * (`channels` doubles each; either may be NULL), the number of batches
  * into *batches and of values per channel into *values (either may be
  * NULL). With no batch yet, mean is 0 and var is 1 (a fresh running
- * variance).
+ * variance). The outputs overlap neither the state nor one another.
  * Errors: NULL_POINTER (state), INVALID_SIZE, INVALID_ARGUMENT, OVERLAP.
  */
 BNORM_API bnorm_status bnorm_population_result(int64_t channels,
