@@ -340,6 +340,60 @@ int main(void) {
       ++failures;
     }
   }
+  /* Empty tensors of no channels with huge outer and inner: every size
+   * check passes (the tensor has 0 elements), and a product outer * inner
+   * formed before the channel check overflowed, a loop over outer ran
+   * 2^62 empty iterations. Each call must return its status at once. */
+  {
+    const int64_t big = (int64_t)1 << 62;
+    float buf[8] = {0};
+    double dbl[8] = {0};
+    const struct {
+      const char *what;
+      bnorm_status got, want;
+    } empty[] = {
+        {"forward_normalize", bnorm_forward_normalize(BNORM_FLOAT32, big, 0, big, buf, buf + 4, 5,
+                                                      dbl, dbl + 2, NULL, NULL, NULL, NULL, NULL,
+                                                      NULL, 1e-5, 0.1, 0),
+         BNORM_ERROR_TOO_FEW_VALUES},
+        {"backward_apply", bnorm_backward_apply(BNORM_FLOAT32, big, 0, big, buf, buf, buf, buf,
+                                                NULL, dbl, dbl, 5, buf + 4, NULL, NULL),
+         BNORM_ERROR_TOO_FEW_VALUES},
+        {"frozen backward", bnorm_backward(BNORM_FLOAT32, big, 0, big, buf, buf, buf, buf, NULL,
+                                           buf + 4, buf + 5, buf + 6, BNORM_FLAG_FROZEN_STATS),
+         BNORM_OK},
+        {"fold", bnorm_fold_into_layer(BNORM_FLOAT32, big, 0, big, buf, NULL, buf, buf, NULL,
+                                       NULL, 1e-5, buf + 4, buf + 5),
+         BNORM_OK},
+        {"inference", bnorm_forward_inference(BNORM_FLOAT32, big, 0, big, buf, buf + 4, buf, buf,
+                                              NULL, NULL, 1e-5),
+         BNORM_OK},
+        {"moments", bnorm_moments(BNORM_FLOAT32, big, 0, big, buf, dbl, dbl + 2), BNORM_OK},
+        {"training", bnorm_forward_training(BNORM_FLOAT32, big, 0, big, buf, buf + 4, NULL, NULL,
+                                            NULL, NULL, NULL, NULL, 1e-5, 0.1, 0),
+         BNORM_ERROR_TOO_FEW_VALUES},
+        /* channels beyond any per-channel array, on an empty tensor */
+        {"inference, 2^62 channels", bnorm_forward_inference(BNORM_FLOAT32, 0, big, 1, buf,
+                                                             buf + 4, buf, buf, NULL, NULL, 1e-5),
+         BNORM_ERROR_INVALID_SIZE},
+    };
+    for (i = 0; i < (int)(sizeof empty / sizeof empty[0]); ++i) {
+      ++tried;
+      ++singles;
+      if (empty[i].got != empty[i].want) {
+        fprintf(stderr, "%s of an empty tensor with huge sizes: %s, expected %s\n",
+                empty[i].what, bnorm_status_string(empty[i].got),
+                bnorm_status_string(empty[i].want));
+        ++failures;
+      }
+    }
+    for (i = 0; i < 8; ++i)
+      if (buf[i] != 0 || dbl[i] != 0) {
+        fprintf(stderr, "an empty call wrote into a buffer\n");
+        ++failures;
+        break;
+      }
+  }
   if (failures) {
     printf("%d failed\n", failures);
     return 1;

@@ -527,7 +527,14 @@ void run(FuzzedDataProvider& in) {
     outer = in.ConsumeIntegral<int64_t>();
     channels = in.ConsumeIntegral<int64_t>();
     inner = in.ConsumeIntegral<int64_t>();
-    if (in.ConsumeBool()) outer = in.ConsumeIntegralInRange<int64_t>(-1, 1);  // 0 or 1 with a huge rest
+    // one of them small (0 or 1 with huge others: empty tensors whose
+    // products of the other two overflow)
+    switch (in.ConsumeIntegralInRange(0, 3)) {
+      case 1: outer = in.ConsumeIntegralInRange<int64_t>(-1, 1); break;
+      case 2: channels = in.ConsumeIntegralInRange<int64_t>(-1, 1); break;
+      case 3: inner = in.ConsumeIntegralInRange<int64_t>(-1, 1); break;
+      default: break;
+    }
   } else {
     outer = in.ConsumeIntegralInRange<int64_t>(0, 40);
     channels = in.ConsumeIntegralInRange<int64_t>(0, 12);
