@@ -26,14 +26,7 @@
 static float x[TOTAL], dy[TOTAL], y0[TOTAL], dx0[TOTAL];
 static float sm0[C], si0[C], dw0[C], db0[C];
 
-static int failures = 0;
-#define CHECK(cond)                                                                \
-  do {                                                                             \
-    if (!(cond)) {                                                                 \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);     \
-      ++failures;                                                                  \
-    }                                                                              \
-  } while (0)
+#include "check.h"
 
 /* One training step; 0 when its results are the parent's bits. */
 static int step_matches(void) {
