@@ -76,7 +76,9 @@ static int first_call(void) {
 
 static int own_thread_count(void) {
   bnorm_set_num_threads(3);
-  if (bnorm_get_num_threads() != 3) return 3;
+  /* (a build without OpenMP always runs on the calling thread) */
+  if (bnorm_get_num_threads() != (strcmp(bnorm_threading_backend(), "none") == 0 ? 1 : 3))
+    return 3;
   return step_matches();
 }
 

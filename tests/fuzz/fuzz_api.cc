@@ -482,7 +482,10 @@ bnorm_status call(int op, Buffers<D>& b, const Ptrs<D>& a, int64_t outer, int64_
     case kMoments:
       return bnorm_moments(dt, outer, channels, inner, a.d[X], a.q[MEAN], a.q[M2]);
     case kMerge:
-      return bnorm_merge_moments(parts, channels, a.counts, a.q[MEAN], a.q[M2], a.count_out,
+      // `outer` parts: the harness's own count (parts) when the sizes are
+      // valid, else whatever the input said, which must be refused
+      (void)parts;
+      return bnorm_merge_moments(outer, channels, a.counts, a.q[MEAN], a.q[M2], a.count_out,
                                  a.q[S1], a.q[S2]);
     case kNormalize:
       return bnorm_forward_normalize(dt, outer, channels, inner, a.d[X], a.d[Y], count,
@@ -672,7 +675,11 @@ void run(FuzzedDataProvider& in) {
     return;
   }
   ++g_ok[op];
-  if (!valid || (!per_channel_only && n < 0)) fail("success on sizes that are not valid");
+  if (!valid || (!per_channel_only && n < 0)) {
+    std::fprintf(stderr, "%s: (%lld, %lld, %lld)\n", kOpNames[op], (long long)outer,
+                 (long long)channels, (long long)inner);
+    fail("success on sizes that are not valid");
+  }
   if ((op == kNormalize || op == kBackApply) && (count <= 1 || count < local))
     fail("success with a count that cannot be the whole batch's");
   const bool relu = (flags & BNORM_FLAG_RELU) != 0;
@@ -755,7 +762,7 @@ void run(FuzzedDataProvider& in) {
   const double bx = scan.x;
   ++g_checked[op];
   if (op == kTrain || op == kTrainFused || op == kNormalize) {
-    const double m = static_cast<double>(outer * inner);
+    const double m = static_cast<double>(outer) * static_cast<double>(inner);
     for (int64_t c = 0; c < channels; ++c) {
       double mean, var;
       if (op == kNormalize) {
@@ -836,7 +843,8 @@ void run(FuzzedDataProvider& in) {
       check_close(parn(DW, c), gx * is, sgx * is, ptol, "dweight");
       // dx = k*g - k*sum_g/m - (x - mean) * k * is^2 * sum_gx / m
       const double gam = par0(W, c), kk = gam * is;
-      const double m = op == kBackApply ? static_cast<double>(count) : static_cast<double>(outer * inner);
+      const double m = op == kBackApply ? static_cast<double>(count)
+                                        : static_cast<double>(outer) * static_cast<double>(inner);
       for (int64_t o = 0; o < outer; ++o)
         for (int64_t i = 0; i < inner; ++i) {
           const int64_t k = idx(o, c, i);
@@ -871,7 +879,7 @@ void run(FuzzedDataProvider& in) {
                   bx * std::fabs(a) + std::fabs(par0(B, c)), ptol, "shift");
     }
   } else if (op == kMoments) {
-    const double m = static_cast<double>(outer * inner);
+    const double m = static_cast<double>(outer) * static_cast<double>(inner);
     for (int64_t c = 0; c < channels; ++c) {
       double s = 0, s2 = 0;
       for (int64_t o = 0; o < outer; ++o)
