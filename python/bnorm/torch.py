@@ -1,99 +1,274 @@
-"""bnorm inside PyTorch: an autograd function on bnorm's kernels for CPU
-tensors, and drop-in ``BatchNorm1d/2d/3d`` modules.
+"""bnorm inside PyTorch: operators registered with ``torch.library`` (namespace
+``bnorm``), and drop-in ``BatchNorm1d/2d/3d`` modules on them.
 
     import bnorm.torch
     layer = bnorm.torch.BatchNorm2d(64)          # like torch.nn.BatchNorm2d
     bnorm.torch.convert(model)                   # swap a model's batch norms
+    torch.compile(model, fullgraph=True)         # the ops compile as they are
 
 The modules *are* ``torch.nn.BatchNorm*d`` (subclasses with the same
 constructor, buffers, ``state_dict`` keys and train/eval behaviour), so a
 checkpoint loads into either and ``isinstance`` checks still hold. Only the
-computation differs: float32/float64 CPU tensors (contiguous or
-``channels_last``, without copies) go through bnorm; anything else (CUDA,
-half precision, mixed dtypes) falls back to PyTorch's own kernel.
+computation differs: CPU tensors of float32, float64, float16 and bfloat16
+(the half types with float32 parameters and running statistics, as in
+PyTorch's mixed-type batch norm; bfloat16 needs ml_dtypes) go through bnorm,
+in their own memory format (contiguous, ``channels_last``,
+``channels_last_3d``: y and dx keep it, with no copy). Anything else (CUDA,
+other dtypes, half-precision running statistics) falls back to PyTorch's
+own kernel.
+
+The operators, with fake (meta) implementations and autograd formulas, so
+that ``torch.compile``, ``torch.export`` and ``torch.library.opcheck`` work:
+
+    torch.ops.bnorm.batch_norm_train(x, weight, bias, running_mean, running_var,
+                                     momentum, eps)
+        -> (y, save_mean, save_invstd, new_running_mean, new_running_var)
+    torch.ops.bnorm.batch_norm_infer(x, running_mean, running_var, weight, bias,
+                                     eps) -> y
+    torch.ops.bnorm.batch_norm_backward(dy, x, mean, invstd, weight,
+                                        training) -> (dx, dweight, dbias)
 
 Needs PyTorch (``pip install "bnorm[torch]"``); bnorm itself does not.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from . import _functional as _bn
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "batch_norm", "convert"]
+try:
+    import ml_dtypes as _ml
+except ImportError:  # bfloat16 tensors then go to PyTorch's kernel
+    _ml = None
 
-_DTYPES = (torch.float32, torch.float64)
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "batch_norm",
+           "convert", "convert_sync_batchnorm"]
+
+_DATA = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
-def _np(t: Optional[Tensor]) -> Optional[np.ndarray]:
-    """A NumPy view of a CPU tensor (no copy), or None."""
-    return None if t is None else t.detach().numpy()
+def _param_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Parameters and statistics: float64 for float64 data, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _supported(x: Tensor, *others: Optional[Tensor]) -> bool:
-    if x.device.type != "cpu" or x.dtype not in _DTYPES or x.dim() < 2:
+def _supported(x: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
+               weight: Optional[Tensor], bias: Optional[Tensor]) -> bool:
+    """Whether bnorm computes this call (else PyTorch's kernel does). Only
+    device, dtype and rank: decided at trace time under torch.compile."""
+    if x.device.type != "cpu" or x.dtype not in _DATA or x.dim() < 2:
         return False
-    if x.is_conj() or x.is_neg() or any(s < 0 for s in x.stride()):
+    if x.dtype == torch.bfloat16 and _ml is None:
         return False
-    for t in others:
-        if t is not None and (t.device.type != "cpu" or t.dtype != x.dtype):
+    pdtype = _param_dtype(x.dtype)
+    for t in (running_mean, running_var):  # updated in place: the parameter dtype
+        if t is not None and (t.device.type != "cpu" or t.dtype != pdtype):
+            return False
+    for t in (weight, bias):
+        if t is not None and (t.device.type != "cpu" or t.dtype not in (x.dtype, pdtype)):
             return False
     return True
 
 
-class _BatchNormFunction(torch.autograd.Function):
-    """Forward and backward of batch norm over axis 1, on bnorm's kernels."""
+# ---- between tensors and bnorm's arrays (no copies) ---------------------------
 
-    @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, use_batch_stats,
-                momentum, eps):
-        xn, w, b = _np(x), _np(weight), _np(bias)
-        if use_batch_stats:
-            y, mean, invstd = _bn.batch_norm_train(
-                xn, w, b, eps, axis=1, running_mean=_np(running_mean),
-                running_var=_np(running_var), momentum=momentum)
-            mean_t, invstd_t = torch.from_numpy(mean), torch.from_numpy(invstd)
-        else:
-            y = _bn.batch_norm(xn, _np(running_mean), _np(running_var), w, b,
-                               eps=eps, axis=1)
-            mean_t = running_mean.detach().clone()
-            invstd_t = torch.rsqrt(running_var.detach().double() + eps).to(x.dtype)
-        ctx.use_batch_stats = use_batch_stats
-        ctx.save_for_backward(x, weight, mean_t, invstd_t)
-        return torch.from_numpy(y)
+def _memory_order(t: Tensor) -> Optional[Tuple[Tensor, int]]:
+    """t seen in its memory order with the channel axis (1) where bnorm
+    finds it: (t, 1) when contiguous, (t with axis 1 moved last, -1) when
+    channels-last; None for any other layout."""
+    if t.is_contiguous():
+        return t, 1
+    if t.dim() >= 3:
+        moved = t.movedim(1, -1)
+        if moved.is_contiguous():
+            return moved, -1
+    return None
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_y):
-        x, weight, mean, invstd = ctx.saved_tensors
-        dx, dw, db = _bn.batch_norm_backward(
-            _np(grad_y), _np(x), _np(mean), _np(invstd), _np(weight), axis=1,
-            training=ctx.use_batch_stats)
-        need = ctx.needs_input_grad
-        return (torch.from_numpy(dx) if need[0] else None,
-                torch.from_numpy(dw) if weight is not None and need[1] else None,
-                torch.from_numpy(db) if need[2] else None,
-                None, None, None, None, None)
 
+def _np(t: Optional[Tensor]) -> Optional[np.ndarray]:
+    """A NumPy view of a CPU tensor's memory (no copy), or None."""
+    if t is None:
+        return None
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(_ml.bfloat16)
+    return t.numpy()
+
+
+def _param(t: Optional[Tensor], pdtype: torch.dtype) -> Optional[np.ndarray]:
+    """An input parameter as bnorm takes it (the parameter dtype)."""
+    if t is None:
+        return None
+    return _np(t if t.dtype == pdtype else t.to(pdtype))
+
+
+def _dense(x: Tensor) -> Tensor:
+    """x, or a contiguous copy when bnorm cannot read its layout."""
+    return x if _memory_order(x) is not None else x.contiguous()
+
+
+def _output_like(x: Tensor) -> Tensor:
+    """An output with x's memory format (x dense): PyTorch's empty_like."""
+    return torch.empty_like(x, memory_format=torch.preserve_format)
+
+
+# ---- the operators --------------------------------------------------------------
+
+# The training forward is a functional operator (autograd needs one): the
+# updated running statistics come back as new tensors (computed by bnorm in
+# double from the old ones, as its in-place update does), which the caller
+# copies into its buffers; (0,)-shaped when there are none.
+@torch.library.custom_op("bnorm::batch_norm_train", mutates_args=(), device_types="cpu")
+def _train_op(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+              running_mean: Optional[Tensor], running_var: Optional[Tensor], momentum: float,
+              eps: float) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    x = _dense(x.resolve_conj().resolve_neg())
+    pdtype = _param_dtype(x.dtype)
+    y = _output_like(x)
+    xs, axis = _memory_order(x)
+    ys, _ = _memory_order(y)
+    tracked = running_mean is not None and running_var is not None
+    new_mean = running_mean.clone() if tracked else x.new_empty((0,), dtype=pdtype)
+    new_var = running_var.clone() if tracked else x.new_empty((0,), dtype=pdtype)
+    _, mean, invstd = _bn.batch_norm_train(
+        _np(xs), _param(weight, pdtype), _param(bias, pdtype), eps, axis=axis,
+        running_mean=_np(new_mean) if tracked else None,
+        running_var=_np(new_var) if tracked else None, momentum=momentum, out=_np(ys))
+    return y, torch.from_numpy(mean), torch.from_numpy(invstd), new_mean, new_var
+
+
+@_train_op.register_fake
+def _(x, weight, bias, running_mean, running_var, momentum, eps):
+    pdtype = _param_dtype(x.dtype)
+    c = x.shape[1]
+    tracked = running_mean is not None and running_var is not None
+    return (_output_like(x), x.new_empty((c,), dtype=pdtype), x.new_empty((c,), dtype=pdtype),
+            torch.empty_like(running_mean) if tracked else x.new_empty((0,), dtype=pdtype),
+            torch.empty_like(running_var) if tracked else x.new_empty((0,), dtype=pdtype))
+
+
+@torch.library.custom_op("bnorm::batch_norm_infer", mutates_args=(), device_types="cpu")
+def _infer_op(x: Tensor, running_mean: Tensor, running_var: Tensor, weight: Optional[Tensor],
+              bias: Optional[Tensor], eps: float) -> Tensor:
+    x = _dense(x.resolve_conj().resolve_neg())
+    pdtype = _param_dtype(x.dtype)
+    y = _output_like(x)
+    xs, axis = _memory_order(x)
+    ys, _ = _memory_order(y)
+    _bn.batch_norm(_np(xs), _param(running_mean, pdtype), _param(running_var, pdtype),
+                   _param(weight, pdtype), _param(bias, pdtype), eps=eps, axis=axis,
+                   out=_np(ys))
+    return y
+
+
+@_infer_op.register_fake
+def _(x, running_mean, running_var, weight, bias, eps):
+    return _output_like(x)
+
+
+@torch.library.custom_op("bnorm::batch_norm_backward", mutates_args=(), device_types="cpu")
+def _backward_op(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor,
+                 weight: Optional[Tensor], training: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    x = _dense(x.resolve_conj().resolve_neg())
+    pdtype = _param_dtype(x.dtype)
+    dx = _output_like(x)
+    if dy.stride() != x.stride():  # the gradient in x's memory format
+        dy = _output_like(x).copy_(dy)
+    dys, axis = _memory_order(dy.resolve_conj().resolve_neg())
+    xs, _ = _memory_order(x)
+    dxs, _ = _memory_order(dx)
+    _, dw, db = _bn.batch_norm_backward(
+        _np(dys), _np(xs), _param(mean, pdtype), _param(invstd, pdtype),
+        _param(weight, pdtype), axis=axis, training=training, out=_np(dxs))
+    return dx, torch.from_numpy(dw), torch.from_numpy(db)
+
+
+@_backward_op.register_fake
+def _(dy, x, mean, invstd, weight, training):
+    pdtype = _param_dtype(x.dtype)
+    c = x.shape[1]
+    return _output_like(x), x.new_empty((c,), dtype=pdtype), x.new_empty((c,), dtype=pdtype)
+
+
+def _grads(ctx, dx, dw, db, iw, ib):
+    """The gradients of x and of weight and bias (inputs iw and ib of the
+    operator) in the dtypes of the inputs."""
+    need = ctx.needs_input_grad
+    w_dtype, b_dtype = ctx.param_dtypes
+    return (dx if need[0] else None,
+            dw.to(w_dtype) if w_dtype is not None and need[iw] else None,
+            db.to(b_dtype) if b_dtype is not None and need[ib] else None)
+
+
+def _train_setup(ctx, inputs, output):
+    x, weight, bias = inputs[:3]
+    _, mean, invstd, new_mean, new_var = output
+    ctx.mark_non_differentiable(mean, invstd, new_mean, new_var)
+    ctx.param_dtypes = (None if weight is None else weight.dtype,
+                        None if bias is None else bias.dtype)
+    ctx.save_for_backward(x, weight, mean, invstd)
+
+
+def _train_backward(ctx, grad_y, *unused):
+    x, weight, mean, invstd = ctx.saved_tensors
+    dx, dw, db = torch.ops.bnorm.batch_norm_backward(grad_y, x, mean, invstd, weight, True)
+    return (*_grads(ctx, dx, dw, db, 1, 2), None, None, None, None)
+
+
+torch.library.register_autograd("bnorm::batch_norm_train", _train_backward,
+                                setup_context=_train_setup)
+
+
+def _infer_setup(ctx, inputs, output):
+    x, running_mean, running_var, weight, bias, eps = inputs
+    pdtype = _param_dtype(x.dtype)
+    ctx.param_dtypes = (None if weight is None else weight.dtype,
+                        None if bias is None else bias.dtype)
+    # frozen statistics: constants of the backward (a copy: the buffers may
+    # change before it runs)
+    mean = running_mean.detach().to(pdtype, copy=True)
+    invstd = torch.rsqrt(running_var.detach().to(torch.float64) + eps).to(pdtype)
+    ctx.save_for_backward(x, weight, mean, invstd)
+
+
+def _infer_backward(ctx, grad_y):
+    x, weight, mean, invstd = ctx.saved_tensors
+    dx, dw, db = torch.ops.bnorm.batch_norm_backward(grad_y, x, mean, invstd, weight, False)
+    gx, gw, gb = _grads(ctx, dx, dw, db, 3, 4)
+    return gx, None, None, gw, gb, None
+
+
+torch.library.register_autograd("bnorm::batch_norm_infer", _infer_backward,
+                                setup_context=_infer_setup)
+
+
+# ---- the functional form and the modules -------------------------------------------
 
 def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
                weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
                training: bool = False, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
     """``torch.nn.functional.batch_norm`` with the same arguments and
-    results, computed by bnorm for float32/float64 CPU tensors."""
+    results, computed by bnorm where it can (see the module's docstring)."""
     if not _supported(input, running_mean, running_var, weight, bias):
         return torch.nn.functional.batch_norm(input, running_mean, running_var, weight,
                                               bias, training, momentum, eps)
-    if not training and (running_mean is None or running_var is None):
+    if training:
+        y, _, _, new_mean, new_var = torch.ops.bnorm.batch_norm_train(
+            input, weight, bias, running_mean, running_var, float(momentum), float(eps))
+        if running_mean is not None and running_var is not None:
+            with torch.no_grad():
+                running_mean.copy_(new_mean)
+                running_var.copy_(new_var)
+        return y
+    if running_mean is None or running_var is None:
         raise ValueError("running_mean and running_var are required when training=False")
-    return _BatchNormFunction.apply(input, weight, bias, running_mean, running_var,
-                                    bool(training), float(momentum), float(eps))
+    return torch.ops.bnorm.batch_norm_infer(input, running_mean, running_var, weight, bias,
+                                            float(eps))
 
 
 class _Forward:
@@ -141,3 +316,173 @@ def convert(model: torch.nn.Module) -> torch.nn.Module:
         if new is not None:
             module.__class__ = new
     return model
+
+
+# ---- synchronized batch norm on CPU tensors (torch.distributed, e.g. gloo) ----------
+
+def _gather(t: Tensor, group) -> list:
+    """Every rank's t (float64, same shape), in rank order: one collective."""
+    import torch.distributed as dist
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, t, group=group)
+    return parts
+
+
+class _SyncFunction(torch.autograd.Function):
+    """Batch norm of a batch split over the ranks of a process group: one
+    all_gather of (count, mean, m2) per channel in the forward, one of
+    (sum_dy, sum_dy_xmu) in the backward, merged in rank order, so every
+    rank holds bitwise the same statistics."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps, group):
+        from . import distributed as _dist
+        x = _dense(x.detach())
+        pdtype = _param_dtype(x.dtype)
+        xs, axis = _memory_order(x)
+        xn = _np(xs)
+        count, mean, m2 = _dist.moments(xn, axis=axis)
+        c = mean.shape[0]
+        local = torch.from_numpy(np.concatenate(([float(count)], mean, m2)))
+        rows = torch.stack(_gather(local, group)).numpy()
+        total, gmean, gm2 = _dist.merge_moments(rows[:, 0].astype(np.int64),
+                                                rows[:, 1:1 + c], rows[:, 1 + c:])
+        y = _output_like(x)
+        ys, _ = _memory_order(y)
+        _, save_mean, save_invstd = _dist.normalize(
+            xn, total, gmean, gm2, _param(weight, pdtype), _param(bias, pdtype), eps,
+            axis=axis, running_mean=_np(running_mean), running_var=_np(running_var),
+            momentum=momentum, out=_np(ys))
+        ctx.group, ctx.count, ctx.axis = group, total, axis
+        ctx.param_dtypes = (None if weight is None else weight.dtype,
+                            None if bias is None else bias.dtype)
+        ctx.save_for_backward(x, weight, torch.from_numpy(save_mean),
+                              torch.from_numpy(save_invstd))
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        from . import distributed as _dist
+        x, weight, mean, invstd = ctx.saved_tensors
+        pdtype = _param_dtype(x.dtype)
+        if grad_y.stride() != x.stride():
+            grad_y = _output_like(x).copy_(grad_y)
+        gs, axis = _memory_order(grad_y)
+        xs, _ = _memory_order(x)
+        sum_dy, sum_dy_xmu = _dist.backward_reduce(_np(gs), _np(xs), _np(mean), axis=axis)
+        sums = torch.stack(_gather(torch.from_numpy(np.concatenate((sum_dy, sum_dy_xmu))),
+                                   ctx.group))
+        total = sums[0].clone()
+        for r in range(1, sums.shape[0]):  # added in rank order: the same bits everywhere
+            total += sums[r]
+        c = sum_dy.shape[0]
+        dx = _output_like(x)
+        dxs, _ = _memory_order(dx)
+        _dist.backward_elementwise(_np(gs), _np(xs), _np(mean), _np(invstd),
+                                   _param(weight, pdtype), total[:c].numpy(),
+                                   total[c:].numpy(), ctx.count, axis=axis, out=_np(dxs))
+        # weight and bias: this rank's share (the data-parallel wrapper adds
+        # or averages them over the ranks, as for every other parameter)
+        w_dtype, b_dtype = ctx.param_dtypes
+        dw = torch.from_numpy(sum_dy_xmu * invstd.double().numpy())
+        db = torch.from_numpy(sum_dy)
+        need = ctx.needs_input_grad
+        return (dx if need[0] else None,
+                dw.to(w_dtype) if w_dtype is not None and need[1] else None,
+                db.to(b_dtype) if b_dtype is not None and need[2] else None,
+                None, None, None, None, None)
+
+
+class SyncBatchNorm(torch.nn.SyncBatchNorm):
+    """``torch.nn.SyncBatchNorm`` (same constructor, state and ``state_dict``
+    keys) that also runs on CPU tensors: in training, over an initialized
+    ``torch.distributed`` process group of more than one rank (gloo), the
+    batch norm of the whole batch split over the ranks (shards of any sizes,
+    an empty one included), one collective per forward and one per backward;
+    otherwise bnorm's local batch norm. CUDA tensors go to PyTorch's own."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        if input.device.type != "cpu":
+            return super().forward(input)
+        self._check_input_dim(input)
+        self._check_non_zero_input_channels(input)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                      else self.momentum)
+        bn_training = self.training or (self.running_mean is None and self.running_var is None)
+        keep = not self.training or self.track_running_stats
+        running_mean = self.running_mean if keep else None
+        running_var = self.running_var if keep else None
+        group = None
+        if bn_training and self.training:
+            import torch.distributed as dist
+            if dist.is_available() and dist.is_initialized():
+                group = self.process_group or dist.group.WORLD
+                if dist.get_world_size(group) < 2:
+                    group = None
+        supported = input.dtype in (torch.float32, torch.float64) and _supported(
+            input, running_mean, running_var, self.weight, self.bias)
+        if group is None or not supported:
+            if group is not None:
+                raise TypeError(f"bnorm.torch.SyncBatchNorm: {input.dtype} CPU tensors with "
+                                "float32 or float64 parameters are supported")
+            return batch_norm(input, running_mean, running_var, self.weight, self.bias,
+                              bn_training, factor, self.eps)
+        return _SyncFunction.apply(input, self.weight, self.bias, running_mean, running_var,
+                                   float(factor), float(self.eps), group)
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module, process_group=None):
+        """Every ``BatchNorm1d/2d/3d`` in ``module`` (PyTorch's and bnorm's)
+        replaced by this class with the same parameters and buffers, as
+        ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` does; returns the
+        converted module."""
+        out = module
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(
+                module, torch.nn.SyncBatchNorm):
+            out = cls(module.num_features, module.eps, module.momentum, module.affine,
+                      module.track_running_stats, process_group)
+            if module.affine:
+                with torch.no_grad():
+                    out.weight = module.weight
+                    out.bias = module.bias
+            out.running_mean = module.running_mean
+            out.running_var = module.running_var
+            out.num_batches_tracked = module.num_batches_tracked
+            out.training = module.training
+            if hasattr(module, "qconfig"):
+                out.qconfig = module.qconfig
+        for name, child in module.named_children():
+            out.add_module(name, cls.convert_sync_batchnorm(child, process_group))
+        return out
+
+
+def convert_sync_batchnorm(module: torch.nn.Module, process_group=None) -> torch.nn.Module:
+    """``SyncBatchNorm.convert_sync_batchnorm(module, process_group)``."""
+    return SyncBatchNorm.convert_sync_batchnorm(module, process_group)
+
+
+# DistributedDataParallel refuses every torch.nn.SyncBatchNorm in a CPU module
+# ("SyncBatchNorm layers only work with GPU modules"), which is true of
+# PyTorch's own. bnorm's works on CPU tensors, so the check is skipped for a
+# module whose synchronized batch norms are all bnorm's (any other still
+# meets PyTorch's check).
+def _allow_bnorm_sync_batchnorm_in_cpu_ddp():
+    ddp = getattr(torch.nn.parallel, "DistributedDataParallel", None)
+    check = getattr(ddp, "_passing_sync_batchnorm_handle", None)
+    if check is None or getattr(check, "_bnorm", False):
+        return
+
+    def _passing_sync_batchnorm_handle(self, module):
+        if all(isinstance(m, SyncBatchNorm) for m in module.modules()
+               if isinstance(m, torch.nn.SyncBatchNorm)):
+            return None
+        return check(self, module)
+
+    _passing_sync_batchnorm_handle._bnorm = True
+    ddp._passing_sync_batchnorm_handle = _passing_sync_batchnorm_handle
+
+
+_allow_bnorm_sync_batchnorm_in_cpu_ddp()
