@@ -123,10 +123,9 @@ def _output_like(x: Tensor) -> Tensor:
 # updated running statistics come back as new tensors (computed by bnorm in
 # double from the old ones, as its in-place update does), which the caller
 # copies into its buffers; (0,)-shaped when there are none.
-@torch.library.custom_op("bnorm::batch_norm_train", mutates_args=(), device_types="cpu")
-def _train_op(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-              running_mean: Optional[Tensor], running_var: Optional[Tensor], momentum: float,
-              eps: float) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _train_impl(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                running_mean: Optional[Tensor], running_var: Optional[Tensor], momentum: float,
+                eps: float) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     x = _dense(x.resolve_conj().resolve_neg())
     pdtype = _param_dtype(x.dtype)
     y = _output_like(x)
@@ -142,6 +141,10 @@ def _train_op(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
     return y, torch.from_numpy(mean), torch.from_numpy(invstd), new_mean, new_var
 
 
+_train_op = torch.library.custom_op("bnorm::batch_norm_train", _train_impl, mutates_args=(),
+                                    device_types="cpu")
+
+
 @_train_op.register_fake
 def _(x, weight, bias, running_mean, running_var, momentum, eps):
     pdtype = _param_dtype(x.dtype)
@@ -152,8 +155,7 @@ def _(x, weight, bias, running_mean, running_var, momentum, eps):
             torch.empty_like(running_var) if tracked else x.new_empty((0,), dtype=pdtype))
 
 
-@torch.library.custom_op("bnorm::batch_norm_infer", mutates_args=(), device_types="cpu")
-def _infer_op(x: Tensor, running_mean: Tensor, running_var: Tensor, weight: Optional[Tensor],
+def _infer_impl(x: Tensor, running_mean: Tensor, running_var: Tensor, weight: Optional[Tensor],
               bias: Optional[Tensor], eps: float) -> Tensor:
     x = _dense(x.resolve_conj().resolve_neg())
     pdtype = _param_dtype(x.dtype)
@@ -166,13 +168,16 @@ def _infer_op(x: Tensor, running_mean: Tensor, running_var: Tensor, weight: Opti
     return y
 
 
+_infer_op = torch.library.custom_op("bnorm::batch_norm_infer", _infer_impl, mutates_args=(),
+                                    device_types="cpu")
+
+
 @_infer_op.register_fake
 def _(x, running_mean, running_var, weight, bias, eps):
     return _output_like(x)
 
 
-@torch.library.custom_op("bnorm::batch_norm_backward", mutates_args=(), device_types="cpu")
-def _backward_op(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor,
+def _backward_impl(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor,
                  weight: Optional[Tensor], training: bool) -> Tuple[Tensor, Tensor, Tensor]:
     x = _dense(x.resolve_conj().resolve_neg())
     pdtype = _param_dtype(x.dtype)
@@ -186,6 +191,10 @@ def _backward_op(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor,
         _np(dys), _np(xs), _param(mean, pdtype), _param(invstd, pdtype),
         _param(weight, pdtype), axis=axis, training=training, out=_np(dxs))
     return dx, torch.from_numpy(dw), torch.from_numpy(db)
+
+
+_backward_op = torch.library.custom_op("bnorm::batch_norm_backward", _backward_impl,
+                                       mutates_args=(), device_types="cpu")
 
 
 @_backward_op.register_fake
@@ -247,6 +256,45 @@ torch.library.register_autograd("bnorm::batch_norm_infer", _infer_backward,
                                 setup_context=_infer_setup)
 
 
+# ---- eager calls: the same computation without the dispatcher ---------------------
+# A registered operator costs about 100 us of Python dispatch per call in
+# eager mode; outside torch.compile the modules call these autograd functions
+# on the same implementations instead (the same bits), and the operators
+# serve compile, export and any direct torch.ops.bnorm call.
+
+class _EagerTrain(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
+        out = _train_impl(x, weight, bias, running_mean, running_var, momentum, eps)
+        _train_setup(ctx, (x, weight, bias), out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_y, *unused):
+        x, weight, mean, invstd = ctx.saved_tensors
+        dx, dw, db = _backward_impl(grad_y, x, mean, invstd, weight, True)
+        return (*_grads(ctx, dx, dw, db, 1, 2), None, None, None, None)
+
+
+class _EagerInfer(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, running_mean, running_var, weight, bias, eps):
+        y = _infer_impl(x, running_mean, running_var, weight, bias, eps)
+        _infer_setup(ctx, (x, running_mean, running_var, weight, bias, eps), y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, weight, mean, invstd = ctx.saved_tensors
+        dx, dw, db = _backward_impl(grad_y, x, mean, invstd, weight, False)
+        gx, gw, gb = _grads(ctx, dx, dw, db, 3, 4)
+        return gx, None, None, gw, gb, None
+
+
+def _compiling() -> bool:
+    return torch.compiler.is_compiling()
+
+
 # ---- the functional form and the modules -------------------------------------------
 
 def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
@@ -258,7 +306,8 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
         return torch.nn.functional.batch_norm(input, running_mean, running_var, weight,
                                               bias, training, momentum, eps)
     if training:
-        y, _, _, new_mean, new_var = torch.ops.bnorm.batch_norm_train(
+        train = torch.ops.bnorm.batch_norm_train if _compiling() else _EagerTrain.apply
+        y, _, _, new_mean, new_var = train(
             input, weight, bias, running_mean, running_var, float(momentum), float(eps))
         if running_mean is not None and running_var is not None:
             with torch.no_grad():
@@ -267,8 +316,8 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
         return y
     if running_mean is None or running_var is None:
         raise ValueError("running_mean and running_var are required when training=False")
-    return torch.ops.bnorm.batch_norm_infer(input, running_mean, running_var, weight, bias,
-                                            float(eps))
+    infer = torch.ops.bnorm.batch_norm_infer if _compiling() else _EagerInfer.apply
+    return infer(input, running_mean, running_var, weight, bias, float(eps))
 
 
 class _Forward:

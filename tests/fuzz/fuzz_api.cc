@@ -710,6 +710,7 @@ void run(FuzzedDataProvider& in) {
     Buffers<D> b2 = before;
     Pointing sep;
     sep.data_null = how.data_null, sep.par_null = how.par_null, sep.dbl_null = how.dbl_null;
+    if (how.dbl_overlap && ptr.q[MEAN]) sep.dbl_null &= ~(1u << M2);  // m2 was given
     const Ptrs<D> p2 = point(b2, sep);
     const std::vector<Arg> args2 = args_of<D>(op, p2, nd, nc, parts, pop_kind);
     for (size_t j = 0; j < args.size(); ++j) {
@@ -720,9 +721,12 @@ void run(FuzzedDataProvider& in) {
       if (!src) return;  // outside the arenas (cannot happen)
       std::memcpy(const_cast<void*>(args2[j].p), src, static_cast<size_t>(args[j].bytes));
     }
-    if (call<D>(op, b2, p2, outer, channels, inner, eps, momentum, flags, count, parts,
-                pop_kind, pop_count) != BNORM_OK)
+    const bnorm_status st2 = call<D>(op, b2, p2, outer, channels, inner, eps, momentum,
+                                     flags, count, parts, pop_kind, pop_count);
+    if (st2 != BNORM_OK) {
+      std::fprintf(stderr, "%s: %s\n", kOpNames[op], bnorm_status_string(st2));
       fail("the call with separate buffers failed where the aliased one succeeded");
+    }
     for (size_t i = 0; i < args.size(); ++i) {
       if (!args[i].out || !args[i].p) continue;
       if (std::memcmp(args[i].p, args2[i].p, static_cast<size_t>(args[i].bytes)) != 0) {
