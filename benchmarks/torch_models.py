@@ -129,15 +129,26 @@ def resnet(args):
         profile_share(native, converted, x0, target)
 
 
+# batch norm in the profiler: PyTorch's kernels, bnorm's operators and its
+# eager autograd functions (whose self time holds bnorm's kernels)
+def profile_only(args):
+    torch.manual_seed(0)
+    native = ResNet18()
+    profile_share(native, bt.convert(copy.deepcopy(native)),
+                  torch.randn(args.batch, 3, args.size, args.size),
+                  torch.randint(0, 1000, (args.batch,)))
+
+
 BN_OPS = ("aten::native_batch_norm", "aten::native_batch_norm_backward",
           "aten::_native_batch_norm_legit", "aten::_native_batch_norm_legit_functional",
-          "bnorm::batch_norm_train", "bnorm::batch_norm_backward", "bnorm::batch_norm_infer")
+          "bnorm::batch_norm_train", "bnorm::batch_norm_backward", "bnorm::batch_norm_infer",
+          "_EagerTrain", "_EagerTrainBackward", "_EagerInfer", "_EagerInferBackward")
 
 
 def profile_share(native, converted, x0, target):
     from torch.profiler import ProfilerActivity, profile
-    print("\nprofiler, one training step (float32): batch norm's share of the step, "
-          "and the 6 most expensive ops")
+    print("\nprofiler, training steps (float32, median of 3): batch norm's time and share "
+          "of the step, and the 6 most expensive ops of the last")
     for layout in (torch.contiguous_format, torch.channels_last):
         x = x0.contiguous(memory_format=layout)
         for name, m in (("native", native), ("converted", converted)):
@@ -149,11 +160,14 @@ def profile_share(native, converted, x0, target):
                 nn.functional.cross_entropy(m(x), target).backward()
                 opt.step()
             step()
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
-                step()
-            ev = prof.key_averages()
-            total = sum(e.self_cpu_time_total for e in ev)
-            bn = sum(e.self_cpu_time_total for e in ev if e.key in BN_OPS)
+            totals, bns = [], []
+            for _ in range(3):  # three profiled steps: the median
+                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                    step()
+                ev = prof.key_averages()
+                totals.append(sum(e.self_cpu_time_total for e in ev))
+                bns.append(sum(e.self_cpu_time_total for e in ev if e.key in BN_OPS))
+            total, bn = statistics.median(totals), statistics.median(bns)
             top = sorted(ev, key=lambda e: -e.self_cpu_time_total)[:6]
             lay = "channels_last" if layout is torch.channels_last else "NCHW"
             print(f"  {lay:13s} {name:9s} step {total / 1e3:6.0f} ms, batch norm "
@@ -246,7 +260,7 @@ def _sync_rank_entry(rank, world, store, shape, repeat, outs):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=("resnet", "overhead", "sync"))
+    p.add_argument("what", choices=("resnet", "profile", "overhead", "sync"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--batch", type=int, default=32)
@@ -255,7 +269,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     bnorm.set_num_threads(args.threads)
-    {"resnet": resnet, "overhead": overhead, "sync": sync}[args.what](args)
+    {"resnet": resnet, "profile": profile_only, "overhead": overhead,
+     "sync": sync}[args.what](args)
 
 
 if __name__ == "__main__":
