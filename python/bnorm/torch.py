@@ -125,15 +125,18 @@ def _output_like(x: Tensor) -> Tensor:
 # copies into its buffers; (0,)-shaped when there are none.
 def _train_impl(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                 running_mean: Optional[Tensor], running_var: Optional[Tensor], momentum: float,
-                eps: float) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                eps: float, in_place: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     x = _dense(x.resolve_conj().resolve_neg())
     pdtype = _param_dtype(x.dtype)
     y = _output_like(x)
     xs, axis = _memory_order(x)
     ys, _ = _memory_order(y)
     tracked = running_mean is not None and running_var is not None
-    new_mean = running_mean.clone() if tracked else x.new_empty((0,), dtype=pdtype)
-    new_var = running_var.clone() if tracked else x.new_empty((0,), dtype=pdtype)
+    if in_place:  # (eager calls: the buffers themselves, no copies)
+        new_mean, new_var = running_mean, running_var
+    else:
+        new_mean = running_mean.clone() if tracked else x.new_empty((0,), dtype=pdtype)
+        new_var = running_var.clone() if tracked else x.new_empty((0,), dtype=pdtype)
     _, mean, invstd = _bn.batch_norm_train(
         _np(xs), _param(weight, pdtype), _param(bias, pdtype), eps, axis=axis,
         running_mean=_np(new_mean) if tracked else None,
@@ -141,8 +144,14 @@ def _train_impl(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
     return y, torch.from_numpy(mean), torch.from_numpy(invstd), new_mean, new_var
 
 
-_train_op = torch.library.custom_op("bnorm::batch_norm_train", _train_impl, mutates_args=(),
-                                    device_types="cpu")
+def _train_functional(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                      running_mean: Optional[Tensor], running_var: Optional[Tensor],
+                      momentum: float, eps: float) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _train_impl(x, weight, bias, running_mean, running_var, momentum, eps)
+
+
+_train_op = torch.library.custom_op("bnorm::batch_norm_train", _train_functional,
+                                    mutates_args=(), device_types="cpu")
 
 
 @_train_op.register_fake
@@ -263,14 +272,20 @@ torch.library.register_autograd("bnorm::batch_norm_infer", _infer_backward,
 # serve compile, export and any direct torch.ops.bnorm call.
 
 class _EagerTrain(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
-        out = _train_impl(x, weight, bias, running_mean, running_var, momentum, eps)
-        _train_setup(ctx, (x, weight, bias), out)
-        return out
+    """The training forward, updating the running statistics in place."""
 
     @staticmethod
-    def backward(ctx, grad_y, *unused):
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
+        y, mean, invstd, _, _ = _train_impl(x, weight, bias, running_mean, running_var,
+                                            momentum, eps, in_place=True)
+        ctx.mark_non_differentiable(mean, invstd)
+        ctx.param_dtypes = (None if weight is None else weight.dtype,
+                            None if bias is None else bias.dtype)
+        ctx.save_for_backward(x, weight, mean, invstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
         x, weight, mean, invstd = ctx.saved_tensors
         dx, dw, db = _backward_impl(grad_y, x, mean, invstd, weight, True)
         return (*_grads(ctx, dx, dw, db, 1, 2), None, None, None, None)
@@ -306,8 +321,10 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
         return torch.nn.functional.batch_norm(input, running_mean, running_var, weight,
                                               bias, training, momentum, eps)
     if training:
-        train = torch.ops.bnorm.batch_norm_train if _compiling() else _EagerTrain.apply
-        y, _, _, new_mean, new_var = train(
+        if not _compiling():
+            return _EagerTrain.apply(input, weight, bias, running_mean, running_var,
+                                     float(momentum), float(eps))
+        y, _, _, new_mean, new_var = torch.ops.bnorm.batch_norm_train(
             input, weight, bias, running_mean, running_var, float(momentum), float(eps))
         if running_mean is not None and running_var is not None:
             with torch.no_grad():
