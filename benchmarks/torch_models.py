@@ -78,7 +78,8 @@ def timed(fn, repeat):
 
 
 def fmt_range(ts):
-    return f"{statistics.median(ts) * 1e3:7.1f} ms [{min(ts) * 1e3:.0f}-{max(ts) * 1e3:.0f}]"
+    return (f"{statistics.median(ts) * 1e3:7.2f} ms [{min(ts) * 1e3:.2f}-"
+            f"{max(ts) * 1e3:.2f}]")
 
 
 def resnet(args):
@@ -234,6 +235,19 @@ def _sync_rank(rank, world, store, shape, repeat, out):
             m(x).backward(g)
             ts.append(time.perf_counter() - t0)
         res[name] = ts
+    # the transport alone: the two all_gathers of one step, bare
+    c = shape[1]
+    a, b = torch.zeros(2 * c + 1, dtype=torch.float64), torch.zeros(2 * c, dtype=torch.float64)
+    pa = [torch.empty_like(a) for _ in range(world)]
+    pb = [torch.empty_like(b) for _ in range(world)]
+    dist.barrier()
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        dist.all_gather(pa, a)
+        dist.all_gather(pb, b)
+        ts.append(time.perf_counter() - t0)
+    res["gather"] = ts
     np.savez(out, **res)
     dist.destroy_process_group()
 
@@ -242,16 +256,16 @@ def sync(args):
     import torch.multiprocessing as mp
     print(f"SyncBatchNorm over gloo, 2 ranks of 1 thread each, forward + backward on each "
           f"rank's shard; median of {args.repeat} [min-max]")
-    print(f"{'shard':18s} {'local':>24s} {'sync':>24s} {'cost':>8s}")
+    print(f"{'shard':18s} {'local':>24s} {'sync':>24s} {'2 all_gathers':>24s} {'cost':>8s}")
     for shape in ((16, 64, 28, 28), (16, 256, 7, 7), (4, 32, 8, 8)):
         with tempfile.TemporaryDirectory() as d:
             outs = [os.path.join(d, f"r{r}.npz") for r in range(2)]
             mp.spawn(_sync_rank_entry, args=(2, os.path.join(d, "store"), shape, args.repeat,
                                              outs), nprocs=2, join=True)
             r0 = np.load(outs[0])
-            loc, syn = list(r0["local"]), list(r0["sync"])
+            loc, syn, gat = list(r0["local"]), list(r0["sync"]), list(r0["gather"])
         print(f"{str(shape):18s} {fmt_range(loc):>24s} {fmt_range(syn):>24s} "
-              f"{statistics.median(syn) / statistics.median(loc):7.2f}x")
+              f"{fmt_range(gat):>24s} {statistics.median(syn) / statistics.median(loc):7.2f}x")
 
 
 def _sync_rank_entry(rank, world, store, shape, repeat, outs):
