@@ -39,12 +39,19 @@ namespace BNORM_ISA_NS {
 // NumPy arrays start 16 bytes past a page boundary, so without the peel
 // every AVX-512 store of a pass over one would straddle. Each f(i) computes
 // and stores the values of index i alone, so the peel changes no result.
+// Short runs are not peeled: the peel is up to a vector's worth of scalar
+// iterations (31 of 16-bit values with AVX-512), which on runs of a few
+// dozen values (7x7 feature maps) made most of the run scalar and cost more
+// than the split stores it avoids.
+constexpr int64_t kPeelMinVectors = 4;
+
 template <class T, class F>
 inline void each(const T* out, int64_t n, const F& f) {
   int64_t i = 0;
 #if !defined(BNORM_ISA_SCALAR)
   const auto mis = static_cast<int64_t>(reinterpret_cast<uintptr_t>(out) % BNORM_VEC_BYTES);
-  if (mis % int64_t(sizeof(T)) == 0) {
+  if (mis % int64_t(sizeof(T)) == 0 &&
+      n >= kPeelMinVectors * (BNORM_VEC_BYTES / int64_t(sizeof(T)))) {
     const int64_t h =
         std::min<int64_t>(n, (BNORM_VEC_BYTES - mis) % BNORM_VEC_BYTES / int64_t(sizeof(T)));
     for (; i < h; ++i) f(i);
