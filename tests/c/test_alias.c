@@ -12,6 +12,7 @@
  *
  * The cache sizes are set small (BNORM_L2_BYTES, BNORM_L3_BYTES) so that
  * the paths of large tensors are reached with tensors of a few MiB. */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include <bnorm/bnorm.h>
 
 #include <stdint.h>
