@@ -28,6 +28,10 @@ that ``torch.compile``, ``torch.export`` and ``torch.library.opcheck`` work:
     torch.ops.bnorm.batch_norm_backward(dy, x, mean, invstd, weight,
                                         training) -> (dx, dweight, dbias)
 
+``SyncBatchNorm`` (a ``torch.nn.SyncBatchNorm``) synchronizes the statistics
+over a ``torch.distributed`` process group on CPU tensors (gloo), and
+``convert_sync_batchnorm(model)`` builds it from a model's batch norms.
+
 Needs PyTorch (``pip install "bnorm[torch]"``); bnorm itself does not.
 """
 
