@@ -324,8 +324,16 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
     if not _supported(input, running_mean, running_var, weight, bias):
         return torch.nn.functional.batch_norm(input, running_mean, running_var, weight,
                                               bias, training, momentum, eps)
+    compiling = _compiling()
+    # eager and nothing to differentiate (eval under no_grad, say): no graph
+    direct = not compiling and not (torch.is_grad_enabled() and (
+        input.requires_grad or (weight is not None and weight.requires_grad)
+        or (bias is not None and bias.requires_grad)))
     if training:
-        if not _compiling():
+        if direct:
+            return _train_impl(input, weight, bias, running_mean, running_var,
+                               float(momentum), float(eps), in_place=True)[0]
+        if not compiling:
             return _EagerTrain.apply(input, weight, bias, running_mean, running_var,
                                      float(momentum), float(eps))
         y, _, _, new_mean, new_var = torch.ops.bnorm.batch_norm_train(
@@ -337,7 +345,9 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
         return y
     if running_mean is None or running_var is None:
         raise ValueError("running_mean and running_var are required when training=False")
-    infer = torch.ops.bnorm.batch_norm_infer if _compiling() else _EagerInfer.apply
+    if direct:
+        return _infer_impl(input, running_mean, running_var, weight, bias, float(eps))
+    infer = torch.ops.bnorm.batch_norm_infer if compiling else _EagerInfer.apply
     return infer(input, running_mean, running_var, weight, bias, float(eps))
 
 
