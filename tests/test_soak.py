@@ -154,4 +154,8 @@ def test_soak_mixed_calls_from_threads_memory_flat(threads):
     print(f"soak: {CALLS} calls from {THREADS} threads in {time.perf_counter() - start:.1f} s "
           f"(after 20,000 to warm up); resident memory grew by {grown / 2**20:.2f} MiB")
     # a leak of a few dozen bytes per call would be megabytes here
+    if "libasan" in os.environ.get("LD_PRELOAD", ""):
+        # AddressSanitizer keeps freed memory in quarantine (up to 256 MiB):
+        # resident memory says nothing of leaks there; the calls still ran
+        return
     assert grown < 4 * 2**20, f"resident memory grew by {grown / 2**20:.1f} MiB"
