@@ -1,5 +1,5 @@
-"""Every error SPEC.md lists: the exception type, its message, and that no
-caller buffer was written."""
+"""Every error the Python API documents (README, "Python"): the exception
+type, its message, and that no caller buffer was written."""
 import numpy as np
 import pytest
 

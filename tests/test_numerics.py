@@ -12,7 +12,7 @@ LAYOUTS = [((64, 16, 32, 32), 1), ((64, 32, 32, 16), -1), ((4096, 16), -1)]
 @pytest.mark.parametrize("offset", [1e3, 1e4, 1e5])
 @pytest.mark.parametrize("nthreads", [1, 2])
 def test_float32_variance_bar(rng, threads, shape, axis, offset, nthreads):
-    # PERF.md's bar: float32 variance within 2e-6 of float64 on the same data.
+    # The accuracy bound bnorm holds to: float32 variance within 2e-6 of float64 on the same data.
     bnorm.set_num_threads(nthreads)
     x = (offset + rng.standard_normal(shape)).astype(np.float32)
     C = shape[axis]

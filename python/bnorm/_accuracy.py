@@ -3,8 +3,8 @@
 Prints, per dtype: the largest relative error (max |a - b| / max |b|) of
 every op against ``bnorm.reference`` (float64 math) over a sweep of shapes
 and layouts; the same against PyTorch when it is installed; and the float32
-batch-variance error against float64 on data far from zero (PERF.md's bar,
-2e-6 at offset/std up to 1e5), per layout and thread count.
+batch-variance error against float64 on data far from zero (the bound bnorm
+holds to: 2e-6 at offset/std up to 1e5), per layout and thread count.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """The benchmark behind ``python -m bnorm bench``.
 
 Per case it times, in one process and one run: a plain copy of the tensor
-(``numpy.copyto`` into a preallocated array: the memory-bandwidth floor of
-PERF.md), bnorm, and PyTorch when it is installed (and, with ``--reference``
+(``numpy.copyto`` into a preallocated array: the memory-bandwidth floor), bnorm, and PyTorch when it is installed (and, with ``--reference``
 or ``--quick``, the NumPy reference). It prints medians, bnorm's ratio to
 the floor (floor time / bnorm time; the floor is 1.5 copies for the
 backward, which reads two tensors), the speedup over the others, and
@@ -24,7 +23,7 @@ import numpy as np
 import bnorm
 from bnorm import reference
 
-# PERF.md's suite: each 4-D shape channels-first (NCHW, axis=1) and
+# The benchmark's suite: each 4-D shape channels-first (NCHW, axis=1) and
 # channels-last (NHWC, axis=-1), and one 2-D shape.
 SUITE_4D: Sequence[Tuple[int, int, int, int]] = (
     (32, 64, 56, 56), (32, 128, 56, 56), (32, 256, 14, 14), (8, 32, 112, 112),

@@ -1,5 +1,6 @@
 """The public functions: argument checks and shaping, then one call into
-``bnorm._core``. Every tensor is viewed as [outer, C, inner] (see SPEC.md)."""
+``bnorm._core``. Every tensor is viewed as [outer, C, inner]
+(the layout of ``bnorm.h``)."""
 
 from __future__ import annotations
 

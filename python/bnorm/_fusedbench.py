@@ -1,6 +1,6 @@
 """``python -m bnorm bench --fused``: the fused ops against the unfused pair.
 
-Per case (the suite of PERF.md, or ``--shape``) it times, in one run:
+Per case (the benchmark's suite, or ``--shape``) it times, in one run:
 BN + ReLU and BN + Add + ReLU fused into bnorm's pass, against bnorm's plain
 batch norm followed by the same steps as separate in-place NumPy passes
 (``np.add(y, z, out=y)``, ``np.maximum(y, 0, out=y)``, and for the backward
