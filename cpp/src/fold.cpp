@@ -32,10 +32,9 @@ template <class T>
 void fold(int64_t outer, int64_t channels, int64_t inner, const T* w,
           const T* b, const T* mean, const T* var, const T* weight,
           const T* bias, double eps, T* w_out, T* b_out) {
-  // (an empty weight skips the loops: with channels or inner 0, outer may
-  // be any size)
-  const bool empty = outer == 0 || channels == 0 || inner == 0;
-  for (int64_t o = 0; o < (empty ? 0 : outer); ++o)
+  // (an empty weight has nothing to scale: with channels or inner 0, outer
+  // may be any size, so its loop is not entered at all)
+  for (int64_t o = 0; channels > 0 && inner > 0 && o < outer; ++o)
     for (int64_t c = 0; c < channels; ++c) {
       const double a = scale_of(var, weight, eps, c);
       const int64_t base = (o * channels + c) * inner;

@@ -69,8 +69,9 @@ class ForkPool {
     wake_.notify_all();
     take(task, ctx, n);
     std::unique_lock<std::mutex> lock(m_);
-    // every task has returned and no worker still looks at this job
-    finished_.wait(lock, [&] { return done_.load() == n && busy_ == 0; });
+    // every task has returned (a worker still leaving this job is waited for
+    // by the next one, before it resets next_)
+    finished_.wait(lock, [&] { return done_.load() == n; });
   }
   void take(bnorm_task_fn task, void* ctx, int64_t n) {
     for (int64_t i; (i = next_.fetch_add(1)) < n;) {

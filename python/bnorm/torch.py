@@ -121,6 +121,11 @@ def _output_like(x: Tensor) -> Tensor:
     return torch.empty_like(x, memory_format=torch.preserve_format)
 
 
+def _laid_out_like(dy: Tensor, x: Tensor) -> Tensor:
+    """dy in x's memory format (a copy only when it is in another one)."""
+    return dy if dy.stride() == x.stride() else _output_like(x).copy_(dy)
+
+
 # ---- the operators --------------------------------------------------------------
 
 # The training forward is a functional operator (autograd needs one): the
@@ -195,9 +200,7 @@ def _backward_impl(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor,
     x = _dense(x.resolve_conj().resolve_neg())
     pdtype = _param_dtype(x.dtype)
     dx = _output_like(x)
-    if dy.stride() != x.stride():  # the gradient in x's memory format
-        dy = _output_like(x).copy_(dy)
-    dys, axis = _memory_order(dy.resolve_conj().resolve_neg())
+    dys, axis = _memory_order(_laid_out_like(dy.resolve_conj().resolve_neg(), x))
     xs, _ = _memory_order(x)
     dxs, _ = _memory_order(dx)
     _, dw, db = _bn.batch_norm_backward(
@@ -217,6 +220,14 @@ def _(dy, x, mean, invstd, weight, training):
     return _output_like(x), x.new_empty((c,), dtype=pdtype), x.new_empty((c,), dtype=pdtype)
 
 
+def _save(ctx, x, weight, bias, mean, invstd):
+    """What every backward needs: x, weight, the statistics, and the dtypes
+    of weight and bias (their gradients come back in them)."""
+    ctx.param_dtypes = (None if weight is None else weight.dtype,
+                        None if bias is None else bias.dtype)
+    ctx.save_for_backward(x, weight, mean, invstd)
+
+
 def _grads(ctx, dx, dw, db, iw, ib):
     """The gradients of x and of weight and bias (inputs iw and ib of the
     operator) in the dtypes of the inputs."""
@@ -227,19 +238,24 @@ def _grads(ctx, dx, dw, db, iw, ib):
             db.to(b_dtype) if b_dtype is not None and need[ib] else None)
 
 
+def _backward(ctx, grad_y, training, backward, iw, ib):
+    """(dx, dweight, dbias) from what _save kept, through `backward` (the
+    registered operator, or its implementation in eager calls)."""
+    x, weight, mean, invstd = ctx.saved_tensors
+    dx, dw, db = backward(grad_y, x, mean, invstd, weight, training)
+    return _grads(ctx, dx, dw, db, iw, ib)
+
+
 def _train_setup(ctx, inputs, output):
     x, weight, bias = inputs[:3]
     _, mean, invstd, new_mean, new_var = output
     ctx.mark_non_differentiable(mean, invstd, new_mean, new_var)
-    ctx.param_dtypes = (None if weight is None else weight.dtype,
-                        None if bias is None else bias.dtype)
-    ctx.save_for_backward(x, weight, mean, invstd)
+    _save(ctx, x, weight, bias, mean, invstd)
 
 
 def _train_backward(ctx, grad_y, *unused):
-    x, weight, mean, invstd = ctx.saved_tensors
-    dx, dw, db = torch.ops.bnorm.batch_norm_backward(grad_y, x, mean, invstd, weight, True)
-    return (*_grads(ctx, dx, dw, db, 1, 2), None, None, None, None)
+    grads = _backward(ctx, grad_y, True, torch.ops.bnorm.batch_norm_backward, 1, 2)
+    return (*grads, None, None, None, None)
 
 
 torch.library.register_autograd("bnorm::batch_norm_train", _train_backward,
@@ -249,19 +265,15 @@ torch.library.register_autograd("bnorm::batch_norm_train", _train_backward,
 def _infer_setup(ctx, inputs, output):
     x, running_mean, running_var, weight, bias, eps = inputs
     pdtype = _param_dtype(x.dtype)
-    ctx.param_dtypes = (None if weight is None else weight.dtype,
-                        None if bias is None else bias.dtype)
     # frozen statistics: constants of the backward (a copy: the buffers may
     # change before it runs)
     mean = running_mean.detach().to(pdtype, copy=True)
     invstd = torch.rsqrt(running_var.detach().to(torch.float64) + eps).to(pdtype)
-    ctx.save_for_backward(x, weight, mean, invstd)
+    _save(ctx, x, weight, bias, mean, invstd)
 
 
 def _infer_backward(ctx, grad_y):
-    x, weight, mean, invstd = ctx.saved_tensors
-    dx, dw, db = torch.ops.bnorm.batch_norm_backward(grad_y, x, mean, invstd, weight, False)
-    gx, gw, gb = _grads(ctx, dx, dw, db, 3, 4)
+    gx, gw, gb = _backward(ctx, grad_y, False, torch.ops.bnorm.batch_norm_backward, 3, 4)
     return gx, None, None, gw, gb, None
 
 
@@ -283,16 +295,12 @@ class _EagerTrain(torch.autograd.Function):
         y, mean, invstd, _, _ = _train_impl(x, weight, bias, running_mean, running_var,
                                             momentum, eps, in_place=True)
         ctx.mark_non_differentiable(mean, invstd)
-        ctx.param_dtypes = (None if weight is None else weight.dtype,
-                            None if bias is None else bias.dtype)
-        ctx.save_for_backward(x, weight, mean, invstd)
+        _save(ctx, x, weight, bias, mean, invstd)
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, weight, mean, invstd = ctx.saved_tensors
-        dx, dw, db = _backward_impl(grad_y, x, mean, invstd, weight, True)
-        return (*_grads(ctx, dx, dw, db, 1, 2), None, None, None, None)
+        return (*_backward(ctx, grad_y, True, _backward_impl, 1, 2), None, None, None, None)
 
 
 class _EagerInfer(torch.autograd.Function):
@@ -304,9 +312,7 @@ class _EagerInfer(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, weight, mean, invstd = ctx.saved_tensors
-        dx, dw, db = _backward_impl(grad_y, x, mean, invstd, weight, False)
-        gx, gw, gb = _grads(ctx, dx, dw, db, 3, 4)
+        gx, gw, gb = _backward(ctx, grad_y, False, _backward_impl, 3, 4)
         return gx, None, None, gw, gb, None
 
 
@@ -351,21 +357,27 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
     return infer(input, running_mean, running_var, weight, bias, float(eps))
 
 
+def _module_step(m) -> Tuple[float, bool, Optional[Tensor], Optional[Tensor]]:
+    """What torch.nn.modules.batchnorm._BatchNorm.forward does before its
+    kernel: counts the batch, and returns (momentum factor, whether to use
+    batch statistics, running_mean, running_var to pass)."""
+    factor = 0.0 if m.momentum is None else m.momentum
+    if m.training and m.track_running_stats and m.num_batches_tracked is not None:
+        m.num_batches_tracked.add_(1)
+        factor = 1.0 / float(m.num_batches_tracked) if m.momentum is None else m.momentum
+    use_batch_stats = m.training or (m.running_mean is None and m.running_var is None)
+    keep = not m.training or m.track_running_stats
+    return (factor, use_batch_stats, m.running_mean if keep else None,
+            m.running_var if keep else None)
+
+
 class _Forward:
     """The forward of torch.nn.modules.batchnorm._BatchNorm, on bnorm."""
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
-                      else self.momentum)
-        use_batch_stats = self.training or (self.running_mean is None
-                                            and self.running_var is None)
-        keep = not self.training or self.track_running_stats
-        return batch_norm(input, self.running_mean if keep else None,
-                          self.running_var if keep else None, self.weight, self.bias,
+        factor, use_batch_stats, running_mean, running_var = _module_step(self)
+        return batch_norm(input, running_mean, running_var, self.weight, self.bias,
                           use_batch_stats, factor, self.eps)
 
 
@@ -433,11 +445,8 @@ class _SyncFunction(torch.autograd.Function):
             xn, total, gmean, gm2, _param(weight, pdtype), _param(bias, pdtype), eps,
             axis=axis, running_mean=_np(running_mean), running_var=_np(running_var),
             momentum=momentum, out=_np(ys))
-        ctx.group, ctx.count, ctx.axis = group, total, axis
-        ctx.param_dtypes = (None if weight is None else weight.dtype,
-                            None if bias is None else bias.dtype)
-        ctx.save_for_backward(x, weight, torch.from_numpy(save_mean),
-                              torch.from_numpy(save_invstd))
+        ctx.group, ctx.count = group, total
+        _save(ctx, x, weight, bias, torch.from_numpy(save_mean), torch.from_numpy(save_invstd))
         return y
 
     @staticmethod
@@ -445,9 +454,7 @@ class _SyncFunction(torch.autograd.Function):
         from . import distributed as _dist
         x, weight, mean, invstd = ctx.saved_tensors
         pdtype = _param_dtype(x.dtype)
-        if grad_y.stride() != x.stride():
-            grad_y = _output_like(x).copy_(grad_y)
-        gs, axis = _memory_order(grad_y)
+        gs, axis = _memory_order(_laid_out_like(grad_y, x))
         xs, _ = _memory_order(x)
         sum_dy, sum_dy_xmu = _dist.backward_reduce(_np(gs), _np(xs), _np(mean), axis=axis)
         sums = torch.stack(_gather(torch.from_numpy(np.concatenate((sum_dy, sum_dy_xmu))),
@@ -463,14 +470,9 @@ class _SyncFunction(torch.autograd.Function):
                                    total[c:].numpy(), ctx.count, axis=axis, out=_np(dxs))
         # weight and bias: this rank's share (the data-parallel wrapper adds
         # or averages them over the ranks, as for every other parameter)
-        w_dtype, b_dtype = ctx.param_dtypes
         dw = torch.from_numpy(sum_dy_xmu * invstd.double().numpy())
         db = torch.from_numpy(sum_dy)
-        need = ctx.needs_input_grad
-        return (dx if need[0] else None,
-                dw.to(w_dtype) if w_dtype is not None and need[1] else None,
-                db.to(b_dtype) if b_dtype is not None and need[2] else None,
-                None, None, None, None, None)
+        return (*_grads(ctx, dx, dw, db, 1, 2), None, None, None, None, None)
 
 
 class SyncBatchNorm(torch.nn.SyncBatchNorm):
@@ -486,15 +488,7 @@ class SyncBatchNorm(torch.nn.SyncBatchNorm):
             return super().forward(input)
         self._check_input_dim(input)
         self._check_non_zero_input_channels(input)
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.add_(1)
-            factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
-                      else self.momentum)
-        bn_training = self.training or (self.running_mean is None and self.running_var is None)
-        keep = not self.training or self.track_running_stats
-        running_mean = self.running_mean if keep else None
-        running_var = self.running_var if keep else None
+        factor, bn_training, running_mean, running_var = _module_step(self)
         group = None
         if bn_training and self.training:
             import torch.distributed as dist

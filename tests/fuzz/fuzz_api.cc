@@ -448,9 +448,9 @@ const void* relocate(const Buffers<D>& from, const Buffers<D>& to, const void* p
 
 // ---- one input ------------------------------------------------------------------
 template <class D>
-bnorm_status call(int op, Buffers<D>& b, const Ptrs<D>& a, int64_t outer, int64_t channels,
+bnorm_status call(int op, const Ptrs<D>& a, int64_t outer, int64_t channels,
                   int64_t inner, double eps, double momentum, uint32_t flags, int64_t count,
-                  int64_t parts, int pop_kind, int64_t pop_count) {
+                  int pop_kind, int64_t pop_count) {
   const bnorm_dtype dt = D::id;
   switch (op) {
     case kTrain:
@@ -482,9 +482,8 @@ bnorm_status call(int op, Buffers<D>& b, const Ptrs<D>& a, int64_t outer, int64_
     case kMoments:
       return bnorm_moments(dt, outer, channels, inner, a.d[X], a.q[MEAN], a.q[M2]);
     case kMerge:
-      // `outer` parts: the harness's own count (parts) when the sizes are
-      // valid, else whatever the input said, which must be refused
-      (void)parts;
+      // `outer` parts: the harness's own count when the sizes are valid,
+      // else whatever the input said, which must be refused
       return bnorm_merge_moments(outer, channels, a.counts, a.q[MEAN], a.q[M2], a.count_out,
                                  a.q[S1], a.q[S2]);
     case kNormalize:
@@ -508,7 +507,6 @@ bnorm_status call(int op, Buffers<D>& b, const Ptrs<D>& a, int64_t outer, int64_
                                          a.q[S1], a.q[S2]);
       }
   }
-  (void)b;
 }
 
 struct Scan {
@@ -664,8 +662,8 @@ void run(FuzzedDataProvider& in) {
   const Buffers<D> before = buf;
   const Ptrs<D> ptr = point(buf, how);
   ++g_calls[op];
-  const bnorm_status st = call<D>(op, buf, ptr, outer, channels, inner, eps, momentum, flags,
-                                  count, parts, pop_kind, pop_count);
+  const bnorm_status st = call<D>(op, ptr, outer, channels, inner, eps, momentum, flags,
+                                  count, pop_kind, pop_count);
   if (st < 0 || st > BNORM_ERROR_INTERNAL) fail("status outside the pinned codes");
   if (st == BNORM_ERROR_INTERNAL) fail("internal error");
   if (st != BNORM_OK) {
@@ -721,8 +719,8 @@ void run(FuzzedDataProvider& in) {
       if (!src) return;  // outside the arenas (cannot happen)
       std::memcpy(const_cast<void*>(args2[j].p), src, static_cast<size_t>(args[j].bytes));
     }
-    const bnorm_status st2 = call<D>(op, b2, p2, outer, channels, inner, eps, momentum,
-                                     flags, count, parts, pop_kind, pop_count);
+    const bnorm_status st2 = call<D>(op, p2, outer, channels, inner, eps, momentum, flags,
+                                     count, pop_kind, pop_count);
     if (st2 != BNORM_OK) {
       std::fprintf(stderr, "%s: %s\n", kOpNames[op], bnorm_status_string(st2));
       fail("the call with separate buffers failed where the aliased one succeeded");
