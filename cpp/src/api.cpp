@@ -1,6 +1,6 @@
 // The C API: argument checks, dtype dispatch, and the wall that keeps C++
 // exceptions inside the library. Every check runs before any write.
-#include "api_checks.hpp"
+#include "api_common.hpp"
 #include "kernels.hpp"
 
 #define BNORM_STR2(x) #x
@@ -57,6 +57,17 @@ BNORM_API bnorm_status bnorm_forward_training_fused(
     const void* x, const void* residual, void* y, const void* weight,
     const void* bias, void* save_mean, void* save_invstd, void* running_mean,
     void* running_var, double eps, double momentum, uint32_t flags) {
+  return bnorm_forward_training_ws(dtype, outer, channels, inner, x, residual, y, weight,
+                                   bias, save_mean, save_invstd, running_mean, running_var,
+                                   eps, momentum, flags, nullptr, 0);
+}
+
+BNORM_API bnorm_status bnorm_forward_training_ws(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void* x, const void* residual, void* y, const void* weight,
+    const void* bias, void* save_mean, void* save_invstd, void* running_mean,
+    void* running_var, double eps, double momentum, uint32_t flags,
+    void* workspace, size_t workspace_bytes) {
   const int64_t es = elem_size_of(dtype);
   if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
   const int64_t n = checked_elements(outer, channels, inner, es);
@@ -64,7 +75,6 @@ BNORM_API bnorm_status bnorm_forward_training_fused(
   if (!x || !y) return BNORM_ERROR_NULL_POINTER;
   if ((flags & ~uint32_t(BNORM_FLAG_BIASED_RUNNING_VAR | BNORM_FLAG_RELU)) != 0)
     return BNORM_ERROR_INVALID_FLAGS;
-  const bool relu = (flags & BNORM_FLAG_RELU) != 0;
   if (!valid_eps(eps)) return BNORM_ERROR_INVALID_EPS;
   if ((running_mean == nullptr) != (running_var == nullptr))
     return BNORM_ERROR_INVALID_ARGUMENT;
@@ -73,23 +83,30 @@ BNORM_API bnorm_status bnorm_forward_training_fused(
   if (channels == 0 || outer * inner <= 1) return BNORM_ERROR_TOO_FEW_VALUES;
   const int64_t data = n * es, par = channels * param_size_of(dtype);
   const Span outs[] = {{y, data}, {save_mean, par}, {save_invstd, par},
-                       {running_mean, par}, {running_var, par}};
+                       {running_mean, par}, {running_var, par},
+                       workspace_span(workspace, workspace_bytes)};
   const Span ins[] = {{x, data}, {residual, data}, {weight, par}, {bias, par}};
-  if (any_forbidden_overlap(outs, 5, ins, 4, x, residual, 0))
+  if (any_forbidden_overlap(outs, 6, ins, 4, x, residual, 0))
     return BNORM_ERROR_OVERLAP;
-  const bool unbiased = !(flags & BNORM_FLAG_BIASED_RUNNING_VAR);
-  return guarded([&] {
-    const Plan plan(outer, channels, inner, es);
-    with_type(dtype, [&](auto t) {
-      using T = decltype(t);
-      using P = Param<T>;
-      kernels<T>().forward_training(
-          plan, static_cast<const T*>(x), static_cast<const T*>(residual),
-          static_cast<T*>(y), static_cast<const P*>(weight), static_cast<const P*>(bias),
-          static_cast<P*>(save_mean), static_cast<P*>(save_invstd),
-          static_cast<P*>(running_mean), static_cast<P*>(running_var), eps, momentum,
-          unbiased, relu);
-    });
+  return run_kernel(BNORM_OP_FORWARD_TRAINING, dtype, outer, channels, inner, workspace,
+                    workspace_bytes, [&](auto t, const Plan& plan, const Work& work) {
+    using T = decltype(t);
+    using P = Param<T>;
+    Call<T> a;
+    a.x = static_cast<const T*>(x);
+    a.residual = static_cast<const T*>(residual);
+    a.out = static_cast<T*>(y);
+    a.weight = static_cast<const P*>(weight);
+    a.bias = static_cast<const P*>(bias);
+    a.save_mean = static_cast<P*>(save_mean);
+    a.save_invstd = static_cast<P*>(save_invstd);
+    a.running_mean = static_cast<P*>(running_mean);
+    a.running_var = static_cast<P*>(running_var);
+    a.eps = eps;
+    a.momentum = momentum;
+    a.unbiased = !(flags & BNORM_FLAG_BIASED_RUNNING_VAR);
+    a.relu = (flags & BNORM_FLAG_RELU) != 0;
+    kernels<T>().forward_training(plan, a, work);
   });
 }
 
@@ -112,7 +129,6 @@ BNORM_API bnorm_status bnorm_forward_inference_fused(
   if (n < 0) return BNORM_ERROR_INVALID_SIZE;
   if (!x || !y || !mean || !var) return BNORM_ERROR_NULL_POINTER;
   if ((flags & ~uint32_t(BNORM_FLAG_RELU)) != 0) return BNORM_ERROR_INVALID_FLAGS;
-  const bool relu = (flags & BNORM_FLAG_RELU) != 0;
   if (!valid_eps(eps)) return BNORM_ERROR_INVALID_EPS;
   const int64_t data = n * es, par = channels * param_size_of(dtype);
   const Span outs[] = {{y, data}};
@@ -121,18 +137,23 @@ BNORM_API bnorm_status bnorm_forward_inference_fused(
   if (any_forbidden_overlap(outs, 1, ins, 6, x, residual, 0))
     return BNORM_ERROR_OVERLAP;
   if (n == 0) return BNORM_OK;
-  // Nothing here allocates (the inference path is allocation-free), but the
+  // Nothing here allocates (the inference path needs no workspace), but the
   // guard still keeps any surprise inside the library.
-  return guarded([&] {
-    const Plan plan(outer, channels, inner, es);
-    with_type(dtype, [&](auto t) {
-      using T = decltype(t);
-      using P = Param<T>;
-      kernels<T>().forward_inference(
-          plan, static_cast<const T*>(x), static_cast<const T*>(residual),
-          static_cast<T*>(y), static_cast<const P*>(mean), static_cast<const P*>(var),
-          static_cast<const P*>(weight), static_cast<const P*>(bias), eps, relu);
-    });
+  return run_kernel(BNORM_OP_FORWARD_INFERENCE, dtype, outer, channels, inner, nullptr, 0,
+                    [&](auto t, const Plan& plan, const Work& work) {
+    using T = decltype(t);
+    using P = Param<T>;
+    Call<T> a;
+    a.x = static_cast<const T*>(x);
+    a.residual = static_cast<const T*>(residual);
+    a.out = static_cast<T*>(y);
+    a.mean = static_cast<const P*>(mean);
+    a.var = static_cast<const P*>(var);
+    a.weight = static_cast<const P*>(weight);
+    a.bias = static_cast<const P*>(bias);
+    a.eps = eps;
+    a.relu = (flags & BNORM_FLAG_RELU) != 0;
+    kernels<T>().forward_inference(plan, a, work);
   });
 }
 
@@ -155,6 +176,16 @@ BNORM_API bnorm_status bnorm_backward_fused(
     const void* dy, const void* x, const void* y, const void* mean,
     const void* invstd, const void* weight, const void* bias, void* dx,
     void* dweight, void* dbias, void* dresidual, uint32_t flags) {
+  return bnorm_backward_ws(dtype, outer, channels, inner, dy, x, y, mean, invstd, weight,
+                           bias, dx, dweight, dbias, dresidual, flags, nullptr, 0);
+}
+
+BNORM_API bnorm_status bnorm_backward_ws(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void* dy, const void* x, const void* y, const void* mean,
+    const void* invstd, const void* weight, const void* bias, void* dx,
+    void* dweight, void* dbias, void* dresidual, uint32_t flags,
+    void* workspace, size_t workspace_bytes) {
   const int64_t es = elem_size_of(dtype);
   if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
   const int64_t n = checked_elements(outer, channels, inner, es);
@@ -163,15 +194,15 @@ BNORM_API bnorm_status bnorm_backward_fused(
   if ((flags & ~uint32_t(BNORM_FLAG_FROZEN_STATS | BNORM_FLAG_RELU)) != 0)
     return BNORM_ERROR_INVALID_FLAGS;
   const bool frozen = (flags & BNORM_FLAG_FROZEN_STATS) != 0;
-  const bool relu = (flags & BNORM_FLAG_RELU) != 0;
   if (!frozen && (channels == 0 || outer * inner <= 1))
     return BNORM_ERROR_TOO_FEW_VALUES;
   const int64_t data = n * es, par = channels * param_size_of(dtype);
   // dx and dresidual may each be exactly one of the data inputs (in place)
-  const Span outs[] = {{dx, data}, {dresidual, data}, {dweight, par}, {dbias, par}};
+  const Span outs[] = {{dx, data}, {dresidual, data}, {dweight, par}, {dbias, par},
+                       workspace_span(workspace, workspace_bytes)};
   const Span ins[] = {{dy, data}, {x, data}, {y, data}, {mean, par}, {invstd, par},
                       {weight, par}, {bias, par}};
-  if (any_forbidden_overlap_data(outs, 4, 2, ins, 7, 3)) return BNORM_ERROR_OVERLAP;
+  if (any_forbidden_overlap_data(outs, 5, 2, ins, 7, 3)) return BNORM_ERROR_OVERLAP;
   if (n == 0) {
     // frozen statistics (training needs values): no data, so the sums are
     // 0; and no plan, whose products of outer and inner could overflow
@@ -185,19 +216,45 @@ BNORM_API bnorm_status bnorm_backward_fused(
     });
     return BNORM_OK;
   }
-  return guarded([&] {
-    const Plan plan(outer, channels, inner, es);
-    with_type(dtype, [&](auto t) {
-      using T = decltype(t);
-      using P = Param<T>;
-      kernels<T>().backward(
-          plan, static_cast<const T*>(dy), static_cast<const T*>(x),
-          static_cast<const T*>(y), static_cast<const P*>(mean),
-          static_cast<const P*>(invstd), static_cast<const P*>(weight),
-          static_cast<const P*>(bias), static_cast<T*>(dx), static_cast<P*>(dweight),
-          static_cast<P*>(dbias), static_cast<T*>(dresidual), frozen, relu);
-    });
+  return run_kernel(BNORM_OP_BACKWARD, dtype, outer, channels, inner, workspace,
+                    workspace_bytes, [&](auto t, const Plan& plan, const Work& work) {
+    using T = decltype(t);
+    using P = Param<T>;
+    Call<T> a;
+    a.dy = static_cast<const T*>(dy);
+    a.x = static_cast<const T*>(x);
+    a.y = static_cast<const T*>(y);
+    a.mean = static_cast<const P*>(mean);
+    a.invstd = static_cast<const P*>(invstd);
+    a.weight = static_cast<const P*>(weight);
+    a.bias = static_cast<const P*>(bias);
+    a.out = static_cast<T*>(dx);
+    a.dweight = static_cast<P*>(dweight);
+    a.dbias = static_cast<P*>(dbias);
+    a.dresidual = static_cast<T*>(dresidual);
+    a.frozen = frozen;
+    a.relu = (flags & BNORM_FLAG_RELU) != 0;
+    kernels<T>().backward(plan, a, work);
   });
+}
+
+BNORM_API bnorm_status bnorm_workspace_size(int32_t op, bnorm_dtype dtype, int64_t outer,
+                                            int64_t channels, int64_t inner,
+                                            int32_t threads, size_t* bytes) {
+  const int64_t es = elem_size_of(dtype);
+  if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
+  const int64_t n = checked_elements(outer, channels, inner, es);
+  if (n < 0) return BNORM_ERROR_INVALID_SIZE;
+  if (!bytes) return BNORM_ERROR_NULL_POINTER;
+  if (!valid_op(op)) return BNORM_ERROR_INVALID_ARGUMENT;
+  if (channels == 0) {  // nothing per channel (and no plan: see bnorm_backward_ws)
+    *bytes = 0;
+    return BNORM_OK;
+  }
+  const int nt = n < kParallelMinElements ? 1 : (threads > 0 ? threads : num_threads());
+  const Plan plan(outer, channels, inner, es);
+  *bytes = static_cast<size_t>(work_sizes(op, plan, nt, param_size_of(dtype)).total());
+  return BNORM_OK;
 }
 
 }  // extern "C"

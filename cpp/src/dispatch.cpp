@@ -72,27 +72,29 @@ Isa chosen() {
 
 template <class T>
 Kernels<T> table(Isa isa) {
-#define BNORM_TABLE(ns)                                                  \
-  return Kernels<T> { &ns::forward_training<T>, &ns::forward_inference<T>, \
-                      &ns::backward<T>, &ns::moments<T>,                     \
-                      &ns::forward_apply<T>, &ns::backward_sums<T>,          \
-                      &ns::backward_apply<T> }
+#define BNORM_POINTER(name) &ns::name<T>,
+#define BNORM_TABLE(isa_ns)                              \
+  {                                                      \
+    namespace ns = isa_ns;                               \
+    return Kernels<T>{BNORM_KERNELS(BNORM_POINTER)};     \
+  }
   switch (isa) {
 #ifdef BNORM_HAVE_ISA_AVX512
-    case kAvx512: BNORM_TABLE(isa_avx512);
+    case kAvx512: BNORM_TABLE(isa_avx512)
 #endif
 #ifdef BNORM_HAVE_ISA_AVX2
-    case kAvx2: BNORM_TABLE(isa_avx2);
+    case kAvx2: BNORM_TABLE(isa_avx2)
 #endif
 #ifdef BNORM_HAVE_ISA_SSE2
-    case kSse2: BNORM_TABLE(isa_sse2);
+    case kSse2: BNORM_TABLE(isa_sse2)
 #endif
 #ifdef BNORM_HAVE_ISA_BASELINE
-    case kBaseline: BNORM_TABLE(isa_baseline);
+    case kBaseline: BNORM_TABLE(isa_baseline)
 #endif
-    default: BNORM_TABLE(isa_scalar);
+    default: BNORM_TABLE(isa_scalar)
   }
 #undef BNORM_TABLE
+#undef BNORM_POINTER
 }
 
 }  // namespace

@@ -2,7 +2,7 @@
 // argument checks, then the kernels of forward_training.cpp and backward.cpp
 // that the one-process entry points are made of. Every check runs before any
 // write.
-#include "api_checks.hpp"
+#include "api_common.hpp"
 #include "kernels.hpp"
 
 using namespace bnorm;
@@ -49,27 +49,36 @@ extern "C" {
 BNORM_API bnorm_status bnorm_moments(bnorm_dtype dtype, int64_t outer,
                                      int64_t channels, int64_t inner,
                                      const void* x, double* mean, double* m2) {
+  return bnorm_moments_ws(dtype, outer, channels, inner, x, mean, m2, nullptr, 0);
+}
+
+BNORM_API bnorm_status bnorm_moments_ws(bnorm_dtype dtype, int64_t outer,
+                                        int64_t channels, int64_t inner, const void* x,
+                                        double* mean, double* m2, void* workspace,
+                                        size_t workspace_bytes) {
   const int64_t es = elem_size_of(dtype);
   if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
   const int64_t n = checked_elements(outer, channels, inner, es);
   if (n < 0 || checked_elements(1, channels, 2, 8) < 0) return BNORM_ERROR_INVALID_SIZE;
   if (!x || !mean || !m2) return BNORM_ERROR_NULL_POINTER;
   const int64_t par = channels * 8;
-  const Span outs[] = {{mean, par}, {m2, par}};
+  const Span outs[] = {{mean, par}, {m2, par}, workspace_span(workspace, workspace_bytes)};
   const Span ins[] = {{x, n * es}};
-  if (any_forbidden_overlap(outs, 2, ins, 1, nullptr, nullptr, -1))
+  if (any_forbidden_overlap(outs, 3, ins, 1, nullptr, nullptr, -1))
     return BNORM_ERROR_OVERLAP;
   if (n == 0) {
     zero(mean, channels);
     zero(m2, channels);
     return BNORM_OK;
   }
-  return guarded([&] {
-    const Plan plan(outer, channels, inner, es);
-    with_type(dtype, [&](auto t) {
-      using T = decltype(t);
-      kernels<T>().moments(plan, static_cast<const T*>(x), mean, m2);
-    });
+  return run_kernel(BNORM_OP_MOMENTS, dtype, outer, channels, inner, workspace,
+                    workspace_bytes, [&](auto t, const Plan& plan, const Work& work) {
+    using T = decltype(t);
+    Call<T> a;
+    a.x = static_cast<const T*>(x);
+    a.out_mean = mean;
+    a.out_m2 = m2;
+    kernels<T>().moments(plan, a, work);
   });
 }
 
@@ -107,6 +116,17 @@ BNORM_API bnorm_status bnorm_forward_normalize(
     const double* m2, const void* weight, const void* bias, void* save_mean,
     void* save_invstd, void* running_mean, void* running_var, double eps,
     double momentum, uint32_t flags) {
+  return bnorm_forward_normalize_ws(dtype, outer, channels, inner, x, y, count, mean, m2,
+                                    weight, bias, save_mean, save_invstd, running_mean,
+                                    running_var, eps, momentum, flags, nullptr, 0);
+}
+
+BNORM_API bnorm_status bnorm_forward_normalize_ws(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void* x, void* y, int64_t count, const double* mean,
+    const double* m2, const void* weight, const void* bias, void* save_mean,
+    void* save_invstd, void* running_mean, void* running_var, double eps,
+    double momentum, uint32_t flags, void* workspace, size_t workspace_bytes) {
   const int64_t es = elem_size_of(dtype);
   if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
   const int64_t n = checked_elements(outer, channels, inner, es);
@@ -123,24 +143,32 @@ BNORM_API bnorm_status bnorm_forward_normalize(
   if (st != BNORM_OK) return st;
   const int64_t data = n * es, par = channels * param_size_of(dtype);
   const Span outs[] = {{y, data}, {save_mean, par}, {save_invstd, par},
-                       {running_mean, par}, {running_var, par}};
+                       {running_mean, par}, {running_var, par},
+                       workspace_span(workspace, workspace_bytes)};
   const Span ins[] = {{x, data}, {weight, par}, {bias, par},
                       {mean, channels * 8}, {m2, channels * 8}};
-  if (any_forbidden_overlap(outs, 5, ins, 5, x, nullptr, 0))
+  if (any_forbidden_overlap(outs, 6, ins, 5, x, nullptr, 0))
     return BNORM_ERROR_OVERLAP;
-  const bool unbiased = !(flags & BNORM_FLAG_BIASED_RUNNING_VAR);
-  const double m = static_cast<double>(count);
-  return guarded([&] {
-    const Plan plan(outer, channels, inner, es);
-    with_type(dtype, [&](auto t) {
-      using T = decltype(t);
-      using P = Param<T>;
-      kernels<T>().forward_apply(
-          plan, static_cast<const T*>(x), static_cast<T*>(y), static_cast<const P*>(weight),
-          static_cast<const P*>(bias), mean, m2, m, static_cast<P*>(save_mean),
-          static_cast<P*>(save_invstd), static_cast<P*>(running_mean),
-          static_cast<P*>(running_var), eps, momentum, unbiased);
-    });
+  return run_kernel(BNORM_OP_FORWARD_NORMALIZE, dtype, outer, channels, inner, workspace,
+                    workspace_bytes, [&](auto t, const Plan& plan, const Work& work) {
+    using T = decltype(t);
+    using P = Param<T>;
+    Call<T> a;
+    a.x = static_cast<const T*>(x);
+    a.out = static_cast<T*>(y);
+    a.weight = static_cast<const P*>(weight);
+    a.bias = static_cast<const P*>(bias);
+    a.in_mean = mean;
+    a.in_m2 = m2;
+    a.count = static_cast<double>(count);
+    a.save_mean = static_cast<P*>(save_mean);
+    a.save_invstd = static_cast<P*>(save_invstd);
+    a.running_mean = static_cast<P*>(running_mean);
+    a.running_var = static_cast<P*>(running_var);
+    a.eps = eps;
+    a.momentum = momentum;
+    a.unbiased = !(flags & BNORM_FLAG_BIASED_RUNNING_VAR);
+    kernels<T>().forward_apply(plan, a, work);
   });
 }
 
@@ -148,28 +176,40 @@ BNORM_API bnorm_status bnorm_backward_reduce(
     bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
     const void* dy, const void* x, const void* mean, double* sum_dy,
     double* sum_dy_xmu) {
+  return bnorm_backward_reduce_ws(dtype, outer, channels, inner, dy, x, mean, sum_dy,
+                                  sum_dy_xmu, nullptr, 0);
+}
+
+BNORM_API bnorm_status bnorm_backward_reduce_ws(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void* dy, const void* x, const void* mean, double* sum_dy,
+    double* sum_dy_xmu, void* workspace, size_t workspace_bytes) {
   const int64_t es = elem_size_of(dtype);
   if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
   const int64_t n = checked_elements(outer, channels, inner, es);
   if (n < 0 || checked_elements(1, channels, 2, 8) < 0) return BNORM_ERROR_INVALID_SIZE;
   if (!dy || !x || !mean || !sum_dy || !sum_dy_xmu) return BNORM_ERROR_NULL_POINTER;
   const int64_t data = n * es;
-  const Span outs[] = {{sum_dy, channels * 8}, {sum_dy_xmu, channels * 8}};
+  const Span outs[] = {{sum_dy, channels * 8}, {sum_dy_xmu, channels * 8},
+                       workspace_span(workspace, workspace_bytes)};
   const Span ins[] = {{dy, data}, {x, data}, {mean, channels * param_size_of(dtype)}};
-  if (any_forbidden_overlap(outs, 2, ins, 3, nullptr, nullptr, -1))
+  if (any_forbidden_overlap(outs, 3, ins, 3, nullptr, nullptr, -1))
     return BNORM_ERROR_OVERLAP;
   if (n == 0) {
     zero(sum_dy, channels);
     zero(sum_dy_xmu, channels);
     return BNORM_OK;
   }
-  return guarded([&] {
-    const Plan plan(outer, channels, inner, es);
-    with_type(dtype, [&](auto t) {
-      using T = decltype(t);
-      kernels<T>().backward_sums(plan, static_cast<const T*>(dy), static_cast<const T*>(x),
-                                 static_cast<const Param<T>*>(mean), sum_dy, sum_dy_xmu);
-    });
+  return run_kernel(BNORM_OP_BACKWARD_REDUCE, dtype, outer, channels, inner, workspace,
+                    workspace_bytes, [&](auto t, const Plan& plan, const Work& work) {
+    using T = decltype(t);
+    Call<T> a;
+    a.dy = static_cast<const T*>(dy);
+    a.x = static_cast<const T*>(x);
+    a.mean = static_cast<const Param<T>*>(mean);
+    a.out_sum_dy = sum_dy;
+    a.out_sum_dy_xmu = sum_dy_xmu;
+    kernels<T>().backward_sums(plan, a, work);
   });
 }
 
@@ -178,6 +218,16 @@ BNORM_API bnorm_status bnorm_backward_apply(
     const void* dy, const void* x, const void* mean, const void* invstd,
     const void* weight, const double* sum_dy, const double* sum_dy_xmu,
     int64_t count, void* dx, void* dweight, void* dbias) {
+  return bnorm_backward_apply_ws(dtype, outer, channels, inner, dy, x, mean, invstd, weight,
+                                 sum_dy, sum_dy_xmu, count, dx, dweight, dbias, nullptr, 0);
+}
+
+BNORM_API bnorm_status bnorm_backward_apply_ws(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void* dy, const void* x, const void* mean, const void* invstd,
+    const void* weight, const double* sum_dy, const double* sum_dy_xmu,
+    int64_t count, void* dx, void* dweight, void* dbias, void* workspace,
+    size_t workspace_bytes) {
   const int64_t es = elem_size_of(dtype);
   if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
   const int64_t n = checked_elements(outer, channels, inner, es);
@@ -187,24 +237,30 @@ BNORM_API bnorm_status bnorm_backward_apply(
   const bnorm_status st = check_count(count, outer, channels, inner);
   if (st != BNORM_OK) return st;
   const int64_t data = n * es, par = channels * param_size_of(dtype);
-  const Span outs[] = {{dx, data}, {dweight, par}, {dbias, par}};
+  const Span outs[] = {{dx, data}, {dweight, par}, {dbias, par},
+                       workspace_span(workspace, workspace_bytes)};
   const Span ins[] = {{dy, data}, {x, data}, {mean, par}, {invstd, par},
                       {weight, par}, {sum_dy, channels * 8},
                       {sum_dy_xmu, channels * 8}};
-  if (any_forbidden_overlap(outs, 3, ins, 7, dy, x, 0))
+  if (any_forbidden_overlap(outs, 4, ins, 7, dy, x, 0))
     return BNORM_ERROR_OVERLAP;
-  const double m = static_cast<double>(count);
-  return guarded([&] {
-    const Plan plan(outer, channels, inner, es);
-    with_type(dtype, [&](auto t) {
-      using T = decltype(t);
-      using P = Param<T>;
-      kernels<T>().backward_apply(
-          plan, static_cast<const T*>(dy), static_cast<const T*>(x),
-          static_cast<const P*>(mean), static_cast<const P*>(invstd),
-          static_cast<const P*>(weight), sum_dy, sum_dy_xmu, m, static_cast<T*>(dx),
-          static_cast<P*>(dweight), static_cast<P*>(dbias));
-    });
+  return run_kernel(BNORM_OP_BACKWARD_APPLY, dtype, outer, channels, inner, workspace,
+                    workspace_bytes, [&](auto t, const Plan& plan, const Work& work) {
+    using T = decltype(t);
+    using P = Param<T>;
+    Call<T> a;
+    a.dy = static_cast<const T*>(dy);
+    a.x = static_cast<const T*>(x);
+    a.mean = static_cast<const P*>(mean);
+    a.invstd = static_cast<const P*>(invstd);
+    a.weight = static_cast<const P*>(weight);
+    a.in_sum_dy = sum_dy;
+    a.in_sum_dy_xmu = sum_dy_xmu;
+    a.count = static_cast<double>(count);
+    a.out = static_cast<T*>(dx);
+    a.dweight = static_cast<P*>(dweight);
+    a.dbias = static_cast<P*>(dbias);
+    kernels<T>().backward_apply(plan, a, work);
   });
 }
 

@@ -4,9 +4,8 @@
 #include <cstdint>
 
 #include "plan.hpp"
-#include "reduce.hpp"  // MaskKind
+#include "mask.hpp"
 #include "simd.hpp"
-#include "stream.hpp"
 #include "threading.hpp"
 
 namespace bnorm {
@@ -280,7 +279,7 @@ struct ScaleOp {
 };
 
 // Backward fused with a ReLU (and a residual input): g = dy where the mask M
-// is open (reduce.hpp), else 0; dx = (g * k - r) - (x - mean) * q, or g * k
+// is open (mask.hpp), else 0; dx = (g * k - r) - (x - mean) * q, or g * k
 // with frozen statistics; the residual's gradient dres = g when kRes.
 // Coefficients: k, r, mean, q, then fm, fs, fb (the forward's, for kMaskX).
 template <class T, int M, bool kFrozen, bool kRes>
@@ -295,7 +294,7 @@ struct DxMaskOp {
   T* dx;       // may be null (only dres wanted)
   T* dres;
 
-  // the mask exactly as the reductions decide it (reduce.hpp, masked)
+  // the mask exactly as the reductions decide it (mask.hpp, masked)
   static P gate(P g, P xv, P yv, P m, P s, P b) {
     if (M == kMaskY) return static_cast<double>(yv) > 0.0 ? g : P(0);
     if (M == kMaskX)

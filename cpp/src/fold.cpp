@@ -4,7 +4,7 @@
 // result rounded once.
 #include <cmath>
 
-#include "api_checks.hpp"
+#include "api_common.hpp"
 
 namespace bnorm {
 namespace {

@@ -1,8 +1,14 @@
-// The kernels behind the C API, one template per op. Each kernel source is
-// compiled once per instruction set into namespace bnorm::<isa> (simd.hpp);
-// dispatch.cpp picks one set at run time. Arguments are already validated
-// by api.cpp; a kernel fails only by throwing std::bad_alloc from its
-// scratch allocation, before any output is written.
+// The kernel table: every op the C API runs, declared once.
+//
+// BNORM_KERNELS lists the ops; each has the one signature
+//   void op(const Plan&, const Call<T>&, const Work&)
+// so the per-ISA declarations (below), the table of function pointers
+// (Kernels<T>), the run-time choice (dispatch.cpp) and the instantiations
+// (forward.cpp, backward.cpp) all follow from the list. Each kernel source
+// is compiled once per instruction set into namespace bnorm::<isa>
+// (simd.hpp). Arguments are already validated by the C API and the
+// workspace is carved (workspace.hpp): a kernel allocates nothing and fails
+// in no way.
 #pragma once
 
 #include <cstdint>
@@ -12,50 +18,80 @@
 #include "half.hpp"
 #include "plan.hpp"
 
-// Data of type T (float, double, Half, BFloat16); parameters, statistics and
-// arithmetic of type P = Param<T> (float for the half types).
-#define BNORM_DECLARE_KERNELS(ns)                                            \
-  namespace ns {                                                             \
-  template <class T>                                                         \
-  void forward_training(const Plan& plan, const T* x, const T* residual,     \
-                        T* y, const Param<T>* weight, const Param<T>* bias,  \
-                        Param<T>* save_mean, Param<T>* save_invstd,          \
-                        Param<T>* running_mean, Param<T>* running_var,       \
-                        double eps, double momentum, bool unbiased,          \
-                        bool relu);                                          \
-  template <class T>                                                         \
-  void forward_inference(const Plan& plan, const T* x, const T* residual,    \
-                         T* y, const Param<T>* mean, const Param<T>* var,    \
-                         const Param<T>* weight, const Param<T>* bias,       \
-                         double eps, bool relu);                             \
-  template <class T>                                                         \
-  void backward(const Plan& plan, const T* dy, const T* x, const T* y,       \
-                const Param<T>* mean, const Param<T>* invstd,                \
-                const Param<T>* weight, const Param<T>* bias, T* dx,         \
-                Param<T>* dweight, Param<T>* dbias, T* dresidual,            \
-                bool frozen, bool relu);                                     \
-  template <class T>                                                         \
-  void moments(const Plan& plan, const T* x, double* mean, double* m2);      \
-  template <class T>                                                         \
-  void forward_apply(const Plan& plan, const T* x, T* y,                     \
-                     const Param<T>* weight, const Param<T>* bias,           \
-                     const double* mean, const double* m2, double count,     \
-                     Param<T>* save_mean, Param<T>* save_invstd,             \
-                     Param<T>* running_mean, Param<T>* running_var,          \
-                     double eps, double momentum, bool unbiased);            \
-  template <class T>                                                         \
-  void backward_sums(const Plan& plan, const T* dy, const T* x,              \
-                     const Param<T>* mean, double* sum_dy,                   \
-                     double* sum_dy_xmu);                                    \
-  template <class T>                                                         \
-  void backward_apply(const Plan& plan, const T* dy, const T* x,             \
-                      const Param<T>* mean, const Param<T>* invstd,          \
-                      const Param<T>* weight, const double* sum_dy,          \
-                      const double* sum_dy_xmu, double count, T* dx,         \
-                      Param<T>* dweight, Param<T>* dbias);                   \
-  }
+#define BNORM_KERNELS(X) \
+  X(forward_training)    \
+  X(forward_inference)   \
+  X(backward)            \
+  X(moments)             \
+  X(forward_apply)       \
+  X(backward_sums)       \
+  X(backward_apply)
 
 namespace bnorm {
+
+// The arguments of one call. Data of type T (float, double, Half,
+// BFloat16), in the layout [outer, channels, inner] of the Plan;
+// parameters, statistics and arithmetic of type P = Param<T> (float for the
+// half types). An op reads the fields it documents in bnorm.h and ignores
+// the others (null or 0).
+template <class T>
+struct Call {
+  using P = Param<T>;
+  // tensors
+  const T* x = nullptr;
+  const T* residual = nullptr;  // fused forward: y = relu?(BN(x) + residual)
+  const T* dy = nullptr;
+  const T* y = nullptr;         // fused backward: the forward's output (mask)
+  T* out = nullptr;             // y (forward) or dx (backward)
+  T* dresidual = nullptr;       // fused backward: the residual's gradient
+  // per-channel inputs
+  const P* weight = nullptr;
+  const P* bias = nullptr;
+  const P* mean = nullptr;      // inference: running mean; backward: saved
+  const P* var = nullptr;       // inference: running variance
+  const P* invstd = nullptr;    // backward: saved 1 / sqrt(var + eps)
+  // per-channel outputs
+  P* save_mean = nullptr;
+  P* save_invstd = nullptr;
+  P* running_mean = nullptr;    // updated in place, with running_var
+  P* running_var = nullptr;
+  P* dweight = nullptr;
+  P* dbias = nullptr;
+  // the split phases (statistics across processes), in double
+  const double* in_mean = nullptr;  // forward_apply: the global moments
+  const double* in_m2 = nullptr;
+  const double* in_sum_dy = nullptr;  // backward_apply: the global sums
+  const double* in_sum_dy_xmu = nullptr;
+  double* out_mean = nullptr;  // moments
+  double* out_m2 = nullptr;
+  double* out_sum_dy = nullptr;  // backward_sums
+  double* out_sum_dy_xmu = nullptr;
+  double count = 0;  // forward_apply, backward_apply: values per channel
+  double eps = 0, momentum = 0;
+  bool unbiased = true;  // running variance with Bessel's correction
+  bool relu = false;
+  bool frozen = false;   // backward through fixed statistics
+};
+
+// A call's workspace, carved from one caller-owned or library-owned block
+// (workspace.hpp): the reduction's partial results, the rows reducers'
+// per-thread scratch, and the per-channel coefficients of the elementwise
+// pass. `threads`: the thread count the scratch was sized for and the call
+// runs on.
+struct Work {
+  void* partials = nullptr;
+  double* scratch = nullptr;
+  void* coef = nullptr;
+  int threads = 1;
+};
+
+#define BNORM_DECLARE_KERNEL(name) \
+  template <class T>               \
+  void name(const Plan&, const Call<T>&, const Work&);
+#define BNORM_DECLARE_KERNELS(ns) \
+  namespace ns {                  \
+  BNORM_KERNELS(BNORM_DECLARE_KERNEL) \
+  }
 
 #ifdef BNORM_ISA_NS
 BNORM_DECLARE_KERNELS(BNORM_ISA_NS)
@@ -63,25 +99,9 @@ BNORM_DECLARE_KERNELS(BNORM_ISA_NS)
 
 template <class T>
 struct Kernels {
-  typedef Param<T> P;
-  // residual (may be null) and relu: the fused epilogue y = relu(BN(x) + z)
-  void (*forward_training)(const Plan&, const T*, const T*, T*, const P*,
-                           const P*, P*, P*, P*, P*, double, double, bool, bool);
-  void (*forward_inference)(const Plan&, const T*, const T*, T*, const P*,
-                            const P*, const P*, const P*, double, bool);
-  // y (the forward's output, for the ReLU mask; may be null), bias, dresidual
-  void (*backward)(const Plan&, const T*, const T*, const T*, const P*,
-                   const P*, const P*, const P*, T*, P*, P*, T*, bool, bool);
-  // the split phases, for statistics spanning several processes
-  void (*moments)(const Plan&, const T*, double*, double*);
-  void (*forward_apply)(const Plan&, const T*, T*, const P*, const P*,
-                        const double*, const double*, double, P*, P*, P*, P*,
-                        double, double, bool);
-  void (*backward_sums)(const Plan&, const T*, const T*, const P*, double*,
-                        double*);
-  void (*backward_apply)(const Plan&, const T*, const T*, const P*, const P*,
-                         const P*, const double*, const double*, double, T*,
-                         P*, P*);
+#define BNORM_KERNEL_POINTER(name) void (*name)(const Plan&, const Call<T>&, const Work&);
+  BNORM_KERNELS(BNORM_KERNEL_POINTER)
+#undef BNORM_KERNEL_POINTER
 };
 
 // The kernels of the instruction set chosen for this process.
@@ -103,3 +123,10 @@ void with_type(bnorm_dtype dtype, F&& f) {
 const char* kernel_isa();
 
 }  // namespace bnorm
+
+// In a kernel source: the instantiations of `name` for the four data types.
+#define BNORM_INSTANTIATE_KERNEL(name)                                      \
+  template void name<float>(const Plan&, const Call<float>&, const Work&);  \
+  template void name<double>(const Plan&, const Call<double>&, const Work&); \
+  template void name<Half>(const Plan&, const Call<Half>&, const Work&);    \
+  template void name<BFloat16>(const Plan&, const Call<BFloat16>&, const Work&);

@@ -168,4 +168,28 @@ inline void merge_into(Moments& a, const Moments& b) {
   a.n = n;
 }
 
+// (count, mean, M2) from sums of deviations from a shift K:
+// s1 = sum(x - K), s2 = sum((x - K)^2), M2 = s2 - s1 (s1 / n). Exact in exact
+// arithmetic for any K. With K one of the values themselves, (mean - K)^2 is
+// at most M2, so s2 <= (n + 1) M2: the subtraction loses at most log10(n + 1)
+// of double's 16 digits (under 4 for the units of this plan), whatever the
+// data's offset -- unlike sum(x^2) - sum(x)^2 / n, which loses them all.
+inline Moments from_shifted(double n, double shift, double s1, double s2) {
+  const double q = s1 / n;
+  Moments m;
+  m.n = n;
+  m.mean = shift + q;
+  m.m2 = s2 - s1 * q;
+  return m;
+}
+
+// The backward's sums of a channel: g = sum(dy), gx = sum(dy * (x - mean)).
+struct Sums {
+  double g = 0, gx = 0;
+};
+inline void merge_into(Sums& a, const Sums& b) {
+  a.g += b.g;
+  a.gx += b.gx;
+}
+
 }  // namespace bnorm

@@ -3,7 +3,7 @@
 // caller's memory. O(channels) per batch, plain double arithmetic.
 #include <cmath>
 
-#include "api_checks.hpp"
+#include "api_common.hpp"
 
 using namespace bnorm;
 

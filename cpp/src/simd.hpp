@@ -1,7 +1,22 @@
-// Vectorization hints. Each kernel translation unit is compiled once per
-// instruction set (see cpp/CMakeLists.txt); BNORM_ISA_NS names the
-// namespace of that copy. The scalar copy turns the hints off, so it is a
-// plain sequential reference that the vector copies are tested against.
+// The vector vocabulary of the kernels, in one place. Each kernel
+// translation unit is compiled once per instruction set (cpp/CMakeLists.txt);
+// BNORM_ISA_NS names the namespace of that copy. The scalar copy turns every
+// vector form off, so it is a plain sequential reference that the vector
+// copies are tested against bitwise.
+//
+// Three forms, each for one job:
+//  - each(): elementwise maps, vectorized by the compiler (omp simd); every
+//    index is computed alone, so the vector width changes no result.
+//  - Lanes / VecD: reductions in double with a fixed lane order. Value i of
+//    a run goes to accumulator lane i % kLanes and the lanes are combined in
+//    a fixed pairwise tree (Lanes::total), written with GCC/Clang vector
+//    types in the vector copies and with plain loops in the scalar one: the
+//    same sums, in the same order, on every CPU. kLanes independent chains
+//    also hide the latency of the adds.
+//  - stream_out(): non-temporal stores (x86 intrinsics) for outputs too large
+//    to stay in cache; value for value what the plain loop computes.
+// FMA contraction is off for the kernels (cpp/CMakeLists.txt), so a vector
+// copy rounds each operation exactly as the scalar copy does.
 #pragma once
 
 #ifndef BNORM_ISA_NS
@@ -11,10 +26,8 @@
 #define BNORM_PRAGMA(x) _Pragma(#x)
 #if defined(BNORM_ISA_SCALAR)
 #define BNORM_SIMD
-#define BNORM_SIMD_REDUCTION(...)
 #else
 #define BNORM_SIMD BNORM_PRAGMA(omp simd)
-#define BNORM_SIMD_REDUCTION(...) BNORM_PRAGMA(omp simd reduction(__VA_ARGS__))
 #endif
 
 // Bytes of one hardware vector register of this copy (GCC/Clang vector
@@ -29,9 +42,22 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+
+#include "half.hpp"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
+#if !defined(BNORM_ISA_SCALAR) && (defined(__x86_64__) || defined(_M_X64)) && \
+    (defined(__GNUC__) || defined(__clang__))
+#define BNORM_HAVE_STREAM 1
+#endif
 
 namespace bnorm {
 namespace BNORM_ISA_NS {
+
+// ---- elementwise maps ----------------------------------------------------
 
 // for (i = 0; i < n; ++i) f(i), vectorized, with the iterations before
 // out + i is aligned to a vector register peeled off. A vector store that
@@ -62,6 +88,192 @@ inline void each(const T* out, int64_t n, const F& f) {
   BNORM_SIMD
   for (int64_t k = i; k < n; ++k) f(k);
 }
+
+
+// ---- reductions in double, fixed lane order -------------------------------
+
+constexpr int kLanes = 16;
+
+struct Lanes {
+  double v[kLanes];
+  Lanes() {
+    for (int k = 0; k < kLanes; ++k) v[k] = 0;
+  }
+  // Fixed pairwise tree: ((v0+v1)+(v2+v3)) + ...
+  double total() const {
+    double t[kLanes];
+    for (int k = 0; k < kLanes; ++k) t[k] = v[k];
+    for (int w = kLanes / 2; w >= 1; w /= 2)
+      for (int k = 0; k < w; ++k) t[k] = t[2 * k] + t[2 * k + 1];
+    return t[0];
+  }
+};
+
+#if !defined(BNORM_ISA_SCALAR) && (defined(__GNUC__) || defined(__clang__))
+#define BNORM_VECTOR_TYPES 1
+// One hardware register of doubles; kLanes of them make kRegs registers,
+// kept as separate variables so the compiler holds them in registers.
+constexpr int kVecBytes = BNORM_VEC_BYTES;
+constexpr int kVecLanes = kVecBytes / 8;
+constexpr int kRegs = kLanes / kVecLanes;
+typedef double VecD __attribute__((vector_size(kVecBytes)));
+typedef float VecF __attribute__((vector_size(kVecBytes / 2)));
+
+inline VecD load_lanes(const double* p) {
+  VecD v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline VecD load_lanes(const float* p) {
+  // The conversion is exact either way; GCC 12 builds the generic form for
+  // AVX-512 out of two half-width conversions, an extract and an insert,
+  // which made the planar reductions compute-bound. One instruction instead:
+#if defined(__AVX512F__) && (defined(__x86_64__) || defined(_M_X64))
+  // (the all-lanes masked form: the same instruction, without the plain
+  // form's deliberately uninitialized operand that GCC 12 warns about)
+  const __m512d d = _mm512_maskz_cvtps_pd(0xFF, _mm256_loadu_ps(p));
+#elif defined(__AVX__) && (defined(__x86_64__) || defined(_M_X64))
+  const __m256d d = _mm256_cvtps_pd(_mm_loadu_ps(p));
+#else
+  VecF f;
+  std::memcpy(&f, p, sizeof f);
+  const VecD d = __builtin_convertvector(f, VecD);
+#endif
+  VecD v;
+  std::memcpy(&v, &d, sizeof v);
+  return v;
+}
+
+// Half-precision lanes: the conversions of half.hpp, lane by lane.
+typedef uint16_t VecU16 __attribute__((vector_size(kVecBytes / 4)));
+typedef uint32_t VecU32 __attribute__((vector_size(kVecBytes / 2)));
+inline VecU32 load_u16(const uint16_t* p) {
+  VecU16 h;
+  std::memcpy(&h, p, sizeof h);
+  return __builtin_convertvector(h, VecU32);
+}
+inline VecF bits_to_floats(VecU32 u) {
+  VecF f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+inline VecD load_lanes(const BFloat16* p) {
+  return __builtin_convertvector(bits_to_floats(load_u16(&p->bits) << 16), VecD);
+}
+inline VecD load_lanes(const Half* p) {
+  const VecU32 h = load_u16(&p->bits);
+  const VecU32 em = (h & 0x7fffu) << 13;
+  const VecU32 exp = em & (0x7c00u << 13);
+  const VecU32 normal = em + (uint32_t(127 - 15) << 23);
+  const VecU32 infnan = normal + (uint32_t(128 - 16) << 23);
+  const VecF subf = bits_to_floats(normal + (1u << 23)) - bits_to_float(113u << 23);
+  VecU32 sub;
+  std::memcpy(&sub, &subf, sizeof sub);
+  VecU32 o = exp == (0x7c00u << 13) ? infnan : normal;
+  o = exp == 0u ? sub : o;
+  return __builtin_convertvector(bits_to_floats(o | ((h & 0x8000u) << 16)), VecD);
+}
+
+struct Regs {
+  VecD r[kRegs];
+  explicit Regs(const Lanes& a) {
+#pragma GCC unroll 16
+    for (int k = 0; k < kRegs; ++k) std::memcpy(&r[k], a.v + k * kVecLanes, kVecBytes);
+  }
+  void store(Lanes& a) const {
+#pragma GCC unroll 16
+    for (int k = 0; k < kRegs; ++k) std::memcpy(a.v + k * kVecLanes, &r[k], kVecBytes);
+  }
+};
+#endif
+
+// Asks for the cache lines of p[i .. i + kLanes) ahead of use. Reading the
+// next unit while computing on this one overlaps memory with arithmetic, and
+// spares the hardware prefetcher a cold start on every short run.
+template <class T>
+inline void prefetch_lanes(const T* p, int64_t i) {
+#if defined(__GNUC__) || defined(__clang__)
+  if (p) {
+    for (int64_t b = 0; b < kLanes * int64_t(sizeof(T)); b += 64)
+      __builtin_prefetch(reinterpret_cast<const char*>(p + i) + b, 0, 3);
+  }
+#else
+  (void)p;
+  (void)i;
+#endif
+}
+
+// Asks for the cache lines of [p, p + bytes), e.g. a row some rows ahead.
+inline void prefetch_span(const void* p, int64_t bytes) {
+#if defined(__GNUC__) || defined(__clang__)
+  const char* c = static_cast<const char*>(p);
+  for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(c + b, 0, 3);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
+// ---- streaming stores ------------------------------------------------------
+// A normal store to a line that is not cached first reads the line from
+// memory (read for ownership); for an output that is only written, that is
+// a third of the traffic of a copy wasted. Streaming stores write whole
+// lines straight to memory. They are used only when the output is larger
+// than the last-level cache can usefully keep (elementwise.hpp decides).
+
+#ifdef BNORM_HAVE_STREAM
+constexpr int kStreamBytes = BNORM_VEC_BYTES;
+typedef float SVecF __attribute__((vector_size(kStreamBytes)));
+typedef double SVecD __attribute__((vector_size(kStreamBytes)));
+template <class T> struct SVec;
+template <> struct SVec<float> { typedef SVecF type; };
+template <> struct SVec<double> { typedef SVecD type; };
+
+inline void nt_store(float* p, SVecF v) {
+#if defined(__AVX512F__)
+  _mm512_stream_ps(p, reinterpret_cast<__m512&>(v));
+#elif defined(__AVX__)
+  _mm256_stream_ps(p, reinterpret_cast<__m256&>(v));
+#else
+  _mm_stream_ps(p, reinterpret_cast<__m128&>(v));
+#endif
+}
+inline void nt_store(double* p, SVecD v) {
+#if defined(__AVX512F__)
+  _mm512_stream_pd(p, reinterpret_cast<__m512d&>(v));
+#elif defined(__AVX__)
+  _mm256_stream_pd(p, reinterpret_cast<__m256d&>(v));
+#else
+  _mm_stream_pd(p, reinterpret_cast<__m128d&>(v));
+#endif
+}
+
+template <class T>
+inline typename SVec<T>::type sload(const T* p) {
+  typename SVec<T>::type v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// Makes this thread's streaming stores visible before others read them.
+inline void stream_fence() { _mm_sfence(); }
+
+// y[i] = scalar(i) for i in [0, n), with vector(i) giving the values
+// [i, i + W) at once; aligned full vectors are streamed.
+template <class T, class V, class S>
+inline void stream_out(T* y, int64_t n, const V& vector, const S& scalar) {
+  constexpr int64_t W = kStreamBytes / sizeof(T);
+  int64_t i = 0;
+  while (i < n && (reinterpret_cast<uintptr_t>(y + i) % kStreamBytes) != 0) {
+    y[i] = scalar(i);
+    ++i;
+  }
+  for (; i + W <= n; i += W) nt_store(y + i, vector(i));
+  for (; i < n; ++i) y[i] = scalar(i);
+}
+#else
+inline void stream_fence() {}
+#endif
 
 }  // namespace BNORM_ISA_NS
 }  // namespace bnorm

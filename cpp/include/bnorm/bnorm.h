@@ -55,8 +55,12 @@
  * function fails it has written nothing into any caller buffer. No C++
  * exception, abort or exit crosses this interface. The caller owns all
  * memory; the inference path allocates nothing (the kernels use up to about
- * 100 KiB of the calling thread's stack). Every function is thread-safe and
- * reentrant.
+ * 100 KiB of the calling thread's stack). The training, backward and
+ * split-phase entry points allocate one block of scratch memory per call,
+ * before they write anything; their _ws forms take that block from the
+ * caller instead ("Caller-owned workspace" below), so that every operation
+ * can run with no allocation inside bnorm. Every function is thread-safe
+ * and reentrant.
  *
  * Aliasing
  * --------
@@ -94,7 +98,7 @@
 #include <stdint.h>
 
 #define BNORM_VERSION_MAJOR 0
-#define BNORM_VERSION_MINOR 2
+#define BNORM_VERSION_MINOR 3
 #define BNORM_VERSION_PATCH 0
 
 #define BNORM_VERSION_NUMBER \
@@ -150,6 +154,9 @@ typedef int32_t bnorm_status;
 #define BNORM_ERROR_INVALID_ARGUMENT  10
 /* A bug in bnorm: an internal failure that was contained. Please report. */
 #define BNORM_ERROR_INTERNAL          11
+/* The workspace passed to a _ws entry point is smaller than
+ * bnorm_workspace_size reports for the call. (Since 0.3.) */
+#define BNORM_ERROR_WORKSPACE_TOO_SMALL 12
 
 /* A static, NUL-terminated English description of a status code; for an
  * unknown code, a string saying so. Never NULL. */
@@ -613,6 +620,100 @@ BNORM_API bnorm_status bnorm_backward_apply(
     const void *dy, const void *x, const void *mean, const void *invstd,
     const void *weight, const double *sum_dy, const double *sum_dy_xmu,
     int64_t count, void *dx, void *dweight, void *dbias);
+
+/* ------------------------------------------------------------------------ */
+/* Caller-owned workspace (since 0.3)                                       */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The training, backward and split-phase entry points need scratch memory:
+ * partial sums of the reductions and per-channel coefficients, a few times
+ * `channels` doubles, plus a little per thread for channels-last tensors.
+ * The entry points above allocate it per call. The _ws forms below take it
+ * from the caller: the same arguments, then
+ *
+ *   workspace            a block of at least the bytes bnorm_workspace_size
+ *                        reports for the call (any alignment), or NULL to
+ *                        let bnorm allocate as the entry point without _ws
+ *                        does. Its contents need no initialization and are
+ *                        unspecified afterwards; it overlaps no other
+ *                        buffer of the call (OVERLAP).
+ *   workspace_bytes      its size in bytes.
+ *
+ * A _ws call with a large enough workspace allocates nothing and gives
+ * bitwise the results of the entry point without _ws. A smaller one is
+ * refused with BNORM_ERROR_WORKSPACE_TOO_SMALL before anything is written.
+ * One workspace serves any number of calls in turn, not two at once.
+ */
+
+/* The operations bnorm_workspace_size knows. */
+#define BNORM_OP_FORWARD_TRAINING  1 /* bnorm_forward_training(_fused/_ws) */
+#define BNORM_OP_BACKWARD          2 /* bnorm_backward(_fused/_ws)         */
+#define BNORM_OP_MOMENTS           3 /* bnorm_moments(_ws)                 */
+#define BNORM_OP_FORWARD_NORMALIZE 4 /* bnorm_forward_normalize(_ws)       */
+#define BNORM_OP_BACKWARD_REDUCE   5 /* bnorm_backward_reduce(_ws)         */
+#define BNORM_OP_BACKWARD_APPLY    6 /* bnorm_backward_apply(_ws)          */
+#define BNORM_OP_FORWARD_INFERENCE 7 /* always 0 bytes: none is needed     */
+
+/*
+ * Writes into *bytes the workspace that operation `op` needs on a tensor
+ * [outer, channels, inner] of `dtype` when it runs on `threads` threads
+ * (0 or less: the current bnorm_get_num_threads(), or the host pool's
+ * thread count). The size depends on these alone -- not on the data, the
+ * flags or the CPU -- and is at most a few times channels * 8 bytes plus
+ * threads * (3 * channels + 16) * 8 bytes. A call needs the size for the
+ * thread count it runs on: query again after raising the thread count.
+ *
+ * Errors: NULL_POINTER (bytes), INVALID_SIZE, UNSUPPORTED_DTYPE,
+ * INVALID_ARGUMENT (an unknown op).
+ */
+BNORM_API bnorm_status bnorm_workspace_size(
+    int32_t op, bnorm_dtype dtype, int64_t outer, int64_t channels,
+    int64_t inner, int32_t threads, size_t *bytes);
+
+/* bnorm_forward_training_fused with a caller-owned workspace. */
+BNORM_API bnorm_status bnorm_forward_training_ws(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void *x, const void *residual, void *y, const void *weight,
+    const void *bias, void *save_mean, void *save_invstd, void *running_mean,
+    void *running_var, double eps, double momentum, uint32_t flags,
+    void *workspace, size_t workspace_bytes);
+
+/* bnorm_backward_fused with a caller-owned workspace. */
+BNORM_API bnorm_status bnorm_backward_ws(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void *dy, const void *x, const void *y, const void *mean,
+    const void *invstd, const void *weight, const void *bias, void *dx,
+    void *dweight, void *dbias, void *dresidual, uint32_t flags,
+    void *workspace, size_t workspace_bytes);
+
+/* bnorm_moments with a caller-owned workspace. */
+BNORM_API bnorm_status bnorm_moments_ws(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void *x, double *mean, double *m2, void *workspace,
+    size_t workspace_bytes);
+
+/* bnorm_forward_normalize with a caller-owned workspace. */
+BNORM_API bnorm_status bnorm_forward_normalize_ws(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void *x, void *y, int64_t count, const double *mean,
+    const double *m2, const void *weight, const void *bias, void *save_mean,
+    void *save_invstd, void *running_mean, void *running_var, double eps,
+    double momentum, uint32_t flags, void *workspace, size_t workspace_bytes);
+
+/* bnorm_backward_reduce with a caller-owned workspace. */
+BNORM_API bnorm_status bnorm_backward_reduce_ws(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void *dy, const void *x, const void *mean, double *sum_dy,
+    double *sum_dy_xmu, void *workspace, size_t workspace_bytes);
+
+/* bnorm_backward_apply with a caller-owned workspace. */
+BNORM_API bnorm_status bnorm_backward_apply_ws(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void *dy, const void *x, const void *mean, const void *invstd,
+    const void *weight, const double *sum_dy, const double *sum_dy_xmu,
+    int64_t count, void *dx, void *dweight, void *dbias, void *workspace,
+    size_t workspace_bytes);
 
 /* ------------------------------------------------------------------------ */
 /* Population statistics (the paper's Algorithm 2, steps 8-12)              */

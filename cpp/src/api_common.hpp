@@ -1,14 +1,22 @@
-// Argument checks shared by the C API entry points. Every check runs
-// before any write into a caller's buffer.
+// What the C API entry points share: the argument checks (every check runs
+// before any write into a caller's buffer), and run_kernel, which gives a
+// kernel its workspace and keeps exceptions inside the library.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
+#include <memory>
 #include <new>
+#include <type_traits>
 
 #include "bnorm/bnorm.h"
+
+#include "kernels.hpp"
+#include "threading.hpp"
+#include "workspace.hpp"
 
 namespace bnorm {
 
@@ -111,19 +119,60 @@ inline bool any_forbidden_overlap_data(const Span* outs, int n_out, int n_data_o
   return false;
 }
 
+// The span of a caller's workspace (none when ws is null), listed with the
+// outputs: it may overlap no other buffer.
+inline Span workspace_span(const void* ws, size_t bytes) {
+  return {ws, ws ? static_cast<int64_t>(std::min<uint64_t>(bytes, INT64_MAX)) : 0};
+}
+
 inline bool valid_eps(double eps) { return std::isfinite(eps) && eps > 0; }
 inline bool valid_momentum(double m) { return m >= 0.0 && m <= 1.0; }  // NaN fails
 
+// f(), with a status for what it throws; f returns void (OK) or a status.
 template <class F>
 bnorm_status guarded(F&& f) {
   try {
-    f();
-    return BNORM_OK;
+    if constexpr (std::is_void_v<decltype(f())>) {
+      f();
+      return BNORM_OK;
+    } else {
+      return f();
+    }
   } catch (const std::bad_alloc&) {
     return BNORM_ERROR_OUT_OF_MEMORY;
   } catch (...) {
     return BNORM_ERROR_INTERNAL;
   }
+}
+
+// Whether op is one of the BNORM_OP_* codes.
+inline bool valid_op(int op) {
+  return op >= BNORM_OP_FORWARD_TRAINING && op <= BNORM_OP_FORWARD_INFERENCE;
+}
+
+// Runs body(T(), plan, work) for op on data of `dtype` (all arguments
+// checked, the tensor not empty). The workspace is the caller's
+// [ws, ws + ws_bytes) or, with ws null, one block allocated here before
+// anything is written; a caller's block too small for the call's thread
+// count is refused.
+template <class Body>
+bnorm_status run_kernel(int op, bnorm_dtype dtype, int64_t outer, int64_t channels,
+                        int64_t inner, void* ws, size_t ws_bytes, Body&& body) {
+  return guarded([&]() -> bnorm_status {
+    const Plan plan(outer, channels, inner, elem_size_of(dtype));
+    const int nt = threads_for(outer * channels * inner);
+    const WorkSizes sizes = work_sizes(op, plan, nt, param_size_of(dtype));
+    std::unique_ptr<char[]> own;
+    if (!ws) {
+      if (sizes.total() > 0) own.reset(new char[static_cast<size_t>(sizes.total())]);
+      ws = own.get();
+    } else if (ws_bytes < static_cast<uint64_t>(sizes.total())) {
+      return BNORM_ERROR_WORKSPACE_TOO_SMALL;
+    }
+    const Work work = carve(ws, sizes, nt);
+    with_type(dtype, [&](auto t) { body(t, plan, work); });
+    return BNORM_OK;
+  });
 }
 
 }  // namespace bnorm

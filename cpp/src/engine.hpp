@@ -1,0 +1,168 @@
+// The one engine every training-side op is composed of:
+//
+//   reduce  -- a reducer (MomentsReducer: statistics; SumsReducer: the
+//              backward's sums) forms one partial per (group, channel), with
+//              the layout's loops (reduce_planar.hpp, reduce_rows.hpp);
+//   finish  -- the partials of each channel merged in group order, and the
+//              per-channel results (coefficients, saved statistics,
+//              gradients of weight and bias, or the split phases' sums);
+//   apply   -- an elementwise map over the tensor with those coefficients
+//              (elementwise.hpp), or nothing.
+//
+// forward_training = reduce(moments) + finish + apply(normalize);
+// moments = reduce(moments) + finish(store); backward = reduce(sums) +
+// finish + apply(dx); backward_sums = reduce(sums) + finish(store). So the
+// split phases run the single-process code itself.
+//
+// Two schedules compute the same bits. Whole blocks: when a planar block of
+// channels fits in a core's cache (Plan::whole_block), one thread reduces
+// it, finishes it and applies the map while its data is still cached.
+// Phases: otherwise the (lane, group) tasks are dealt to the threads, then
+// the channels are finished, then the map runs, each phase on all threads.
+// Per channel, both reduce the same groups and merge them in group order.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "elementwise.hpp"
+#include "kernels.hpp"
+#include "reduce_planar.hpp"
+#include "reduce_rows.hpp"
+#include "threading.hpp"
+
+namespace bnorm {
+namespace BNORM_ISA_NS {
+
+// Statistics of x: (count, mean, M2) per channel.
+template <class T>
+struct MomentsReducer {
+  using Acc = Moments;
+  static constexpr int64_t kInBytes = sizeof(T);  // bytes read per value
+  const T* x;
+  // Group g of the channels [c0, c0 + cw) into out[0..cw), from empty.
+  void group(const Plan& p, int64_t c0, int64_t cw, int64_t g, Acc* out,
+             double* scratch) const {
+    if (p.rows)
+      rows_moments(p, x, c0, cw, g, out, scratch);
+    else
+      planar_moments(p, x, c0, cw, g, out);
+  }
+};
+
+// The backward's sums: sum(g), sum(g * (x - mean)), g = dy behind mask M.
+template <int M, class T>
+struct SumsReducer {
+  using Acc = Sums;
+  static constexpr int64_t kInBytes = 2 * sizeof(T);  // dy and x
+  const T* dy;
+  const T* x;
+  const Param<T>* mean;
+  MaskArgs<T> mask;
+  void group(const Plan& p, int64_t c0, int64_t cw, int64_t g, Acc* out,
+             double* scratch) const {
+    if (p.rows)
+      rows_sums<M>(p, dy, x, mean, mask, c0, cw, g, out, scratch);
+    else
+      planar_sums<M>(p, dy, x, mean, mask, c0, cw, g, out);
+  }
+};
+
+// An elementwise map `op` with the coefficients `fill` gives it (see
+// sweep), over the whole tensor or over a block of channels.
+template <class T, class Op, class Fill>
+struct Apply {
+  static constexpr int64_t kBytes = Op::kArrays * sizeof(T);  // moved per value
+  const Op& op;
+  const Fill& fill;
+  void all(const Plan& p, int tid, int n) const { sweep<T>(p, op, fill, tid, n); }
+  void channels(const Plan& p, int64_t c0, int64_t cw) const {
+    sweep_channels<T>(p, op, fill, c0, cw);
+  }
+};
+
+// No elementwise pass (moments, backward_sums).
+struct NoApply {
+  static constexpr int64_t kBytes = 0;
+  void all(const Plan&, int, int) const {}
+  void channels(const Plan&, int64_t, int64_t) const {}
+};
+
+// reduce -> finish -> apply. finish(c0, cw, tot) receives channels
+// [c0, c0 + cw) (cw <= kChannelBlock) with their merged results. `block`
+// > 0 takes planar blocks of that many channels whole (Plan::whole_block);
+// 0 runs the phases, with partials and scratch from `work`. reduce = false:
+// nothing to reduce (finish gets empty results), only finish and apply.
+template <class R, class Fin, class App>
+void run_engine(const Plan& p, const R& red, const Fin& finish, const App& apply,
+                bool apply_active, int64_t block, bool reduce, const Work& work) {
+  using Acc = typename R::Acc;
+  const int64_t C = p.channels;
+  const int nt = work.threads;
+  if (block > 0 && reduce) {
+    Dealer blocks(ceil_div(C, block));
+    parallel(nt, [&](int, int) {
+      Acc tot[kMaxPlanarBlock], acc[kMaxPlanarBlock];
+      double scratch[3 * kMaxPlanarBlock];  // (planar reducers need none)
+      for (int64_t blk; blocks.take(&blk);) {
+        const int64_t c0 = blk * block, cw = std::min(block, C - c0);
+        for (int64_t j = 0; j < cw; ++j) tot[j] = Acc();
+        for (int64_t g = 0; g < p.groups; ++g) {
+          red.group(p, c0, cw, g, acc, scratch);
+          for (int64_t j = 0; j < cw; ++j) merge_into(tot[j], acc[j]);
+        }
+        finish(c0, cw, tot);
+        if (apply_active) apply.channels(p, c0, cw);
+      }
+    });
+    return;
+  }
+  Acc* part = static_cast<Acc*>(work.partials);
+  // (lane, group) pairs; rows tensors with at least as many groups as
+  // threads take groups of rows across all channels instead (the lower ones
+  // of the same count), read row after row (contiguous memory).
+  Dealer tasks(p.lanes * p.groups);
+  auto reduce_phase = [&](int tid, int n) {
+    if (p.rows && p.groups >= n) {
+      double* scratch = work.scratch + tid * scratch_stride(3 * C);
+      for (int64_t g; tasks.take(&g) && g < p.groups;)
+        red.group(p, 0, C, g, part + g * C, scratch);
+      return;
+    }
+    Acc acc[kChannelBlock];
+    double lane_scratch[3 * kChannelBlock];
+    for (int64_t t; tasks.take(&t);) {
+      const int64_t lane = t / p.groups, g = t % p.groups;
+      int64_t c0, cw;
+      p.lane_channels(lane, &c0, &cw);
+      red.group(p, c0, cw, g, acc, lane_scratch);
+      for (int64_t j = 0; j < cw; ++j) part[g * C + c0 + j] = acc[j];
+    }
+  };
+  auto finish_phase = [&](int tid, int n) {
+    int64_t c_begin, c_end;
+    share(C, tid, n, &c_begin, &c_end);
+    Acc tot[kChannelBlock];
+    for (int64_t c0 = c_begin; c0 < c_end; c0 += kChannelBlock) {
+      const int64_t cw = std::min(kChannelBlock, c_end - c0);
+      for (int64_t j = 0; j < cw; ++j) {
+        tot[j] = Acc();
+        if (reduce)
+          for (int64_t g = 0; g < p.groups; ++g) merge_into(tot[j], part[g * C + c0 + j]);
+      }
+      finish(c0, cw, tot);
+    }
+  };
+  auto apply_phase = [&](int tid, int n) { apply.all(p, tid, n); };
+  if (reduce && apply_active)
+    parallel(nt, reduce_phase, finish_phase, apply_phase);
+  else if (reduce)
+    parallel(nt, reduce_phase, finish_phase);
+  else if (apply_active)
+    parallel(nt, finish_phase, apply_phase);
+  else
+    parallel(nt, finish_phase);
+}
+
+}  // namespace BNORM_ISA_NS
+}  // namespace bnorm

@@ -1,0 +1,313 @@
+// The reducers of the rows layout: channels-last tensors (NHWC, NDHWC) and
+// (N, C) -- every tensor whose channels are contiguous (inner == 1).
+//
+//   rows_moments: a group's (count, mean, M2) per channel (training
+//                 statistics);
+//   rows_sums:    a group's sum(g) and sum(g * (x - mean)) per channel (the
+//                 backward's sums), g = dy behind an optional ReLU mask.
+//
+// A group (plan.hpp) is a range of rows; its channels [c0, c0 + cw) are one
+// lane or, when the groups are spread over threads, all channels. The loops
+// run across channels (vectorized) and down the rows, each channel's rows in
+// row order, so the sums do not depend on where a vector starts or on cw.
+// `scratch` holds 3 * cw doubles.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "mask.hpp"
+#include "plan.hpp"
+#include "simd.hpp"
+
+namespace bnorm {
+namespace BNORM_ISA_NS {
+
+// Rows a rows loop prefetches ahead of itself.
+constexpr int64_t kRowsAhead = 4;
+
+// Rows layout with a few channels known at compile time: the per-channel
+// accumulators live in registers for the whole loop over rows. Same sums, in
+// the same order, as the general loops.
+//   deviations: s1[j] += x - shift[j];  s2[j] += (x - shift[j])^2
+template <int W, class T>
+inline void rows_deviations_fixed(const T* x, int64_t rows, int64_t ld,
+                                  const double* shift, double* s1, double* s2) {
+  double a1[W], a2[W], sh[W];
+  for (int j = 0; j < W; ++j) {
+    a1[j] = s1[j];
+    a2[j] = s2[j];
+    sh[j] = shift[j];
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * ld;
+    BNORM_SIMD
+    for (int j = 0; j < W; ++j) {
+      const double d = static_cast<double>(xr[j]) - sh[j];
+      a1[j] += d;
+      a2[j] += d * d;
+    }
+  }
+  for (int j = 0; j < W; ++j) {
+    s1[j] = a1[j];
+    s2[j] = a2[j];
+  }
+}
+
+//   gradients: a[j] += g;  b[j] += g * (x - mean[j])
+template <int W, class T>
+inline void rows_gradients_fixed(const T* g, const T* x, int64_t rows, int64_t ld,
+                                 const double* mean, double* a, double* b) {
+  double va[W], vb[W], mu[W];
+  for (int j = 0; j < W; ++j) {
+    va[j] = a[j];
+    vb[j] = b[j];
+    mu[j] = mean[j];
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* gr = g + r * ld;
+    const T* xr = x + r * ld;
+    BNORM_SIMD
+    for (int j = 0; j < W; ++j) {
+      const double gj = static_cast<double>(gr[j]);
+      va[j] += gj;
+      vb[j] += gj * (static_cast<double>(xr[j]) - mu[j]);
+    }
+  }
+  for (int j = 0; j < W; ++j) {
+    a[j] = va[j];
+    b[j] = vb[j];
+  }
+}
+
+// Rows layout with a ReLU mask M (GCC 12 does not vectorize a select whose
+// mask comes from converted floats, so this is written with vector types):
+// over `rows` rows of stride ld and channels [0, cw),
+//   a[j] += g;  b[j] += g * (x - mu[j]),  g = dy where the mask is open.
+// Rows are taken in chunks, each chunk column block by column block with
+// the accumulators in registers; per channel the rows are still added in
+// order, so the sums are those of the one-row loops.
+template <int M, class T>
+inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t rows,
+                                  int64_t ld, int64_t cw, const double* mu,
+                                  const Param<T>* fm, const Param<T>* fs,
+                                  const Param<T>* fb, double* a, double* b) {
+  constexpr int64_t kChunkRows = 32;
+  auto open = [&](double gv, double xv, int64_t o, int64_t j) {
+    if constexpr (M == kMaskY) {
+      return static_cast<double>(y[o]) > 0.0 ? gv : 0.0;
+    } else {
+      const double pre = (xv - static_cast<double>(fm[j])) * static_cast<double>(fs[j]) +
+                         static_cast<double>(fb[j]);
+      return pre > 0.0 ? gv : 0.0;
+    }
+  };
+  for (int64_t r0 = 0; r0 < rows; r0 += kChunkRows) {
+    const int64_t r1 = std::min(rows, r0 + kChunkRows);
+    int64_t j = 0;
+#ifdef BNORM_VECTOR_TYPES
+    // NV vectors of channels at once: independent chains hide add latency
+    auto block = [&](auto nv_tag) {
+      constexpr int NV = decltype(nv_tag)::value;
+      VecD va[NV], vb[NV], m[NV], cm[NV], cs[NV], cb[NV];
+#pragma GCC unroll 8
+      for (int k = 0; k < NV; ++k) {
+        const int64_t jk = j + k * kVecLanes;
+        va[k] = load_lanes(a + jk);
+        vb[k] = load_lanes(b + jk);
+        m[k] = load_lanes(mu + jk);
+        if constexpr (M == kMaskX) {
+          cm[k] = load_lanes(fm + jk);
+          cs[k] = load_lanes(fs + jk);
+          cb[k] = load_lanes(fb + jk);
+        }
+      }
+      for (int64_t r = r0; r < r1; ++r) {
+#pragma GCC unroll 8
+        for (int k = 0; k < NV; ++k) {
+          const int64_t o = r * ld + j + k * kVecLanes;
+          const VecD xv = load_lanes(x + o);
+          VecD gv = load_lanes(g + o);
+          if constexpr (M == kMaskY)
+            gv = load_lanes(y + o) > 0.0 ? gv : VecD{};
+          else
+            gv = (xv - cm[k]) * cs[k] + cb[k] > 0.0 ? gv : VecD{};
+          va[k] += gv;
+          vb[k] += gv * (xv - m[k]);
+        }
+      }
+#pragma GCC unroll 8
+      for (int k = 0; k < NV; ++k) {
+        std::memcpy(a + j + k * kVecLanes, &va[k], sizeof va[k]);
+        std::memcpy(b + j + k * kVecLanes, &vb[k], sizeof vb[k]);
+      }
+      j += NV * kVecLanes;
+    };
+    while (j + 4 * kVecLanes <= cw) block(std::integral_constant<int, 4>());
+    while (j + kVecLanes <= cw) block(std::integral_constant<int, 1>());
+#endif
+    for (; j < cw; ++j)
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t o = r * ld + j;
+        const double xv = static_cast<double>(x[o]);
+        const double gj = open(static_cast<double>(g[o]), xv, o, j);
+        a[j] += gj;
+        b[j] += gj * (xv - mu[j]);
+      }
+  }
+}
+
+// Dispatches a channel count to the fixed-width loops; false if none fits.
+template <class T>
+inline bool rows_deviations_small(int64_t cw, const T* x, int64_t rows, int64_t ld,
+                                  const double* shift, double* s1, double* s2) {
+  switch (cw) {
+    case 8: rows_deviations_fixed<8>(x, rows, ld, shift, s1, s2); return true;
+    case 16: rows_deviations_fixed<16>(x, rows, ld, shift, s1, s2); return true;
+    case 32: rows_deviations_fixed<32>(x, rows, ld, shift, s1, s2); return true;
+    case 64: rows_deviations_fixed<64>(x, rows, ld, shift, s1, s2); return true;
+    default: return false;
+  }
+}
+
+template <class T>
+inline bool rows_gradients_small(int64_t cw, const T* g, const T* x, int64_t rows,
+                                 int64_t ld, const double* mean, double* a, double* b) {
+  switch (cw) {
+    case 8: rows_gradients_fixed<8>(g, x, rows, ld, mean, a, b); return true;
+    case 16: rows_gradients_fixed<16>(g, x, rows, ld, mean, a, b); return true;
+    case 32: rows_gradients_fixed<32>(g, x, rows, ld, mean, a, b); return true;
+    case 64: rows_gradients_fixed<64>(g, x, rows, ld, mean, a, b); return true;
+    default: return false;
+  }
+}
+
+// Rows unit u of the channels [c0, c0 + cw), merged into acc[0..cw): one
+// pass of deviations from the tile's first row.
+// `scratch` holds 3 * cw doubles; cw may be any number of channels.
+template <class T>
+inline void rows_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
+                       int64_t u, Moments* acc, double* scratch) {
+  int64_t r0, r1;
+  p.rows_unit(u, &r0, &r1);
+  const int64_t C = p.channels;
+  const double n = static_cast<double>(r1 - r0);
+  double* shift = scratch;
+  double* s1 = scratch + cw;
+  double* s2 = scratch + 2 * cw;
+  const T* first = x + r0 * C + c0;
+  for (int64_t j = 0; j < cw; ++j) {
+    shift[j] = static_cast<double>(first[j]);
+    s1[j] = s2[j] = 0;
+  }
+  // Four rows per sweep over the accumulators (added in row order, so the
+  // sums are those of one row at a time) to spare loads and stores; a few
+  // channels are kept in registers throughout.
+  int64_t r = r0;
+  if (rows_deviations_small(cw, first, r1 - r0, C, shift, s1, s2)) r = r1;
+  for (; r + 4 <= r1; r += 4) {
+    const T* x0 = x + r * C + c0;
+    if (r + 4 + kRowsAhead < p.outer)
+      prefetch_span(x0 + (4 + kRowsAhead) * C, cw * int64_t(sizeof(T)));
+    // per channel, the same operations in the same order whichever j the
+    // vector loop starts at: aligned to x's rows (simd.hpp)
+    each(x0, cw, [&](int64_t j) {
+      const double sh = shift[j];
+      const double d0 = static_cast<double>(x0[j]) - sh;
+      const double d1 = static_cast<double>(x0[j + C]) - sh;
+      const double d2 = static_cast<double>(x0[j + 2 * C]) - sh;
+      const double d3 = static_cast<double>(x0[j + 3 * C]) - sh;
+      s1[j] = s1[j] + d0 + d1 + d2 + d3;
+      s2[j] = s2[j] + d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3;
+    });
+  }
+  for (; r < r1; ++r) {
+    const T* xr = x + r * C + c0;
+    BNORM_SIMD
+    for (int64_t j = 0; j < cw; ++j) {
+      const double d = static_cast<double>(xr[j]) - shift[j];
+      s1[j] += d;
+      s2[j] += d * d;
+    }
+  }
+  for (int64_t j = 0; j < cw; ++j) merge_into(acc[j], from_shifted(n, shift[j], s1[j], s2[j]));
+}
+
+// Group g of the channels [c0, c0 + cw): out[j], from empty.
+template <class T>
+void rows_moments(const Plan& p, const T* x, int64_t c0, int64_t cw, int64_t g,
+                  Moments* out, double* scratch) {
+  int64_t u0, u1;
+  p.group_range(g, &u0, &u1);
+  for (int64_t j = 0; j < cw; ++j) out[j] = Moments();
+  for (int64_t u = u0; u < u1; ++u) rows_unit_moments(p, x, c0, cw, u, out, scratch);
+}
+
+// Group g of the channels [c0, c0 + cw): out[j], from empty.
+template <int M, class T>
+void rows_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
+               const MaskArgs<T>& mk, int64_t c0, int64_t cw, int64_t g, Sums* out,
+               double* scratch) {
+  int64_t u0, u1;
+  p.group_range(g, &u0, &u1);
+  const int64_t C = p.channels;
+  double* mu = scratch;
+  double* a = scratch + cw;
+  double* b = scratch + 2 * cw;
+  for (int64_t j = 0; j < cw; ++j) {
+    mu[j] = static_cast<double>(mean[c0 + j]);
+    a[j] = b[j] = 0;
+  }
+  int64_t r0, r1, unused;
+  p.rows_unit(u0, &r0, &unused);
+  p.rows_unit(u1 - 1, &unused, &r1);
+  // With a ReLU mask: its own vector loop. Otherwise four rows per sweep
+  // over the accumulators, added in row order, and a few channels kept in
+  // registers throughout.
+  const int64_t o0 = r0 * C + c0;
+  if constexpr (M != kNoMask) {
+    rows_gradients_masked<M>(dy + o0, x + o0, M == kMaskY ? mk.y + o0 : nullptr,
+                             r1 - r0, C, cw, mu, M == kMaskX ? mk.fm + c0 : nullptr,
+                             M == kMaskX ? mk.fs + c0 : nullptr,
+                             M == kMaskX ? mk.fb + c0 : nullptr, a, b);
+  } else {
+    int64_t r = r0;
+    if (rows_gradients_small(cw, dy + o0, x + o0, r1 - r0, C, mu, a, b)) r = r1;
+    for (; r + 4 <= r1; r += 4) {
+      // (no software prefetch: as for the planar runs, add_gradients in
+      // reduce_planar.hpp, it measured slower than the hardware prefetcher alone)
+      const T* g0 = dy + r * C + c0;
+      const T* x0 = x + r * C + c0;
+      // per channel, the same operations in the same order whichever j
+      // the vector loop starts at: aligned to x's rows (simd.hpp)
+      each(x0, cw, [&](int64_t j) {
+        const double m = mu[j];
+        const double q0 = static_cast<double>(g0[j]);
+        const double q1 = static_cast<double>(g0[j + C]);
+        const double q2 = static_cast<double>(g0[j + 2 * C]);
+        const double q3 = static_cast<double>(g0[j + 3 * C]);
+        a[j] = a[j] + q0 + q1 + q2 + q3;
+        b[j] = b[j] + q0 * (static_cast<double>(x0[j]) - m) +
+               q1 * (static_cast<double>(x0[j + C]) - m) +
+               q2 * (static_cast<double>(x0[j + 2 * C]) - m) +
+               q3 * (static_cast<double>(x0[j + 3 * C]) - m);
+      });
+    }
+    for (; r < r1; ++r) {
+      const T* gr = dy + r * C + c0;
+      const T* xr = x + r * C + c0;
+      BNORM_SIMD
+      for (int64_t j = 0; j < cw; ++j) {
+        const double gj = static_cast<double>(gr[j]);
+        a[j] += gj;
+        b[j] += gj * (static_cast<double>(xr[j]) - mu[j]);
+      }
+    }
+  }
+  for (int64_t j = 0; j < cw; ++j) out[j] = {a[j], b[j]};
+}
+
+}  // namespace BNORM_ISA_NS
+}  // namespace bnorm
