@@ -46,6 +46,10 @@ API = sorted([
     # 0.2: fused residual and ReLU
     "bnorm_forward_training_fused", "bnorm_forward_inference_fused",
     "bnorm_backward_fused",
+    # 0.3: caller-owned workspace
+    "bnorm_workspace_size", "bnorm_forward_training_ws", "bnorm_backward_ws",
+    "bnorm_moments_ws", "bnorm_forward_normalize_ws", "bnorm_backward_reduce_ws",
+    "bnorm_backward_apply_ws",
 ])
 
 # The shared build carries debug information for the ABI check (abidw).
