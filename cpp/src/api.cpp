@@ -68,18 +68,13 @@ BNORM_API bnorm_status bnorm_forward_training_ws(
     const void* bias, void* save_mean, void* save_invstd, void* running_mean,
     void* running_var, double eps, double momentum, uint32_t flags,
     void* workspace, size_t workspace_bytes) {
-  const int64_t es = elem_size_of(dtype);
-  if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
-  const int64_t n = checked_elements(outer, channels, inner, es);
-  if (n < 0) return BNORM_ERROR_INVALID_SIZE;
+  int64_t es, n;
+  bnorm_status st = check_tensor(dtype, outer, channels, inner, false, &es, &n);
+  if (st != BNORM_OK) return st;
   if (!x || !y) return BNORM_ERROR_NULL_POINTER;
-  if ((flags & ~uint32_t(BNORM_FLAG_BIASED_RUNNING_VAR | BNORM_FLAG_RELU)) != 0)
-    return BNORM_ERROR_INVALID_FLAGS;
-  if (!valid_eps(eps)) return BNORM_ERROR_INVALID_EPS;
-  if ((running_mean == nullptr) != (running_var == nullptr))
-    return BNORM_ERROR_INVALID_ARGUMENT;
-  if (running_mean && !valid_momentum(momentum))
-    return BNORM_ERROR_INVALID_MOMENTUM;
+  st = check_training(flags, BNORM_FLAG_BIASED_RUNNING_VAR | BNORM_FLAG_RELU, eps,
+                      running_mean, running_var, momentum);
+  if (st != BNORM_OK) return st;
   if (channels == 0 || outer * inner <= 1) return BNORM_ERROR_TOO_FEW_VALUES;
   const int64_t data = n * es, par = channels * param_size_of(dtype);
   const Span outs[] = {{y, data}, {save_mean, par}, {save_invstd, par},
@@ -88,26 +83,15 @@ BNORM_API bnorm_status bnorm_forward_training_ws(
   const Span ins[] = {{x, data}, {residual, data}, {weight, par}, {bias, par}};
   if (any_forbidden_overlap(outs, 6, ins, 4, x, residual, 0))
     return BNORM_ERROR_OVERLAP;
-  return run_kernel(BNORM_OP_FORWARD_TRAINING, dtype, outer, channels, inner, workspace,
-                    workspace_bytes, [&](auto t, const Plan& plan, const Work& work) {
-    using T = decltype(t);
-    using P = Param<T>;
-    Call<T> a;
-    a.x = static_cast<const T*>(x);
-    a.residual = static_cast<const T*>(residual);
-    a.out = static_cast<T*>(y);
-    a.weight = static_cast<const P*>(weight);
-    a.bias = static_cast<const P*>(bias);
-    a.save_mean = static_cast<P*>(save_mean);
-    a.save_invstd = static_cast<P*>(save_invstd);
-    a.running_mean = static_cast<P*>(running_mean);
-    a.running_var = static_cast<P*>(running_var);
-    a.eps = eps;
-    a.momentum = momentum;
-    a.unbiased = !(flags & BNORM_FLAG_BIASED_RUNNING_VAR);
-    a.relu = (flags & BNORM_FLAG_RELU) != 0;
-    kernels<T>().forward_training(plan, a, work);
-  });
+  Args a;
+  a.x = x, a.residual = residual, a.out = y;
+  a.weight = weight, a.bias = bias;
+  a.save_mean = save_mean, a.save_invstd = save_invstd;
+  a.running_mean = running_mean, a.running_var = running_var;
+  a.eps = eps, a.momentum = momentum;
+  a.unbiased = !(flags & BNORM_FLAG_BIASED_RUNNING_VAR), a.relu = (flags & BNORM_FLAG_RELU) != 0;
+  return run_kernel(BNORM_OP_FORWARD_TRAINING, dtype, outer, channels, inner, a, workspace,
+                    workspace_bytes);
 }
 
 BNORM_API bnorm_status bnorm_forward_inference(
@@ -123,10 +107,9 @@ BNORM_API bnorm_status bnorm_forward_inference_fused(
     const void* x, const void* residual, void* y, const void* mean,
     const void* var, const void* weight, const void* bias, double eps,
     uint32_t flags) {
-  const int64_t es = elem_size_of(dtype);
-  if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
-  const int64_t n = checked_elements(outer, channels, inner, es);
-  if (n < 0) return BNORM_ERROR_INVALID_SIZE;
+  int64_t es, n;
+  const bnorm_status st = check_tensor(dtype, outer, channels, inner, false, &es, &n);
+  if (st != BNORM_OK) return st;
   if (!x || !y || !mean || !var) return BNORM_ERROR_NULL_POINTER;
   if ((flags & ~uint32_t(BNORM_FLAG_RELU)) != 0) return BNORM_ERROR_INVALID_FLAGS;
   if (!valid_eps(eps)) return BNORM_ERROR_INVALID_EPS;
@@ -137,24 +120,12 @@ BNORM_API bnorm_status bnorm_forward_inference_fused(
   if (any_forbidden_overlap(outs, 1, ins, 6, x, residual, 0))
     return BNORM_ERROR_OVERLAP;
   if (n == 0) return BNORM_OK;
-  // Nothing here allocates (the inference path needs no workspace), but the
-  // guard still keeps any surprise inside the library.
-  return run_kernel(BNORM_OP_FORWARD_INFERENCE, dtype, outer, channels, inner, nullptr, 0,
-                    [&](auto t, const Plan& plan, const Work& work) {
-    using T = decltype(t);
-    using P = Param<T>;
-    Call<T> a;
-    a.x = static_cast<const T*>(x);
-    a.residual = static_cast<const T*>(residual);
-    a.out = static_cast<T*>(y);
-    a.mean = static_cast<const P*>(mean);
-    a.var = static_cast<const P*>(var);
-    a.weight = static_cast<const P*>(weight);
-    a.bias = static_cast<const P*>(bias);
-    a.eps = eps;
-    a.relu = (flags & BNORM_FLAG_RELU) != 0;
-    kernels<T>().forward_inference(plan, a, work);
-  });
+  // (the inference path needs no workspace: nothing here allocates)
+  Args a;
+  a.x = x, a.residual = residual, a.out = y;
+  a.mean = mean, a.var = var, a.weight = weight, a.bias = bias;
+  a.eps = eps, a.relu = (flags & BNORM_FLAG_RELU) != 0;
+  return run_kernel(BNORM_OP_FORWARD_INFERENCE, dtype, outer, channels, inner, a, nullptr, 0);
 }
 
 BNORM_API bnorm_status bnorm_backward(
@@ -186,10 +157,9 @@ BNORM_API bnorm_status bnorm_backward_ws(
     const void* invstd, const void* weight, const void* bias, void* dx,
     void* dweight, void* dbias, void* dresidual, uint32_t flags,
     void* workspace, size_t workspace_bytes) {
-  const int64_t es = elem_size_of(dtype);
-  if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
-  const int64_t n = checked_elements(outer, channels, inner, es);
-  if (n < 0) return BNORM_ERROR_INVALID_SIZE;
+  int64_t es, n;
+  const bnorm_status st = check_tensor(dtype, outer, channels, inner, false, &es, &n);
+  if (st != BNORM_OK) return st;
   if (!dy || !x || !mean || !invstd) return BNORM_ERROR_NULL_POINTER;
   if ((flags & ~uint32_t(BNORM_FLAG_FROZEN_STATS | BNORM_FLAG_RELU)) != 0)
     return BNORM_ERROR_INVALID_FLAGS;
@@ -216,35 +186,21 @@ BNORM_API bnorm_status bnorm_backward_ws(
     });
     return BNORM_OK;
   }
-  return run_kernel(BNORM_OP_BACKWARD, dtype, outer, channels, inner, workspace,
-                    workspace_bytes, [&](auto t, const Plan& plan, const Work& work) {
-    using T = decltype(t);
-    using P = Param<T>;
-    Call<T> a;
-    a.dy = static_cast<const T*>(dy);
-    a.x = static_cast<const T*>(x);
-    a.y = static_cast<const T*>(y);
-    a.mean = static_cast<const P*>(mean);
-    a.invstd = static_cast<const P*>(invstd);
-    a.weight = static_cast<const P*>(weight);
-    a.bias = static_cast<const P*>(bias);
-    a.out = static_cast<T*>(dx);
-    a.dweight = static_cast<P*>(dweight);
-    a.dbias = static_cast<P*>(dbias);
-    a.dresidual = static_cast<T*>(dresidual);
-    a.frozen = frozen;
-    a.relu = (flags & BNORM_FLAG_RELU) != 0;
-    kernels<T>().backward(plan, a, work);
-  });
+  Args a;
+  a.dy = dy, a.x = x, a.y = y, a.out = dx, a.dresidual = dresidual;
+  a.mean = mean, a.invstd = invstd, a.weight = weight, a.bias = bias;
+  a.dweight = dweight, a.dbias = dbias;
+  a.frozen = frozen, a.relu = (flags & BNORM_FLAG_RELU) != 0;
+  return run_kernel(BNORM_OP_BACKWARD, dtype, outer, channels, inner, a, workspace,
+                    workspace_bytes);
 }
 
 BNORM_API bnorm_status bnorm_workspace_size(int32_t op, bnorm_dtype dtype, int64_t outer,
                                             int64_t channels, int64_t inner,
                                             int32_t threads, size_t* bytes) {
-  const int64_t es = elem_size_of(dtype);
-  if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
-  const int64_t n = checked_elements(outer, channels, inner, es);
-  if (n < 0) return BNORM_ERROR_INVALID_SIZE;
+  int64_t es, n;
+  const bnorm_status st = check_tensor(dtype, outer, channels, inner, false, &es, &n);
+  if (st != BNORM_OK) return st;
   if (!bytes) return BNORM_ERROR_NULL_POINTER;
   if (!valid_op(op)) return BNORM_ERROR_INVALID_ARGUMENT;
   if (channels == 0) {  // nothing per channel (and no plan: see bnorm_backward_ws)

@@ -67,56 +67,47 @@ inline bool overlap(Span a, Span b) {
          b0 < a0 + static_cast<uintptr_t>(a.bytes);
 }
 
-// Each output must not overlap any other buffer in the list, except that an
-// output may be exactly one of the inputs named in `alias_ok` (in place).
-inline bool any_forbidden_overlap(const Span* outs, int n_out, const Span* ins,
-                           int n_in, const void* alias_ok0,
-                           const void* alias_ok1, int aliasing_out) {
+// Whether some output overlaps another output, or an input other than by
+// being exactly that input (same start, same size) where allowed(i, j)
+// lets output i be input j (in place).
+template <class Allowed>
+inline bool forbidden_overlap(const Span* outs, int n_out, const Span* ins, int n_in,
+                              const Allowed& allowed) {
   for (int i = 0; i < n_out; ++i) {
     for (int j = i + 1; j < n_out; ++j)
       if (overlap(outs[i], outs[j])) return true;
     for (int j = 0; j < n_in; ++j) {
       if (!overlap(outs[i], ins[j])) continue;
       const bool exact = outs[i].p == ins[j].p && outs[i].bytes == ins[j].bytes;
-      const bool allowed = i == aliasing_out && exact &&
-                           (ins[j].p == alias_ok0 || ins[j].p == alias_ok1);
-      if (!allowed) return true;
+      if (!(exact && allowed(i, j))) return true;
     }
   }
   return false;
 }
 
-// Each output must not overlap another output, and may overlap an input
-// only by being exactly that input (for per-channel maps that read all of
+// Output `aliasing_out` may be exactly alias_ok0 or alias_ok1; nothing else.
+inline bool any_forbidden_overlap(const Span* outs, int n_out, const Span* ins,
+                                  int n_in, const void* alias_ok0,
+                                  const void* alias_ok1, int aliasing_out) {
+  return forbidden_overlap(outs, n_out, ins, n_in, [&](int i, int j) {
+    return i == aliasing_out && (ins[j].p == alias_ok0 || ins[j].p == alias_ok1);
+  });
+}
+
+// Any output may be exactly any input (per-channel maps that read all of
 // channel c's inputs before writing its outputs).
 inline bool any_forbidden_overlap_exact_ok(const Span* outs, int n_out,
                                            const Span* ins, int n_in) {
-  for (int i = 0; i < n_out; ++i) {
-    for (int j = i + 1; j < n_out; ++j)
-      if (overlap(outs[i], outs[j])) return true;
-    for (int j = 0; j < n_in; ++j)
-      if (overlap(outs[i], ins[j]) &&
-          !(outs[i].p == ins[j].p && outs[i].bytes == ins[j].bytes))
-        return true;
-  }
-  return false;
+  return forbidden_overlap(outs, n_out, ins, n_in, [](int, int) { return true; });
 }
 
-// Outputs must not overlap one another; the first n_data_out outputs (data
-// tensors) may be exactly one of the first n_data_in inputs (in place);
-// every other overlap with an input is refused.
+// The first n_data_out outputs (data tensors) may be exactly one of the
+// first n_data_in inputs.
 inline bool any_forbidden_overlap_data(const Span* outs, int n_out, int n_data_out,
                                        const Span* ins, int n_in, int n_data_in) {
-  for (int i = 0; i < n_out; ++i) {
-    for (int j = i + 1; j < n_out; ++j)
-      if (overlap(outs[i], outs[j])) return true;
-    for (int j = 0; j < n_in; ++j) {
-      if (!overlap(outs[i], ins[j])) continue;
-      const bool exact = outs[i].p == ins[j].p && outs[i].bytes == ins[j].bytes;
-      if (!(exact && i < n_data_out && j < n_data_in)) return true;
-    }
-  }
-  return false;
+  return forbidden_overlap(outs, n_out, ins, n_in, [&](int i, int j) {
+    return i < n_data_out && j < n_data_in;
+  });
 }
 
 // The span of a caller's workspace (none when ws is null), listed with the
@@ -150,14 +141,97 @@ inline bool valid_op(int op) {
   return op >= BNORM_OP_FORWARD_TRAINING && op <= BNORM_OP_FORWARD_INFERENCE;
 }
 
-// Runs body(T(), plan, work) for op on data of `dtype` (all arguments
-// checked, the tensor not empty). The workspace is the caller's
-// [ws, ws + ws_bytes) or, with ws null, one block allocated here before
-// anything is written; a caller's block too small for the call's thread
-// count is refused.
-template <class Body>
-bnorm_status run_kernel(int op, bnorm_dtype dtype, int64_t outer, int64_t channels,
-                        int64_t inner, void* ws, size_t ws_bytes, Body&& body) {
+// The checks every op on a tensor starts with: the dtype, then the sizes
+// (with per-channel doubles too if `doubles`). *es and *n: element size and
+// count.
+inline bnorm_status check_tensor(bnorm_dtype dtype, int64_t outer, int64_t channels,
+                                 int64_t inner, bool doubles, int64_t* es, int64_t* n) {
+  *es = elem_size_of(dtype);
+  if (*es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
+  *n = checked_elements(outer, channels, inner, *es);
+  if (*n < 0 || (doubles && checked_elements(1, channels, 2, 8) < 0))
+    return BNORM_ERROR_INVALID_SIZE;
+  return BNORM_OK;
+}
+
+// The checks of the training forward's scalars and running statistics, in
+// the order the header lists the errors: flags (`known` bits), eps, the
+// running pair, momentum.
+inline bnorm_status check_training(uint32_t flags, uint32_t known, double eps,
+                                   const void* running_mean, const void* running_var,
+                                   double momentum) {
+  if ((flags & ~known) != 0) return BNORM_ERROR_INVALID_FLAGS;
+  if (!valid_eps(eps)) return BNORM_ERROR_INVALID_EPS;
+  if ((running_mean == nullptr) != (running_var == nullptr))
+    return BNORM_ERROR_INVALID_ARGUMENT;
+  if (running_mean && !valid_momentum(momentum)) return BNORM_ERROR_INVALID_MOMENTUM;
+  return BNORM_OK;
+}
+
+// A call's arguments as the C API receives them, untyped: the fields of
+// Call<T> (kernels.hpp), with void pointers.
+using Args = CallOf<void, void>;
+
+// The kernels' view of a: every pointer cast to the call's types.
+template <class T>
+Call<T> typed(const Args& a) {
+  using P = Param<T>;
+  Call<T> c;
+  c.x = static_cast<const T*>(a.x);
+  c.residual = static_cast<const T*>(a.residual);
+  c.dy = static_cast<const T*>(a.dy);
+  c.y = static_cast<const T*>(a.y);
+  c.out = static_cast<T*>(a.out);
+  c.dresidual = static_cast<T*>(a.dresidual);
+  c.weight = static_cast<const P*>(a.weight);
+  c.bias = static_cast<const P*>(a.bias);
+  c.mean = static_cast<const P*>(a.mean);
+  c.var = static_cast<const P*>(a.var);
+  c.invstd = static_cast<const P*>(a.invstd);
+  c.save_mean = static_cast<P*>(a.save_mean);
+  c.save_invstd = static_cast<P*>(a.save_invstd);
+  c.running_mean = static_cast<P*>(a.running_mean);
+  c.running_var = static_cast<P*>(a.running_var);
+  c.dweight = static_cast<P*>(a.dweight);
+  c.dbias = static_cast<P*>(a.dbias);
+  c.in_mean = a.in_mean;
+  c.in_m2 = a.in_m2;
+  c.in_sum_dy = a.in_sum_dy;
+  c.in_sum_dy_xmu = a.in_sum_dy_xmu;
+  c.out_mean = a.out_mean;
+  c.out_m2 = a.out_m2;
+  c.out_sum_dy = a.out_sum_dy;
+  c.out_sum_dy_xmu = a.out_sum_dy_xmu;
+  c.count = a.count;
+  c.eps = a.eps;
+  c.momentum = a.momentum;
+  c.unbiased = a.unbiased;
+  c.relu = a.relu;
+  c.frozen = a.frozen;
+  return c;
+}
+
+// The kernel of op in the table of type T.
+template <class T>
+auto kernel_for(int op) {
+  const Kernels<T>& k = kernels<T>();
+  switch (op) {
+    case BNORM_OP_FORWARD_TRAINING: return k.forward_training;
+    case BNORM_OP_BACKWARD: return k.backward;
+    case BNORM_OP_MOMENTS: return k.moments;
+    case BNORM_OP_FORWARD_NORMALIZE: return k.forward_apply;
+    case BNORM_OP_BACKWARD_REDUCE: return k.backward_sums;
+    case BNORM_OP_BACKWARD_APPLY: return k.backward_apply;
+    default: return k.forward_inference;
+  }
+}
+
+// Runs op on data of `dtype` with the arguments a (all checked). The
+// workspace is the caller's [ws, ws + ws_bytes) or, with ws null, one block
+// allocated here before anything is written; a caller's block too small
+// for the call's thread count is refused.
+inline bnorm_status run_kernel(int op, bnorm_dtype dtype, int64_t outer, int64_t channels,
+                               int64_t inner, const Args& a, void* ws, size_t ws_bytes) {
   return guarded([&]() -> bnorm_status {
     const Plan plan(outer, channels, inner, elem_size_of(dtype));
     const int nt = threads_for(outer * channels * inner);
@@ -170,7 +244,10 @@ bnorm_status run_kernel(int op, bnorm_dtype dtype, int64_t outer, int64_t channe
       return BNORM_ERROR_WORKSPACE_TOO_SMALL;
     }
     const Work work = carve(ws, sizes, nt);
-    with_type(dtype, [&](auto t) { body(t, plan, work); });
+    with_type(dtype, [&](auto t) {
+      using T = decltype(t);
+      kernel_for<T>(op)(plan, typed<T>(a), work);
+    });
     return BNORM_OK;
   });
 }

@@ -124,7 +124,7 @@ void backward(const Plan& p, const Call<T>& a, const Work& w) {
   if (!a.relu && !a.dresidual) {
     const bool stream = stream_output(total * int64_t(sizeof(T)));
     if (a.frozen)
-      backward_with<kNoMask>(p, a, w, ScaleOp<T>{a.dy, a.out, stream});
+      backward_with<kNoMask>(p, a, w, ScaleOp<T>{a.dy, nullptr, a.out, stream});
     else
       backward_with<kNoMask>(p, a, w, DxOp<T>{a.dy, a.x, a.out, stream});
     return;

@@ -38,8 +38,10 @@ Moments merge_tree(int64_t lo, int64_t hi, int64_t channels, int64_t c,
   return a;
 }
 
-void zero(double* a, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) a[i] = 0.0;
+// The result of an empty shard: two arrays of n zeros.
+bnorm_status zero_pair(double* a, double* b, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) a[i] = b[i] = 0.0;
+  return BNORM_OK;
 }
 
 }  // namespace
@@ -56,30 +58,20 @@ BNORM_API bnorm_status bnorm_moments_ws(bnorm_dtype dtype, int64_t outer,
                                         int64_t channels, int64_t inner, const void* x,
                                         double* mean, double* m2, void* workspace,
                                         size_t workspace_bytes) {
-  const int64_t es = elem_size_of(dtype);
-  if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
-  const int64_t n = checked_elements(outer, channels, inner, es);
-  if (n < 0 || checked_elements(1, channels, 2, 8) < 0) return BNORM_ERROR_INVALID_SIZE;
+  int64_t es, n;
+  const bnorm_status st = check_tensor(dtype, outer, channels, inner, true, &es, &n);
+  if (st != BNORM_OK) return st;
   if (!x || !mean || !m2) return BNORM_ERROR_NULL_POINTER;
   const int64_t par = channels * 8;
   const Span outs[] = {{mean, par}, {m2, par}, workspace_span(workspace, workspace_bytes)};
   const Span ins[] = {{x, n * es}};
   if (any_forbidden_overlap(outs, 3, ins, 1, nullptr, nullptr, -1))
     return BNORM_ERROR_OVERLAP;
-  if (n == 0) {
-    zero(mean, channels);
-    zero(m2, channels);
-    return BNORM_OK;
-  }
-  return run_kernel(BNORM_OP_MOMENTS, dtype, outer, channels, inner, workspace,
-                    workspace_bytes, [&](auto t, const Plan& plan, const Work& work) {
-    using T = decltype(t);
-    Call<T> a;
-    a.x = static_cast<const T*>(x);
-    a.out_mean = mean;
-    a.out_m2 = m2;
-    kernels<T>().moments(plan, a, work);
-  });
+  if (n == 0) return zero_pair(mean, m2, channels);
+  Args a;
+  a.x = x, a.out_mean = mean, a.out_m2 = m2;
+  return run_kernel(BNORM_OP_MOMENTS, dtype, outer, channels, inner, a, workspace,
+                    workspace_bytes);
 }
 
 BNORM_API bnorm_status bnorm_merge_moments(int64_t parts, int64_t channels,
@@ -127,19 +119,14 @@ BNORM_API bnorm_status bnorm_forward_normalize_ws(
     const double* m2, const void* weight, const void* bias, void* save_mean,
     void* save_invstd, void* running_mean, void* running_var, double eps,
     double momentum, uint32_t flags, void* workspace, size_t workspace_bytes) {
-  const int64_t es = elem_size_of(dtype);
-  if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
-  const int64_t n = checked_elements(outer, channels, inner, es);
-  if (n < 0 || checked_elements(1, channels, 2, 8) < 0) return BNORM_ERROR_INVALID_SIZE;
+  int64_t es, n;
+  bnorm_status st = check_tensor(dtype, outer, channels, inner, true, &es, &n);
+  if (st != BNORM_OK) return st;
   if (!x || !y || !mean || !m2) return BNORM_ERROR_NULL_POINTER;
-  if ((flags & ~uint32_t(BNORM_FLAG_BIASED_RUNNING_VAR)) != 0)
-    return BNORM_ERROR_INVALID_FLAGS;
-  if (!valid_eps(eps)) return BNORM_ERROR_INVALID_EPS;
-  if ((running_mean == nullptr) != (running_var == nullptr))
-    return BNORM_ERROR_INVALID_ARGUMENT;
-  if (running_mean && !valid_momentum(momentum))
-    return BNORM_ERROR_INVALID_MOMENTUM;
-  const bnorm_status st = check_count(count, outer, channels, inner);
+  st = check_training(flags, BNORM_FLAG_BIASED_RUNNING_VAR, eps, running_mean, running_var,
+                      momentum);
+  if (st != BNORM_OK) return st;
+  st = check_count(count, outer, channels, inner);
   if (st != BNORM_OK) return st;
   const int64_t data = n * es, par = channels * param_size_of(dtype);
   const Span outs[] = {{y, data}, {save_mean, par}, {save_invstd, par},
@@ -149,27 +136,14 @@ BNORM_API bnorm_status bnorm_forward_normalize_ws(
                       {mean, channels * 8}, {m2, channels * 8}};
   if (any_forbidden_overlap(outs, 6, ins, 5, x, nullptr, 0))
     return BNORM_ERROR_OVERLAP;
-  return run_kernel(BNORM_OP_FORWARD_NORMALIZE, dtype, outer, channels, inner, workspace,
-                    workspace_bytes, [&](auto t, const Plan& plan, const Work& work) {
-    using T = decltype(t);
-    using P = Param<T>;
-    Call<T> a;
-    a.x = static_cast<const T*>(x);
-    a.out = static_cast<T*>(y);
-    a.weight = static_cast<const P*>(weight);
-    a.bias = static_cast<const P*>(bias);
-    a.in_mean = mean;
-    a.in_m2 = m2;
-    a.count = static_cast<double>(count);
-    a.save_mean = static_cast<P*>(save_mean);
-    a.save_invstd = static_cast<P*>(save_invstd);
-    a.running_mean = static_cast<P*>(running_mean);
-    a.running_var = static_cast<P*>(running_var);
-    a.eps = eps;
-    a.momentum = momentum;
-    a.unbiased = !(flags & BNORM_FLAG_BIASED_RUNNING_VAR);
-    kernels<T>().forward_apply(plan, a, work);
-  });
+  Args a;
+  a.x = x, a.out = y, a.weight = weight, a.bias = bias;
+  a.in_mean = mean, a.in_m2 = m2, a.count = static_cast<double>(count);
+  a.save_mean = save_mean, a.save_invstd = save_invstd;
+  a.running_mean = running_mean, a.running_var = running_var;
+  a.eps = eps, a.momentum = momentum, a.unbiased = !(flags & BNORM_FLAG_BIASED_RUNNING_VAR);
+  return run_kernel(BNORM_OP_FORWARD_NORMALIZE, dtype, outer, channels, inner, a, workspace,
+                    workspace_bytes);
 }
 
 BNORM_API bnorm_status bnorm_backward_reduce(
@@ -184,10 +158,9 @@ BNORM_API bnorm_status bnorm_backward_reduce_ws(
     bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
     const void* dy, const void* x, const void* mean, double* sum_dy,
     double* sum_dy_xmu, void* workspace, size_t workspace_bytes) {
-  const int64_t es = elem_size_of(dtype);
-  if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
-  const int64_t n = checked_elements(outer, channels, inner, es);
-  if (n < 0 || checked_elements(1, channels, 2, 8) < 0) return BNORM_ERROR_INVALID_SIZE;
+  int64_t es, n;
+  const bnorm_status st = check_tensor(dtype, outer, channels, inner, true, &es, &n);
+  if (st != BNORM_OK) return st;
   if (!dy || !x || !mean || !sum_dy || !sum_dy_xmu) return BNORM_ERROR_NULL_POINTER;
   const int64_t data = n * es;
   const Span outs[] = {{sum_dy, channels * 8}, {sum_dy_xmu, channels * 8},
@@ -195,22 +168,11 @@ BNORM_API bnorm_status bnorm_backward_reduce_ws(
   const Span ins[] = {{dy, data}, {x, data}, {mean, channels * param_size_of(dtype)}};
   if (any_forbidden_overlap(outs, 3, ins, 3, nullptr, nullptr, -1))
     return BNORM_ERROR_OVERLAP;
-  if (n == 0) {
-    zero(sum_dy, channels);
-    zero(sum_dy_xmu, channels);
-    return BNORM_OK;
-  }
-  return run_kernel(BNORM_OP_BACKWARD_REDUCE, dtype, outer, channels, inner, workspace,
-                    workspace_bytes, [&](auto t, const Plan& plan, const Work& work) {
-    using T = decltype(t);
-    Call<T> a;
-    a.dy = static_cast<const T*>(dy);
-    a.x = static_cast<const T*>(x);
-    a.mean = static_cast<const Param<T>*>(mean);
-    a.out_sum_dy = sum_dy;
-    a.out_sum_dy_xmu = sum_dy_xmu;
-    kernels<T>().backward_sums(plan, a, work);
-  });
+  if (n == 0) return zero_pair(sum_dy, sum_dy_xmu, channels);
+  Args a;
+  a.dy = dy, a.x = x, a.mean = mean, a.out_sum_dy = sum_dy, a.out_sum_dy_xmu = sum_dy_xmu;
+  return run_kernel(BNORM_OP_BACKWARD_REDUCE, dtype, outer, channels, inner, a, workspace,
+                    workspace_bytes);
 }
 
 BNORM_API bnorm_status bnorm_backward_apply(
@@ -228,13 +190,12 @@ BNORM_API bnorm_status bnorm_backward_apply_ws(
     const void* weight, const double* sum_dy, const double* sum_dy_xmu,
     int64_t count, void* dx, void* dweight, void* dbias, void* workspace,
     size_t workspace_bytes) {
-  const int64_t es = elem_size_of(dtype);
-  if (es == 0) return BNORM_ERROR_UNSUPPORTED_DTYPE;
-  const int64_t n = checked_elements(outer, channels, inner, es);
-  if (n < 0 || checked_elements(1, channels, 2, 8) < 0) return BNORM_ERROR_INVALID_SIZE;
+  int64_t es, n;
+  bnorm_status st = check_tensor(dtype, outer, channels, inner, true, &es, &n);
+  if (st != BNORM_OK) return st;
   if (!dy || !x || !mean || !invstd || !sum_dy || !sum_dy_xmu)
     return BNORM_ERROR_NULL_POINTER;
-  const bnorm_status st = check_count(count, outer, channels, inner);
+  st = check_count(count, outer, channels, inner);
   if (st != BNORM_OK) return st;
   const int64_t data = n * es, par = channels * param_size_of(dtype);
   const Span outs[] = {{dx, data}, {dweight, par}, {dbias, par},
@@ -244,24 +205,12 @@ BNORM_API bnorm_status bnorm_backward_apply_ws(
                       {sum_dy_xmu, channels * 8}};
   if (any_forbidden_overlap(outs, 4, ins, 7, dy, x, 0))
     return BNORM_ERROR_OVERLAP;
-  return run_kernel(BNORM_OP_BACKWARD_APPLY, dtype, outer, channels, inner, workspace,
-                    workspace_bytes, [&](auto t, const Plan& plan, const Work& work) {
-    using T = decltype(t);
-    using P = Param<T>;
-    Call<T> a;
-    a.dy = static_cast<const T*>(dy);
-    a.x = static_cast<const T*>(x);
-    a.mean = static_cast<const P*>(mean);
-    a.invstd = static_cast<const P*>(invstd);
-    a.weight = static_cast<const P*>(weight);
-    a.in_sum_dy = sum_dy;
-    a.in_sum_dy_xmu = sum_dy_xmu;
-    a.count = static_cast<double>(count);
-    a.out = static_cast<T*>(dx);
-    a.dweight = static_cast<P*>(dweight);
-    a.dbias = static_cast<P*>(dbias);
-    kernels<T>().backward_apply(plan, a, work);
-  });
+  Args a;
+  a.dy = dy, a.x = x, a.out = dx, a.dweight = dweight, a.dbias = dbias;
+  a.mean = mean, a.invstd = invstd, a.weight = weight;
+  a.in_sum_dy = sum_dy, a.in_sum_dy_xmu = sum_dy_xmu, a.count = static_cast<double>(count);
+  return run_kernel(BNORM_OP_BACKWARD_APPLY, dtype, outer, channels, inner, a, workspace,
+                    workspace_bytes);
 }
 
 }  // extern "C"

@@ -24,259 +24,165 @@ constexpr int64_t kLongRun = 256;
 // measured here, they slow down short ones, which therefore store normally.
 constexpr int64_t kStreamMinRun = 256;
 
+// A one-output elementwise map: out[i] = F::value(in0[i], in1[i], k), with
+// k(q) the q-th of F::K coefficients of i's channel. F gives the formula
+// once; Map runs it over a planar run (one channel), a row of channels, or
+// four rows at once, in every form the sweep asks for:
+//  - plain loops in T (float, double), with streaming stores for large
+//    outputs (simd.hpp);
+//  - half-precision data (and F::kSimple, the fused epilogues): values
+//    converted to P = Param<T> (float) by ld/st, arithmetic in P, plain
+//    stores.
+// Each value is computed from index i's inputs alone, so the loop form
+// never changes a result.
+template <class F, class T>
+struct Map {
+  static constexpr int K = F::K;
+  static constexpr int kArrays = F::N + 1;  // tensors read and written
+  using P = Param<T>;
+  const T* in0;
+  const T* in1;  // F::N == 2 only
+  T* out;
+  bool stream;  // non-temporal stores for out (plain loops only)
+
+  static constexpr bool kConverted = kIsHalf<T> || F::kSimple;
+
+  void run(int64_t off, int64_t n, P* const* c, int64_t j) const {
+    P kv[K];
+    for (int q = 0; q < K; ++q) kv[q] = c[q][j];
+    const auto k = [&](int q) { return kv[q]; };
+    const T* a = in0 + off;
+    const T* b = F::N > 1 ? in1 + off : nullptr;
+    T* d = out + off;
+    if constexpr (kConverted) {
+      each(d, n, [&](int64_t i) { st(d, i, F::value(ld(a, i), F::N > 1 ? ld(b, i) : P(0), k)); });
+    } else {
+#ifdef BNORM_HAVE_STREAM
+      if (stream && n * int64_t(sizeof(T)) >= kStreamMinRun) {
+        stream_out(d, n,
+                   [&](int64_t i) {
+                     return F::value(sload(a + i), F::N > 1 ? sload(b + i) : sload(a + i), k);
+                   },
+                   [&](int64_t i) { return F::value(a[i], F::N > 1 ? b[i] : T(0), k); });
+        return;
+      }
+#endif
+      each(d, n, [&](int64_t i) { d[i] = F::value(a[i], F::N > 1 ? b[i] : T(0), k); });
+    }
+  }
+
+  void row(int64_t off, int64_t cw, P* const* c) const {
+    const T* a = in0 + off;
+    const T* b = F::N > 1 ? in1 + off : nullptr;
+    T* d = out + off;
+    if constexpr (kConverted) {
+      each(d, cw, [&](int64_t j) {
+        st(d, j, F::value(ld(a, j), F::N > 1 ? ld(b, j) : P(0), [&](int q) { return c[q][j]; }));
+      });
+    } else {
+#ifdef BNORM_HAVE_STREAM
+      if (F::kStreamRows && stream && cw * int64_t(sizeof(T)) >= kStreamMinRun) {
+        stream_out(d, cw,
+                   [&](int64_t j) {
+                     return F::value(sload(a + j), F::N > 1 ? sload(b + j) : sload(a + j),
+                                     [&](int q) { return sload(c[q] + j); });
+                   },
+                   [&](int64_t j) {
+                     return F::value(a[j], F::N > 1 ? b[j] : T(0), [&](int q) { return c[q][j]; });
+                   });
+        return;
+      }
+#endif
+      each(d, cw, [&](int64_t j) {
+        d[j] = F::value(a[j], F::N > 1 ? b[j] : T(0), [&](int q) { return c[q][j]; });
+      });
+    }
+  }
+
+  // Four rows of stride ld at once, loading the coefficients once; false
+  // where the form does not apply (then the sweep takes row by row).
+  bool row4(int64_t off, int64_t ld, int64_t cw, P* const* c) const {
+    if constexpr (kConverted) {
+      (void)off, (void)ld, (void)cw, (void)c;
+      return false;
+    } else {
+      if (stream && cw * int64_t(sizeof(T)) >= kStreamMinRun) return false;
+      const T* a = in0 + off;
+      const T* b = F::N > 1 ? in1 + off : nullptr;
+      T* d = out + off;
+      each(d, cw, [&](int64_t j) {
+        // All loads before any store: when ld spans a multiple of 4 KiB and
+        // out sits at an input's offset within a page, a load after a store
+        // to the same page offset waits for it (4K aliasing).
+        const T a0 = a[j], a1 = a[j + ld], a2 = a[j + 2 * ld], a3 = a[j + 3 * ld];
+        T b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+        if (F::N > 1) b0 = b[j], b1 = b[j + ld], b2 = b[j + 2 * ld], b3 = b[j + 3 * ld];
+        T kv[K];
+        for (int q = 0; q < K; ++q) kv[q] = c[q][j];
+        const auto k = [&](int q) { return kv[q]; };
+        d[j] = F::value(a0, b0, k);
+        d[j + ld] = F::value(a1, b1, k);
+        d[j + 2 * ld] = F::value(a2, b2, k);
+        d[j + 3 * ld] = F::value(a3, b3, k);
+      });
+      return true;
+    }
+  }
+};
+
 // Normalization: y = (x - m) * s + b, per channel. m is the mean rounded to
 // T; the rounding error e = mean - m is folded into b = beta - e * s (in
 // double), which keeps x - mean accurate in float even for data far from
 // zero (offset >> std) at the cost of three operations per value.
 //
 // Fused forms (kRes, kRelu): y = relu((x - m) * s + b + z), z the residual
-// input; relu(v) = v < 0 ? 0 : v keeps a NaN a NaN.
-template <class T, bool kRes = false, bool kRelu = false>
-struct AffineOp {
+// input; relu(v) = v < 0 ? 0 : v keeps a NaN a NaN. (in0 = x, in1 = z.)
+template <bool kRes, bool kRelu>
+struct AffineFormula {
   static constexpr int K = 3;  // m, s, b
-  static constexpr int kArrays = kRes ? 3 : 2;  // tensors read or written (x, z, y)
-  using P = Param<T>;          // coefficients and arithmetic
-  const T* x;
-  T* y;
-  bool stream;  // non-temporal stores for y (stream.hpp)
-  const T* z = nullptr;  // residual (kRes)
-
-  // The fused forms and half-precision data take plain loops (no
-  // streaming stores, no four-row form).
-  static constexpr bool kSimple = kRes || kRelu || kIsHalf<T>;
-  // the epilogue of value v at z[i]
-  static P epi(P v, const T* zs, int64_t i) {
-    if (kRes) v = v + ld(zs, i);
-    if (kRelu) v = v < P(0) ? P(0) : v;
+  static constexpr int N = kRes ? 2 : 1;
+  static constexpr bool kSimple = kRes || kRelu;
+  static constexpr bool kStreamRows = true;
+  template <class V, class C>
+  static V value(V x, V z, const C& k) {
+    V v = (x - k(0)) * k(1) + k(2);
+    if constexpr (kRes) v = v + z;
+    if constexpr (kRelu) v = v < V(0) ? V(0) : v;
+    (void)z;
     return v;
   }
-
-  void run(int64_t off, int64_t n, P* const* k, int64_t j) const {
-    const P m = k[0][j], s = k[1][j], b = k[2][j];
-    const T* xs = x + off;
-    T* ys = y + off;
-    if constexpr (kSimple) {
-      const T* zs = kRes ? z + off : nullptr;
-      each(ys, n, [&](int64_t i) { st(ys, i, epi((ld(xs, i) - m) * s + b, zs, i)); });
-    } else {
-#ifdef BNORM_HAVE_STREAM
-      if (stream && n * int64_t(sizeof(T)) >= kStreamMinRun) {
-        stream_out(ys, n, [&](int64_t i) { return (sload(xs + i) - m) * s + b; },
-                   [&](int64_t i) { return (xs[i] - m) * s + b; });
-        return;
-      }
-#endif
-      each(ys, n, [&](int64_t i) { ys[i] = (xs[i] - m) * s + b; });
-    }
-  }
-  void row(int64_t off, int64_t cw, P* const* k) const {
-    const T* xs = x + off;
-    T* ys = y + off;
-    const P *m = k[0], *s = k[1], *b = k[2];
-    if constexpr (kSimple) {
-      const T* zs = kRes ? z + off : nullptr;
-      each(ys, cw, [&](int64_t j) { st(ys, j, epi((ld(xs, j) - m[j]) * s[j] + b[j], zs, j)); });
-    } else {
-      row_plain(xs, ys, cw, m, s, b);
-    }
-  }
-  void row_plain(const T* xs, T* ys, int64_t cw, const P* m, const P* s, const P* b) const {
-#ifdef BNORM_HAVE_STREAM
-    if (stream && cw * int64_t(sizeof(T)) >= kStreamMinRun) {
-      stream_out(ys, cw,
-                 [&](int64_t j) { return (sload(xs + j) - sload(m + j)) * sload(s + j) + sload(b + j); },
-                 [&](int64_t j) { return (xs[j] - m[j]) * s[j] + b[j]; });
-      return;
-    }
-#endif
-    each(ys, cw, [&](int64_t j) { ys[j] = (xs[j] - m[j]) * s[j] + b[j]; });
-  }
-  // Four rows of stride ld at once, loading the coefficients once.
-  bool row4(int64_t off, int64_t ld, int64_t cw, P* const* k) const {
-    if constexpr (kSimple) {
-      (void)off, (void)ld, (void)cw, (void)k;
-      return false;
-    } else {
-      return row4_plain(off, ld, cw, k);
-    }
-  }
-  bool row4_plain(int64_t off, int64_t ld, int64_t cw, P* const* k) const {
-    if (stream && cw * int64_t(sizeof(T)) >= kStreamMinRun) return false;
-    const T* xs = x + off;
-    T* ys = y + off;
-    const T *m = k[0], *s = k[1], *b = k[2];
-    each(ys, cw, [&](int64_t j) {
-      // All loads before any store: when ld spans a multiple of 4 KiB and y
-      // sits at x's offset within a page, a load after a store to the same
-      // page offset waits for it (4K aliasing).
-      const T x0 = xs[j], x1 = xs[j + ld], x2 = xs[j + 2 * ld], x3 = xs[j + 3 * ld];
-      const T mj = m[j], sj = s[j], bj = b[j];
-      ys[j] = (x0 - mj) * sj + bj;
-      ys[j + ld] = (x1 - mj) * sj + bj;
-      ys[j + 2 * ld] = (x2 - mj) * sj + bj;
-      ys[j + 3 * ld] = (x3 - mj) * sj + bj;
-    });
-    return true;
-  }
 };
+template <class T, bool kRes = false, bool kRelu = false>
+using AffineOp = Map<AffineFormula<kRes, kRelu>, T>;
 
 // Backward, training statistics: dx = (g * k - r) - (x - mean) * q.
-template <class T>
-struct DxOp {
+// (in0 = dy, in1 = x.)
+struct DxFormula {
   static constexpr int K = 4;  // k, r, mean, q
-  static constexpr int kArrays = 3;  // dy, x, dx
-  using P = Param<T>;
-  const T* dy;
-  const T* x;
-  T* dx;
-  bool stream;
-
-  void run(int64_t off, int64_t n, P* const* c, int64_t j) const {
-    if constexpr (kIsHalf<T>) {
-      const P k = c[0][j], r = c[1][j], m = c[2][j], q = c[3][j];
-      const T* g = dy + off;
-      const T* xs = x + off;
-      T* d = dx + off;
-      each(d, n, [&](int64_t i) { st(d, i, (ld(g, i) * k - r) - (ld(xs, i) - m) * q); });
-    } else {
-      run_plain(off, n, c, j);
-    }
-  }
-  void run_plain(int64_t off, int64_t n, P* const* c, int64_t j) const {
-    const T k = c[0][j], r = c[1][j], m = c[2][j], q = c[3][j];
-    const T* g = dy + off;
-    const T* xs = x + off;
-    T* d = dx + off;
-#ifdef BNORM_HAVE_STREAM
-    if (stream && n * int64_t(sizeof(T)) >= kStreamMinRun) {
-      stream_out(d, n,
-                 [&](int64_t i) { return (sload(g + i) * k - r) - (sload(xs + i) - m) * q; },
-                 [&](int64_t i) { return (g[i] * k - r) - (xs[i] - m) * q; });
-      return;
-    }
-#endif
-    each(d, n, [&](int64_t i) { d[i] = (g[i] * k - r) - (xs[i] - m) * q; });
-  }
-  void row(int64_t off, int64_t cw, P* const* c) const {
-    if constexpr (kIsHalf<T>) {
-      const T* g = dy + off;
-      const T* xs = x + off;
-      T* d = dx + off;
-      const P *k = c[0], *r = c[1], *m = c[2], *q = c[3];
-      each(d, cw, [&](int64_t j) {
-        st(d, j, (ld(g, j) * k[j] - r[j]) - (ld(xs, j) - m[j]) * q[j]);
-      });
-    } else {
-      row_plain(off, cw, c);
-    }
-  }
-  void row_plain(int64_t off, int64_t cw, P* const* c) const {
-    const T* g = dy + off;
-    const T* xs = x + off;
-    T* d = dx + off;
-    const T *k = c[0], *r = c[1], *m = c[2], *q = c[3];
-    each(d, cw, [&](int64_t j) { d[j] = (g[j] * k[j] - r[j]) - (xs[j] - m[j]) * q[j]; });
-  }
-  bool row4(int64_t off, int64_t ld, int64_t cw, P* const* c) const {
-    if constexpr (kIsHalf<T>) {
-      (void)off, (void)ld, (void)cw, (void)c;
-      return false;
-    } else {
-      return row4_plain(off, ld, cw, c);
-    }
-  }
-  bool row4_plain(int64_t off, int64_t ld, int64_t cw, P* const* c) const {
-    if (stream && cw * int64_t(sizeof(T)) >= kStreamMinRun) return false;
-    const T* g = dy + off;
-    const T* xs = x + off;
-    T* d = dx + off;
-    const T *k = c[0], *r = c[1], *m = c[2], *q = c[3];
-    each(d, cw, [&](int64_t j) {  // loads first (see AffineOp::row4)
-      const T g0 = g[j], g1 = g[j + ld], g2 = g[j + 2 * ld], g3 = g[j + 3 * ld];
-      const T x0 = xs[j], x1 = xs[j + ld], x2 = xs[j + 2 * ld], x3 = xs[j + 3 * ld];
-      const T kj = k[j], rj = r[j], mj = m[j], qj = q[j];
-      d[j] = (g0 * kj - rj) - (x0 - mj) * qj;
-      d[j + ld] = (g1 * kj - rj) - (x1 - mj) * qj;
-      d[j + 2 * ld] = (g2 * kj - rj) - (x2 - mj) * qj;
-      d[j + 3 * ld] = (g3 * kj - rj) - (x3 - mj) * qj;
-    });
-    return true;
+  static constexpr int N = 2;
+  static constexpr bool kSimple = false;
+  static constexpr bool kStreamRows = false;
+  template <class V, class C>
+  static V value(V g, V x, const C& c) {
+    return (g * c(0) - c(1)) - (x - c(2)) * c(3);
   }
 };
-
-// Backward, frozen statistics: dx = g * k.
 template <class T>
-struct ScaleOp {
-  static constexpr int K = 1;
-  static constexpr int kArrays = 2;  // dy, dx
-  using P = Param<T>;
-  const T* dy;
-  T* dx;
-  bool stream;
+using DxOp = Map<DxFormula, T>;
 
-  void run(int64_t off, int64_t n, P* const* c, int64_t j) const {
-    if constexpr (kIsHalf<T>) {
-      const P k = c[0][j];
-      const T* g = dy + off;
-      T* d = dx + off;
-      each(d, n, [&](int64_t i) { st(d, i, ld(g, i) * k); });
-    } else {
-      run_plain(off, n, c, j);
-    }
-  }
-  void run_plain(int64_t off, int64_t n, P* const* c, int64_t j) const {
-    const T k = c[0][j];
-    const T* g = dy + off;
-    T* d = dx + off;
-#ifdef BNORM_HAVE_STREAM
-    if (stream && n * int64_t(sizeof(T)) >= kStreamMinRun) {
-      stream_out(d, n, [&](int64_t i) { return sload(g + i) * k; },
-                 [&](int64_t i) { return g[i] * k; });
-      return;
-    }
-#endif
-    each(d, n, [&](int64_t i) { d[i] = g[i] * k; });
-  }
-  void row(int64_t off, int64_t cw, P* const* c) const {
-    if constexpr (kIsHalf<T>) {
-      const T* g = dy + off;
-      T* d = dx + off;
-      const P* k = c[0];
-      each(d, cw, [&](int64_t j) { st(d, j, ld(g, j) * k[j]); });
-    } else {
-      row_plain(off, cw, c);
-    }
-  }
-  void row_plain(int64_t off, int64_t cw, P* const* c) const {
-    const T* g = dy + off;
-    T* d = dx + off;
-    const T* k = c[0];
-    each(d, cw, [&](int64_t j) { d[j] = g[j] * k[j]; });
-  }
-  bool row4(int64_t off, int64_t ld, int64_t cw, P* const* c) const {
-    if constexpr (kIsHalf<T>) {
-      (void)off, (void)ld, (void)cw, (void)c;
-      return false;
-    } else {
-      return row4_plain(off, ld, cw, c);
-    }
-  }
-  bool row4_plain(int64_t off, int64_t ld, int64_t cw, P* const* c) const {
-    if (stream && cw * int64_t(sizeof(T)) >= kStreamMinRun) return false;
-    const T* g = dy + off;
-    T* d = dx + off;
-    const T* k = c[0];
-    each(d, cw, [&](int64_t j) {  // loads first (see AffineOp::row4)
-      const T g0 = g[j], g1 = g[j + ld], g2 = g[j + 2 * ld], g3 = g[j + 3 * ld];
-      const T kj = k[j];
-      d[j] = g0 * kj;
-      d[j + ld] = g1 * kj;
-      d[j + 2 * ld] = g2 * kj;
-      d[j + 3 * ld] = g3 * kj;
-    });
-    return true;
+// Backward, frozen statistics: dx = g * k. (in0 = dy.)
+struct ScaleFormula {
+  static constexpr int K = 1;
+  static constexpr int N = 1;
+  static constexpr bool kSimple = false;
+  static constexpr bool kStreamRows = false;
+  template <class V, class C>
+  static V value(V g, V, const C& c) {
+    return g * c(0);
   }
 };
+template <class T>
+using ScaleOp = Map<ScaleFormula, T>;
 
 // Backward fused with a ReLU (and a residual input): g = dy where the mask M
 // is open (mask.hpp), else 0; dx = (g * k - r) - (x - mean) * q, or g * k

@@ -108,13 +108,13 @@ template <class T, class F>
 void with_affine(const Call<T>& a, const Plan& p, const F& f) {
   const bool stream = stream_output(p.outer * p.channels * p.inner * int64_t(sizeof(T)));
   if (a.residual && a.relu)
-    f(AffineOp<T, true, true>{a.x, a.out, stream, a.residual});
+    f(AffineOp<T, true, true>{a.x, a.residual, a.out, stream});
   else if (a.residual)
-    f(AffineOp<T, true, false>{a.x, a.out, stream, a.residual});
+    f(AffineOp<T, true, false>{a.x, a.residual, a.out, stream});
   else if (a.relu)
-    f(AffineOp<T, false, true>{a.x, a.out, stream});
+    f(AffineOp<T, false, true>{a.x, nullptr, a.out, stream});
   else
-    f(AffineOp<T>{a.x, a.out, stream});
+    f(AffineOp<T>{a.x, nullptr, a.out, stream});
 }
 
 // The coefficient arrays m, s, b of the forward's map, in the workspace.

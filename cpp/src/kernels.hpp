@@ -33,10 +33,9 @@ namespace bnorm {
 // BFloat16), in the layout [outer, channels, inner] of the Plan;
 // parameters, statistics and arithmetic of type P = Param<T> (float for the
 // half types). An op reads the fields it documents in bnorm.h and ignores
-// the others (null or 0).
-template <class T>
-struct Call {
-  using P = Param<T>;
+// the others (null or 0). (CallOf<void, void> is the C API's untyped form.)
+template <class T, class P>
+struct CallOf {
   // tensors
   const T* x = nullptr;
   const T* residual = nullptr;  // fused forward: y = relu?(BN(x) + residual)
@@ -72,6 +71,8 @@ struct Call {
   bool relu = false;
   bool frozen = false;   // backward through fixed statistics
 };
+template <class T>
+using Call = CallOf<T, Param<T>>;
 
 // A call's workspace, carved from one caller-owned or library-owned block
 // (workspace.hpp): the reduction's partial results, the rows reducers'
