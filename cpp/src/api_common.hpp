@@ -177,37 +177,25 @@ template <class T>
 Call<T> typed(const Args& a) {
   using P = Param<T>;
   Call<T> c;
-  c.x = static_cast<const T*>(a.x);
-  c.residual = static_cast<const T*>(a.residual);
-  c.dy = static_cast<const T*>(a.dy);
-  c.y = static_cast<const T*>(a.y);
-  c.out = static_cast<T*>(a.out);
-  c.dresidual = static_cast<T*>(a.dresidual);
-  c.weight = static_cast<const P*>(a.weight);
-  c.bias = static_cast<const P*>(a.bias);
-  c.mean = static_cast<const P*>(a.mean);
-  c.var = static_cast<const P*>(a.var);
+  // tensors
+  c.x = static_cast<const T*>(a.x), c.residual = static_cast<const T*>(a.residual);
+  c.dy = static_cast<const T*>(a.dy), c.y = static_cast<const T*>(a.y);
+  c.out = static_cast<T*>(a.out), c.dresidual = static_cast<T*>(a.dresidual);
+  // per-channel inputs and outputs
+  c.weight = static_cast<const P*>(a.weight), c.bias = static_cast<const P*>(a.bias);
+  c.mean = static_cast<const P*>(a.mean), c.var = static_cast<const P*>(a.var),
   c.invstd = static_cast<const P*>(a.invstd);
-  c.save_mean = static_cast<P*>(a.save_mean);
-  c.save_invstd = static_cast<P*>(a.save_invstd);
+  c.save_mean = static_cast<P*>(a.save_mean), c.save_invstd = static_cast<P*>(a.save_invstd);
   c.running_mean = static_cast<P*>(a.running_mean);
   c.running_var = static_cast<P*>(a.running_var);
-  c.dweight = static_cast<P*>(a.dweight);
-  c.dbias = static_cast<P*>(a.dbias);
-  c.in_mean = a.in_mean;
-  c.in_m2 = a.in_m2;
-  c.in_sum_dy = a.in_sum_dy;
-  c.in_sum_dy_xmu = a.in_sum_dy_xmu;
-  c.out_mean = a.out_mean;
-  c.out_m2 = a.out_m2;
-  c.out_sum_dy = a.out_sum_dy;
-  c.out_sum_dy_xmu = a.out_sum_dy_xmu;
-  c.count = a.count;
-  c.eps = a.eps;
-  c.momentum = a.momentum;
-  c.unbiased = a.unbiased;
-  c.relu = a.relu;
-  c.frozen = a.frozen;
+  c.dweight = static_cast<P*>(a.dweight), c.dbias = static_cast<P*>(a.dbias);
+  // the split phases' doubles, and the scalars
+  c.in_mean = a.in_mean, c.in_m2 = a.in_m2;
+  c.in_sum_dy = a.in_sum_dy, c.in_sum_dy_xmu = a.in_sum_dy_xmu;
+  c.out_mean = a.out_mean, c.out_m2 = a.out_m2;
+  c.out_sum_dy = a.out_sum_dy, c.out_sum_dy_xmu = a.out_sum_dy_xmu;
+  c.count = a.count, c.eps = a.eps, c.momentum = a.momentum;
+  c.unbiased = a.unbiased, c.relu = a.relu, c.frozen = a.frozen;
   return c;
 }
 

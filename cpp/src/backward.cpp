@@ -48,17 +48,6 @@ struct BackFinishBlock {
   }
 };
 
-// Stores the merged sums (the split phase bnorm_backward_reduce).
-struct StoreSums {
-  double *sum_dy, *sum_dy_xmu;
-  void operator()(int64_t c0, int64_t cw, const Sums* tot) const {
-    for (int64_t j = 0; j < cw; ++j) {
-      sum_dy[c0 + j] = tot[j].g;
-      sum_dy_xmu[c0 + j] = tot[j].gx;
-    }
-  }
-};
-
 // The coefficient arrays of the dx maps, in the workspace: k, r, mean, q;
 // then the forward's m, s, b for a recomputed mask.
 template <class P>
@@ -169,7 +158,7 @@ void backward_sums(const Plan& p, const Call<T>& a, const Work& w) {
   // Planar data: blocks of channels whole per thread (as in moments()).
   const SumsReducer<kNoMask, T> red{a.dy, a.x, a.mean, MaskArgs<T>()};
   const int64_t block = p.whole_block(w.threads, red.kInBytes, red.kInBytes, INT64_MAX / 8);
-  run_engine(p, red, StoreSums{a.out_sum_dy, a.out_sum_dy_xmu}, NoApply(), false, block,
+  run_engine(p, red, StoreResults{a.out_sum_dy, a.out_sum_dy_xmu}, NoApply(), false, block,
              true, w);
 }
 

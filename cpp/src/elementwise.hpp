@@ -130,6 +130,17 @@ struct Map {
   }
 };
 
+// What Map needs to know of a formula besides its value: K coefficients, N
+// inputs, whether it takes the converted (plain-store) loops whatever the
+// type, whether rows of a large output stream.
+template <int K_, int N_, bool kSimple_, bool kStreamRows_>
+struct FormulaShape {
+  static constexpr int K = K_;
+  static constexpr int N = N_;
+  static constexpr bool kSimple = kSimple_;
+  static constexpr bool kStreamRows = kStreamRows_;
+};
+
 // Normalization: y = (x - m) * s + b, per channel. m is the mean rounded to
 // T; the rounding error e = mean - m is folded into b = beta - e * s (in
 // double), which keeps x - mean accurate in float even for data far from
@@ -138,11 +149,7 @@ struct Map {
 // Fused forms (kRes, kRelu): y = relu((x - m) * s + b + z), z the residual
 // input; relu(v) = v < 0 ? 0 : v keeps a NaN a NaN. (in0 = x, in1 = z.)
 template <bool kRes, bool kRelu>
-struct AffineFormula {
-  static constexpr int K = 3;  // m, s, b
-  static constexpr int N = kRes ? 2 : 1;
-  static constexpr bool kSimple = kRes || kRelu;
-  static constexpr bool kStreamRows = true;
+struct AffineFormula : FormulaShape<3, kRes ? 2 : 1, kRes || kRelu, true> {  // m, s, b
   template <class V, class C>
   static V value(V x, V z, const C& k) {
     V v = (x - k(0)) * k(1) + k(2);
@@ -157,11 +164,7 @@ using AffineOp = Map<AffineFormula<kRes, kRelu>, T>;
 
 // Backward, training statistics: dx = (g * k - r) - (x - mean) * q.
 // (in0 = dy, in1 = x.)
-struct DxFormula {
-  static constexpr int K = 4;  // k, r, mean, q
-  static constexpr int N = 2;
-  static constexpr bool kSimple = false;
-  static constexpr bool kStreamRows = false;
+struct DxFormula : FormulaShape<4, 2, false, false> {  // k, r, mean, q
   template <class V, class C>
   static V value(V g, V x, const C& c) {
     return (g * c(0) - c(1)) - (x - c(2)) * c(3);
@@ -171,11 +174,7 @@ template <class T>
 using DxOp = Map<DxFormula, T>;
 
 // Backward, frozen statistics: dx = g * k. (in0 = dy.)
-struct ScaleFormula {
-  static constexpr int K = 1;
-  static constexpr int N = 1;
-  static constexpr bool kSimple = false;
-  static constexpr bool kStreamRows = false;
+struct ScaleFormula : FormulaShape<1, 1, false, false> {  // k
   template <class V, class C>
   static V value(V g, V, const C& c) {
     return g * c(0);
@@ -208,51 +207,37 @@ struct DxMaskOp {
                          static_cast<double>(b) > 0.0 ? g : P(0);
     return g;
   }
-  void run(int64_t off, int64_t n, P* const* c, int64_t j) const {
-    const P k = c[0][j], r = c[1][j], m = c[2][j], q = c[3][j];
-    const P fm = M == kMaskX ? c[4][j] : P(0), fs = M == kMaskX ? c[5][j] : P(0),
-            fb = M == kMaskX ? c[6][j] : P(0);
+  // n values from off, k(q, i) the q-th coefficient of index i's channel.
+  template <class Coef>
+  void span(int64_t off, int64_t n, const Coef& k) const {
     const T* g = dy + off;
     const T* xs = x + off;
     const T* ys = M == kMaskY ? y + off : nullptr;
     T* d = dx ? dx + off : nullptr;
     T* e = kRes ? dres + off : nullptr;
+    const auto open = [&](int64_t i, P xv) {
+      return gate(ld(g, i), xv, M == kMaskY ? ld(ys, i) : P(0), M == kMaskX ? k(4, i) : P(0),
+                  M == kMaskX ? k(5, i) : P(0), M == kMaskX ? k(6, i) : P(0));
+    };
     if (d) {
       each(d, n, [&](int64_t i) {
         // every load before the first store: dres may be x (or dy, or y)
         const P xv = ld(xs, i);
-        const P gi = gate(ld(g, i), xv, M == kMaskY ? ld(ys, i) : P(0), fm, fs, fb);
+        const P gi = open(i, xv);
         if (kRes) st(e, i, gi);
-        st(d, i, kFrozen ? gi * k : (gi * k - r) - (xv - m) * q);
+        st(d, i, kFrozen ? gi * k(0, i) : (gi * k(0, i) - k(1, i)) - (xv - k(2, i)) * k(3, i));
       });
     } else {
-      each(e, n, [&](int64_t i) {
-        st(e, i, gate(ld(g, i), ld(xs, i), M == kMaskY ? ld(ys, i) : P(0), fm, fs, fb));
-      });
+      each(e, n, [&](int64_t i) { st(e, i, open(i, ld(xs, i))); });
     }
   }
+  void run(int64_t off, int64_t n, P* const* c, int64_t j) const {
+    P kv[K];
+    for (int q = 0; q < K; ++q) kv[q] = c[q][j];
+    span(off, n, [&](int q, int64_t) { return kv[q]; });
+  }
   void row(int64_t off, int64_t cw, P* const* c) const {
-    const P *k = c[0], *r = c[1], *m = c[2], *q = c[3];
-    const P* fm = c[M == kMaskX ? 4 : 0];
-    const P* fs = c[M == kMaskX ? 5 : 0];
-    const P* fb = c[M == kMaskX ? 6 : 0];
-    const T* g = dy + off;
-    const T* xs = x + off;
-    const T* ys = M == kMaskY ? y + off : nullptr;
-    T* d = dx ? dx + off : nullptr;
-    T* e = kRes ? dres + off : nullptr;
-    if (d) {
-      each(d, cw, [&](int64_t j) {
-        const P xv = ld(xs, j);  // before the first store (see run)
-        const P gi = gate(ld(g, j), xv, M == kMaskY ? ld(ys, j) : P(0), fm[j], fs[j], fb[j]);
-        if (kRes) st(e, j, gi);
-        st(d, j, kFrozen ? gi * k[j] : (gi * k[j] - r[j]) - (xv - m[j]) * q[j]);
-      });
-    } else {
-      each(e, cw, [&](int64_t j) {
-        st(e, j, gate(ld(g, j), ld(xs, j), M == kMaskY ? ld(ys, j) : P(0), fm[j], fs[j], fb[j]));
-      });
-    }
+    span(off, cw, [&](int q, int64_t i) { return c[q][i]; });
   }
   bool row4(int64_t, int64_t, int64_t, P* const*) const { return false; }
 };

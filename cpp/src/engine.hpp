@@ -81,6 +81,18 @@ struct Apply {
   }
 };
 
+// The split phases' finish: each channel's two results stored as doubles
+// (Moments: mean and m2; Sums: sum_dy and sum_dy_xmu).
+inline void results(const Moments& m, double* a, double* b) { *a = m.mean, *b = m.m2; }
+inline void results(const Sums& s, double* a, double* b) { *a = s.g, *b = s.gx; }
+struct StoreResults {
+  double *first, *second;
+  template <class Acc>
+  void operator()(int64_t c0, int64_t cw, const Acc* tot) const {
+    for (int64_t j = 0; j < cw; ++j) results(tot[j], first + c0 + j, second + c0 + j);
+  }
+};
+
 // No elementwise pass (moments, backward_sums).
 struct NoApply {
   static constexpr int64_t kBytes = 0;

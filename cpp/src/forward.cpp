@@ -64,17 +64,6 @@ struct Finish {
   }
 };
 
-// Stores the merged moments (the split phase bnorm_moments).
-struct StoreMoments {
-  double *mean, *m2;
-  void operator()(int64_t c0, int64_t cw, const Moments* tot) const {
-    for (int64_t j = 0; j < cw; ++j) {
-      mean[c0 + j] = tot[j].mean;
-      m2[c0 + j] = tot[j].m2;
-    }
-  }
-};
-
 template <class T>  // T: the parameter type
 struct InferenceCoefs {
   const T *mean, *var, *weight, *bias;
@@ -154,7 +143,7 @@ void moments(const Plan& p, const Call<T>& a, const Work& w) {
   // whether the block fits in cache does not matter).
   const MomentsReducer<T> red{a.x};
   const int64_t block = p.whole_block(w.threads, red.kInBytes, red.kInBytes, INT64_MAX / 8);
-  run_engine(p, red, StoreMoments{a.out_mean, a.out_m2}, NoApply(), false, block, true, w);
+  run_engine(p, red, StoreResults{a.out_mean, a.out_m2}, NoApply(), false, block, true, w);
 }
 
 template <class T>

@@ -15,14 +15,8 @@ namespace bnorm {
 inline float bits_to_float(uint32_t u) { return __builtin_bit_cast(float, u); }
 inline uint32_t float_to_bits(float f) { return __builtin_bit_cast(uint32_t, f); }
 
-struct Half {
-  uint16_t bits;
-
-  Half() = default;
-  explicit Half(float f) : bits(from_float(f)) {}
-  explicit operator float() const { return to_float(bits); }
-  explicit operator double() const { return static_cast<double>(to_float(bits)); }
-
+// The conversions of IEEE binary16.
+struct HalfCodec {
   static float to_float(uint16_t h) {
     const uint32_t em = uint32_t(h & 0x7fffu) << 13;
     const uint32_t exp = em & (0x7c00u << 13);
@@ -49,14 +43,8 @@ struct Half {
   }
 };
 
-struct BFloat16 {
-  uint16_t bits;
-
-  BFloat16() = default;
-  explicit BFloat16(float f) : bits(from_float(f)) {}
-  explicit operator float() const { return to_float(bits); }
-  explicit operator double() const { return static_cast<double>(to_float(bits)); }
-
+// The conversions of bfloat16 (the upper half of a float).
+struct BFloat16Codec {
   static float to_float(uint16_t h) { return bits_to_float(uint32_t(h) << 16); }
   static uint16_t from_float(float x) {
     const uint32_t u = float_to_bits(x);
@@ -66,24 +54,33 @@ struct BFloat16 {
   }
 };
 
+// A 16-bit storage type with Codec's conversions.
+template <class Codec>
+struct Storage16 {
+  uint16_t bits;
+
+  Storage16() = default;
+  explicit Storage16(float f) : bits(Codec::from_float(f)) {}
+  explicit operator float() const { return Codec::to_float(bits); }
+  explicit operator double() const { return static_cast<double>(Codec::to_float(bits)); }
+};
+using Half = Storage16<HalfCodec>;
+using BFloat16 = Storage16<BFloat16Codec>;
+
 // p[i] widened to float (or itself), and p[i] = v rounded to the data type.
 // The half types go through their 16-bit words: GCC vectorizes loops over
 // those, not over the structs.
 template <class T>
 inline T ld(const T* p, int64_t i) { return p[i]; }
-inline float ld(const Half* p, int64_t i) {
-  return Half::to_float(reinterpret_cast<const uint16_t*>(p)[i]);
-}
-inline float ld(const BFloat16* p, int64_t i) {
-  return BFloat16::to_float(reinterpret_cast<const uint16_t*>(p)[i]);
+template <class C>
+inline float ld(const Storage16<C>* p, int64_t i) {
+  return C::to_float(reinterpret_cast<const uint16_t*>(p)[i]);
 }
 template <class T, class V>
 inline void st(T* p, int64_t i, V v) { p[i] = static_cast<T>(v); }
-inline void st(Half* p, int64_t i, float v) {
-  reinterpret_cast<uint16_t*>(p)[i] = Half::from_float(v);
-}
-inline void st(BFloat16* p, int64_t i, float v) {
-  reinterpret_cast<uint16_t*>(p)[i] = BFloat16::from_float(v);
+template <class C>
+inline void st(Storage16<C>* p, int64_t i, float v) {
+  reinterpret_cast<uint16_t*>(p)[i] = C::from_float(v);
 }
 
 // The type parameters, statistics and arithmetic use for data of type T.

@@ -29,56 +29,32 @@ namespace BNORM_ISA_NS {
 constexpr int64_t kRowsAhead = 4;
 
 // Rows layout with a few channels known at compile time: the per-channel
-// accumulators live in registers for the whole loop over rows. Same sums, in
-// the same order, as the general loops.
-//   deviations: s1[j] += x - shift[j];  s2[j] += (x - shift[j])^2
-template <int W, class T>
-inline void rows_deviations_fixed(const T* x, int64_t rows, int64_t ld,
-                                  const double* shift, double* s1, double* s2) {
-  double a1[W], a2[W], sh[W];
-  for (int j = 0; j < W; ++j) {
-    a1[j] = s1[j];
-    a2[j] = s2[j];
-    sh[j] = shift[j];
-  }
+// accumulators s1[j], s2[j] live in registers for the whole loop over rows,
+// where add(r, j, k[j], s1[j], s2[j]) adds row r's value of channel j (k: a
+// per-channel constant, the shift or the mean). Same sums, in the same
+// order, as the general loops.
+template <int W, class F>
+inline void rows_fixed(int64_t rows, const double* k, double* s1, double* s2, const F& add) {
+  double a1[W], a2[W], kc[W];
+  for (int j = 0; j < W; ++j) a1[j] = s1[j], a2[j] = s2[j], kc[j] = k[j];
   for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * ld;
     BNORM_SIMD
-    for (int j = 0; j < W; ++j) {
-      const double d = static_cast<double>(xr[j]) - sh[j];
-      a1[j] += d;
-      a2[j] += d * d;
-    }
+    for (int j = 0; j < W; ++j) add(r, j, kc[j], a1[j], a2[j]);
   }
-  for (int j = 0; j < W; ++j) {
-    s1[j] = a1[j];
-    s2[j] = a2[j];
-  }
+  for (int j = 0; j < W; ++j) s1[j] = a1[j], s2[j] = a2[j];
 }
 
-//   gradients: a[j] += g;  b[j] += g * (x - mean[j])
-template <int W, class T>
-inline void rows_gradients_fixed(const T* g, const T* x, int64_t rows, int64_t ld,
-                                 const double* mean, double* a, double* b) {
-  double va[W], vb[W], mu[W];
-  for (int j = 0; j < W; ++j) {
-    va[j] = a[j];
-    vb[j] = b[j];
-    mu[j] = mean[j];
-  }
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* gr = g + r * ld;
-    const T* xr = x + r * ld;
-    BNORM_SIMD
-    for (int j = 0; j < W; ++j) {
-      const double gj = static_cast<double>(gr[j]);
-      va[j] += gj;
-      vb[j] += gj * (static_cast<double>(xr[j]) - mu[j]);
-    }
-  }
-  for (int j = 0; j < W; ++j) {
-    a[j] = va[j];
-    b[j] = vb[j];
+// rows_fixed for cw channels when cw is one of the widths it is built for;
+// false otherwise (the caller takes the general loops).
+template <class F>
+inline bool rows_small(int64_t cw, int64_t rows, const double* k, double* s1, double* s2,
+                       const F& add) {
+  switch (cw) {
+    case 8: rows_fixed<8>(rows, k, s1, s2, add); return true;
+    case 16: rows_fixed<16>(rows, k, s1, s2, add); return true;
+    case 32: rows_fixed<32>(rows, k, s1, s2, add); return true;
+    case 64: rows_fixed<64>(rows, k, s1, s2, add); return true;
+    default: return false;
   }
 }
 
@@ -159,31 +135,6 @@ inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t ro
   }
 }
 
-// Dispatches a channel count to the fixed-width loops; false if none fits.
-template <class T>
-inline bool rows_deviations_small(int64_t cw, const T* x, int64_t rows, int64_t ld,
-                                  const double* shift, double* s1, double* s2) {
-  switch (cw) {
-    case 8: rows_deviations_fixed<8>(x, rows, ld, shift, s1, s2); return true;
-    case 16: rows_deviations_fixed<16>(x, rows, ld, shift, s1, s2); return true;
-    case 32: rows_deviations_fixed<32>(x, rows, ld, shift, s1, s2); return true;
-    case 64: rows_deviations_fixed<64>(x, rows, ld, shift, s1, s2); return true;
-    default: return false;
-  }
-}
-
-template <class T>
-inline bool rows_gradients_small(int64_t cw, const T* g, const T* x, int64_t rows,
-                                 int64_t ld, const double* mean, double* a, double* b) {
-  switch (cw) {
-    case 8: rows_gradients_fixed<8>(g, x, rows, ld, mean, a, b); return true;
-    case 16: rows_gradients_fixed<16>(g, x, rows, ld, mean, a, b); return true;
-    case 32: rows_gradients_fixed<32>(g, x, rows, ld, mean, a, b); return true;
-    case 64: rows_gradients_fixed<64>(g, x, rows, ld, mean, a, b); return true;
-    default: return false;
-  }
-}
-
 // Rows unit u of the channels [c0, c0 + cw), merged into acc[0..cw): one
 // pass of deviations from the tile's first row.
 // `scratch` holds 3 * cw doubles; cw may be any number of channels.
@@ -206,7 +157,12 @@ inline void rows_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
   // sums are those of one row at a time) to spare loads and stores; a few
   // channels are kept in registers throughout.
   int64_t r = r0;
-  if (rows_deviations_small(cw, first, r1 - r0, C, shift, s1, s2)) r = r1;
+  const auto deviation = [&](int64_t row, int j, double sh, double& a1, double& a2) {
+    const double d = static_cast<double>(first[row * C + j]) - sh;
+    a1 += d;
+    a2 += d * d;
+  };
+  if (rows_small(cw, r1 - r0, shift, s1, s2, deviation)) r = r1;
   for (; r + 4 <= r1; r += 4) {
     const T* x0 = x + r * C + c0;
     if (r + 4 + kRowsAhead < p.outer)
@@ -274,7 +230,14 @@ void rows_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
                              M == kMaskX ? mk.fb + c0 : nullptr, a, b);
   } else {
     int64_t r = r0;
-    if (rows_gradients_small(cw, dy + o0, x + o0, r1 - r0, C, mu, a, b)) r = r1;
+    const T* g_first = dy + o0;
+    const T* x_first = x + o0;
+    const auto gradient = [&](int64_t row, int j, double m, double& sa, double& sb) {
+      const double gj = static_cast<double>(g_first[row * C + j]);
+      sa += gj;
+      sb += gj * (static_cast<double>(x_first[row * C + j]) - m);
+    };
+    if (rows_small(cw, r1 - r0, mu, a, b, gradient)) r = r1;
     for (; r + 4 <= r1; r += 4) {
       // (no software prefetch: as for the planar runs, add_gradients in
       // reduce_planar.hpp, it measured slower than the hardware prefetcher alone)

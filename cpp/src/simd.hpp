@@ -229,22 +229,16 @@ template <class T> struct SVec;
 template <> struct SVec<float> { typedef SVecF type; };
 template <> struct SVec<double> { typedef SVecD type; };
 
-inline void nt_store(float* p, SVecF v) {
+// One register's worth of v stored non-temporally at p (aligned); the
+// integer form serves every element type.
+template <class V>
+inline void nt_store(void* p, V v) {
 #if defined(__AVX512F__)
-  _mm512_stream_ps(p, reinterpret_cast<__m512&>(v));
+  _mm512_stream_si512(static_cast<__m512i*>(p), reinterpret_cast<__m512i&>(v));
 #elif defined(__AVX__)
-  _mm256_stream_ps(p, reinterpret_cast<__m256&>(v));
+  _mm256_stream_si256(static_cast<__m256i*>(p), reinterpret_cast<__m256i&>(v));
 #else
-  _mm_stream_ps(p, reinterpret_cast<__m128&>(v));
-#endif
-}
-inline void nt_store(double* p, SVecD v) {
-#if defined(__AVX512F__)
-  _mm512_stream_pd(p, reinterpret_cast<__m512d&>(v));
-#elif defined(__AVX__)
-  _mm256_stream_pd(p, reinterpret_cast<__m256d&>(v));
-#else
-  _mm_stream_pd(p, reinterpret_cast<__m128d&>(v));
+  _mm_stream_si128(static_cast<__m128i*>(p), reinterpret_cast<__m128i&>(v));
 #endif
 }
 
