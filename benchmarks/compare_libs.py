@@ -44,7 +44,7 @@ def ptr(a):
     return None if a is None else a.ctypes.data
 
 
-def cases(dtype_name):
+def cases(dtype_name, shapes):
     rng = np.random.default_rng(0)
     if dtype_name == "bfloat16":
         import ml_dtypes
@@ -52,7 +52,7 @@ def cases(dtype_name):
     else:
         dt = np.dtype(dtype_name)
     pd = np.float64 if dt == np.float64 else np.float32
-    for shape in SHAPES:
+    for shape in shapes:
         layouts = [("nchw", 1), ("nhwc", 3)] if len(shape) == 4 else [("nc", 1)]
         for name, axis in layouts:
             s = shape if axis == 1 else (shape[0], shape[2], shape[3], shape[1])
@@ -93,6 +93,8 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=11)
     ap.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     ap.add_argument("--ops", default="train,inference,backward,train relu+res,backward relu")
+    ap.add_argument("--shape", action="append",
+                    help="a shape instead of the suite, e.g. 256x1024 (repeatable)")
     args = ap.parse_args(argv)
     libs = [load(args.old), load(args.new)]
     if args.threads:
@@ -101,7 +103,9 @@ def main(argv=None):
     code = DTYPES[args.dtype]
     ratios = []
     print(f"{'case':28s} {'op':16s} {'old':>10s} {'new':>10s} {'new/old speed':>14s}  bits")
-    for label, dims, x, g, pd in cases(args.dtype):
+    shapes = ([tuple(int(v) for v in s.split("x")) for s in args.shape] if args.shape
+              else SHAPES)
+    for label, dims, x, g, pd in cases(args.dtype, shapes):
         C = dims[1]
         for op in args.ops.split(","):
             outs = []

@@ -15,9 +15,6 @@ BNORM_DECLARE_KERNELS(isa_scalar)
 #ifdef BNORM_HAVE_ISA_BASELINE
 BNORM_DECLARE_KERNELS(isa_baseline)
 #endif
-#ifdef BNORM_HAVE_ISA_SSE2
-BNORM_DECLARE_KERNELS(isa_sse2)
-#endif
 #ifdef BNORM_HAVE_ISA_AVX2
 BNORM_DECLARE_KERNELS(isa_avx2)
 #endif
@@ -27,17 +24,14 @@ BNORM_DECLARE_KERNELS(isa_avx512)
 
 namespace {
 
-enum Isa { kScalar, kBaseline, kSse2, kAvx2, kAvx512 };
-const char* const kNames[] = {"scalar", "baseline", "sse2", "avx2", "avx512"};
+enum Isa { kScalar, kBaseline, kAvx2, kAvx512 };
+const char* const kNames[] = {"scalar", "baseline", "avx2", "avx512"};
 
 bool supported(Isa isa) {
   switch (isa) {
     case kScalar: return true;
 #ifdef BNORM_HAVE_ISA_BASELINE
     case kBaseline: return true;
-#endif
-#ifdef BNORM_HAVE_ISA_SSE2
-    case kSse2: return true;
 #endif
 #if defined(BNORM_HAVE_ISA_AVX2) && (defined(__GNUC__) || defined(__clang__))
     case kAvx2:
@@ -84,9 +78,6 @@ Kernels<T> table(Isa isa) {
 #endif
 #ifdef BNORM_HAVE_ISA_AVX2
     case kAvx2: BNORM_TABLE(isa_avx2)
-#endif
-#ifdef BNORM_HAVE_ISA_SSE2
-    case kSse2: BNORM_TABLE(isa_sse2)
 #endif
 #ifdef BNORM_HAVE_ISA_BASELINE
     case kBaseline: BNORM_TABLE(isa_baseline)

@@ -1,5 +1,5 @@
 // The split phases of training (bnorm.h, "Statistics across processes"):
-// argument checks, then the kernels of forward_training.cpp and backward.cpp
+// argument checks, then the kernels of forward.cpp and backward.cpp
 // that the one-process entry points are made of. Every check runs before any
 // write.
 #include "api_common.hpp"

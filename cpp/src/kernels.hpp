@@ -120,7 +120,7 @@ void with_type(bnorm_dtype dtype, F&& f) {
   }
 }
 
-// Its name ("avx512", "avx2", "sse2", "baseline" or "scalar").
+// Its name ("avx512", "avx2", "baseline" or "scalar").
 const char* kernel_isa();
 
 }  // namespace bnorm

@@ -246,8 +246,8 @@ BNORM_API bnorm_status bnorm_set_parallel_for(bnorm_parallel_for_fn parallel_for
                                               int max_threads);
 
 /* The instruction set the kernels run with, chosen once per process from
- * what the CPU supports: "avx512", "avx2", "sse2" (x86-64), "baseline"
- * (other CPUs) or "scalar". The environment variable BNORM_ISA, read once
+ * what the CPU supports: "avx512", "avx2" (x86-64; one without AVX2 and
+ * FMA runs "scalar"), "baseline" (other CPUs) or "scalar". The environment variable BNORM_ISA, read once
  * before the first call, can ask for any of these the CPU supports (the
  * tests use it to hold every vector copy against the scalar one).
  * Likewise BNORM_L2_BYTES and BNORM_L3_BYTES, positive byte counts, replace
