@@ -1,6 +1,6 @@
 """Run the benchmark from a source checkout: ``python benchmarks/bench.py``.
 
-The same as ``python -m bnorm bench`` (see ``python/bnorm/_bench.py``); it
+The same as ``python -m bnorm bench`` (see ``python/bnorm/tools/bench.py``); it
 needs bnorm installed (``pip install .``).
 """
 import sys

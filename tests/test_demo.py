@@ -10,7 +10,7 @@ pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 pytest.importorskip("tqdm")
 
-from bnorm._demo import run  # noqa: E402
+from bnorm.tools.demo import run  # noqa: E402
 
 
 def test_batch_norm_network_learns_faster(tmp_path):

@@ -1,5 +1,7 @@
 """Every error the Python API documents (README, "Python"): the exception
 type, its message, and that no caller buffer was written."""
+import os
+
 import numpy as np
 import pytest
 
@@ -202,3 +204,45 @@ def test_c_status_codes_become_exceptions(x):
                                 None, None, 1e-5)
     assert _core.status_string(0) == "success"
     assert "unknown" in _core.status_string(1234)
+
+
+# -- the status-code table ---------------------------------------------------
+def _header_codes():
+    """The status codes bnorm.h defines: {name: value}."""
+    import re
+    text = open(os.path.join(bnorm.get_include(), "bnorm", "bnorm.h")).read()
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r"#define BNORM_(ERROR_\w+)\s+(\d+)", text)}
+
+
+# The exception class each code must raise (bnorm.h's meaning of the code).
+EXPECTED_CLASS = {
+    "ERROR_NULL_POINTER": "BnormValueError", "ERROR_INVALID_SIZE": "BnormValueError",
+    "ERROR_UNSUPPORTED_DTYPE": "BnormTypeError", "ERROR_INVALID_EPS": "BnormValueError",
+    "ERROR_INVALID_MOMENTUM": "BnormValueError", "ERROR_TOO_FEW_VALUES": "BnormValueError",
+    "ERROR_INVALID_FLAGS": "BnormValueError", "ERROR_OVERLAP": "BnormValueError",
+    "ERROR_OUT_OF_MEMORY": "BnormMemoryError", "ERROR_INVALID_ARGUMENT": "BnormValueError",
+    "ERROR_INTERNAL": "BnormInternalError",
+    "ERROR_WORKSPACE_TOO_SMALL": "BnormValueError",
+}
+
+
+def test_every_status_code_has_its_exception_class():
+    codes = _header_codes()
+    assert set(codes) == set(EXPECTED_CLASS), set(codes) ^ set(EXPECTED_CLASS)
+    for name, value in codes.items():
+        e = _core.error_for(value, "op")
+        assert type(e) is getattr(bnorm, EXPECTED_CLASS[name]), name
+        assert isinstance(e, bnorm.BnormError) and e.status == value
+        assert str(e) == f"op: {_core.status_string(value)} (bnorm status {value})"
+        assert "unknown" not in str(e), name  # the C library knows every code
+
+
+def test_internal_and_unknown_codes():
+    internal = _header_codes()["ERROR_INTERNAL"]
+    assert isinstance(_core.error_for(internal, "op"), RuntimeError)
+    assert not isinstance(_core.error_for(internal, "op"), ValueError)
+    e = _core.error_for(1000, "op")
+    assert type(e) is bnorm.BnormUnknownStatusError and e.status == 1000
+    assert not isinstance(e, (ValueError, TypeError, MemoryError, RuntimeError))
+    assert "unknown bnorm status code" in str(e)

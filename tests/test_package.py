@@ -149,3 +149,27 @@ def test_threadpoolctl_sees_and_limits_bnorm(threads):
     assert bnorm.get_num_threads() == effective_threads(2)
     with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
         assert bnorm.get_num_threads() == 1
+
+
+def test_library_does_not_import_the_tools():
+    # the command-line tools live in bnorm.tools; importing the library (and
+    # its PyTorch and MPI modules' pure-Python parts) loads none of them
+    code = ("import sys, bnorm, bnorm.distributed; "
+            "print(sorted(m for m in sys.modules if m.startswith('bnorm.tools')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]", out
+
+
+def test_bench_report_writes_the_printed_table(tmp_path):
+    page = tmp_path / "perf.md"
+    r = subprocess.run([sys.executable, "-m", "bnorm", "bench", "--shape", "4x8x6x6",
+                        "--layout", "nchw", "--repeat", "3", "--report", str(page)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = page.read_text()
+    assert text.startswith("# `python -m bnorm bench --shape 4x8x6x6"), text[:200]
+    # the table as printed, inside one code block
+    table = [ln for ln in r.stdout.splitlines() if ln.startswith(("inference", "train fwd"))]
+    assert len(table) == 2 and all(ln in text for ln in table), (table, text)
+    assert text.count("```") == 2

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os as _os
 
 from . import reference
-from ._core import BnormError
+from ._core import (BnormError, BnormInternalError, BnormMemoryError, BnormTypeError,
+                    BnormUnknownStatusError, BnormValueError)
 from ._core import get_num_threads as _get_num_threads
 from ._core import set_num_threads as _set_num_threads
 from ._core import version_string as _version_string
@@ -31,6 +32,11 @@ _register_threadpoolctl()
 __all__ = [
     "BatchNorm",
     "BnormError",
+    "BnormInternalError",
+    "BnormMemoryError",
+    "BnormTypeError",
+    "BnormUnknownStatusError",
+    "BnormValueError",
     "PopulationStats",
     "batch_norm",
     "batch_norm_backward",

@@ -44,6 +44,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                        help="which layouts of 4-D shapes to run")
     bench.add_argument("--json", dest="json_path", default=None, metavar="PATH",
                        help="also write the results as JSON (- for stdout)")
+    bench.add_argument("--report", default=None, metavar="PATH",
+                       help="also write the printed tables as a Markdown page "
+                            "(how docs/performance.md is made)")
     bench.add_argument("--fused", action="store_true",
                        help="the fused BN+ReLU and BN+Add+ReLU ops against the unfused pair")
     bench.add_argument("--reference", action="store_true",
@@ -81,23 +84,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
 
     if args.command == "bench":
-        from ._bench import run
+        from .tools.bench import reporting, run
         if args.threads is not None and args.threads < 1:
             parser.error("--threads must be >= 1")
-        if args.fused:
-            from ._fusedbench import run as run_fused
-            return run_fused(quick=args.quick, threads=args.threads, dtype=args.dtype,
-                             repeat=args.repeat, shape=args.shape, layout=args.layout)
-        return run(quick=args.quick, threads=args.threads, dtype=args.dtype,
-                   repeat=args.repeat, shape=args.shape, layout=args.layout,
-                   json_path=args.json_path, with_reference=args.reference)
+        with reporting(args.report, list(argv if argv is not None else sys.argv[1:])):
+            if args.fused:
+                from .tools.fusedbench import run as run_fused
+                return run_fused(quick=args.quick, threads=args.threads, dtype=args.dtype,
+                                 repeat=args.repeat, shape=args.shape, layout=args.layout)
+            return run(quick=args.quick, threads=args.threads, dtype=args.dtype,
+                       repeat=args.repeat, shape=args.shape, layout=args.layout,
+                       json_path=args.json_path, with_reference=args.reference)
     if args.command == "demo":
         if args.steps < 1:
             parser.error("--steps must be >= 1")
         if not args.lr > 0:
             parser.error("--lr must be > 0")
         try:
-            from ._demo import run as run_demo
+            from .tools.demo import run as run_demo
             import matplotlib  # noqa: F401
             import sklearn  # noqa: F401
             import tqdm  # noqa: F401
@@ -111,10 +115,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == "syncbench":
         if args.ranks < 1 or args.repeat < 1:
             parser.error("--ranks and --repeat must be >= 1")
-        from ._syncbench import launch
+        from .tools.syncbench import launch
         return launch(args.ranks, args.repeat, args.dtype, args.json_path)
     if args.command == "accuracy":
-        from ._accuracy import run as run_accuracy
+        from .tools.accuracy import run as run_accuracy
         return run_accuracy()
     if args.command == "info":
         import bnorm

@@ -22,6 +22,9 @@ cdef extern from "bnorm/bnorm.h" nogil:
     bnorm_status BNORM_ERROR_OUT_OF_MEMORY
     bnorm_status BNORM_ERROR_INVALID_ARGUMENT
     bnorm_status BNORM_ERROR_INTERNAL
+    bnorm_status BNORM_ERROR_WORKSPACE_TOO_SMALL
+
+    int64_t BNORM_POPULATION_STATE_SIZE(int64_t channels)
 
     const char *bnorm_kernel_isa()
     const char *bnorm_threading_backend()

@@ -24,30 +24,57 @@ class BnormError(Exception):
 
 
 class BnormValueError(BnormError, ValueError):
-    pass
+    """An argument the C library refused (a size, an overlap, a flag...)."""
 
 
 class BnormTypeError(BnormError, TypeError):
-    pass
+    """A data type the C library does not support."""
 
 
 class BnormMemoryError(BnormError, MemoryError):
-    pass
+    """The C library could not allocate its scratch memory."""
+
+
+class BnormInternalError(BnormError, RuntimeError):
+    """A failure inside bnorm that it contained: a bug, please report it."""
+
+
+class BnormUnknownStatusError(BnormError):
+    """A status code this version of the bindings does not know (a newer
+    library than the bindings were built for)."""
+
+
+# Each status code of bnorm.h and the exception it raises.
+_ERRORS = {
+    BNORM_ERROR_NULL_POINTER: BnormValueError,
+    BNORM_ERROR_INVALID_SIZE: BnormValueError,
+    BNORM_ERROR_UNSUPPORTED_DTYPE: BnormTypeError,
+    BNORM_ERROR_INVALID_EPS: BnormValueError,
+    BNORM_ERROR_INVALID_MOMENTUM: BnormValueError,
+    BNORM_ERROR_TOO_FEW_VALUES: BnormValueError,
+    BNORM_ERROR_INVALID_FLAGS: BnormValueError,
+    BNORM_ERROR_OVERLAP: BnormValueError,
+    BNORM_ERROR_OUT_OF_MEMORY: BnormMemoryError,
+    BNORM_ERROR_INVALID_ARGUMENT: BnormValueError,
+    BNORM_ERROR_INTERNAL: BnormInternalError,
+    BNORM_ERROR_WORKSPACE_TOO_SMALL: BnormValueError,
+}
 
 
 def status_string(int status):
     return bnorm_status_string(status).decode()
 
 
+def error_for(int status, str op):
+    """The exception for a failed call of op with this status code."""
+    msg = f"{op}: {bnorm_status_string(status).decode()} (bnorm status {status})"
+    return _ERRORS.get(status, BnormUnknownStatusError)(msg, status)
+
+
 cdef int _check(bnorm_status status, str op) except -1:
     if status == BNORM_OK:
         return 0
-    msg = f"{op}: {bnorm_status_string(status).decode()} (bnorm status {status})"
-    if status == BNORM_ERROR_UNSUPPORTED_DTYPE:
-        raise BnormTypeError(msg, status)
-    if status == BNORM_ERROR_OUT_OF_MEMORY:
-        raise BnormMemoryError(msg, status)
-    raise BnormValueError(msg, status)
+    raise error_for(status, op)
 
 
 cdef bnorm_dtype _dtype_code(cnp.ndarray a) except -1:
@@ -335,33 +362,34 @@ def backward_apply(cnp.ndarray dy, cnp.ndarray x, int64_t outer,
     _check(st, "batch norm backward with given sums")
 
 
-# Population statistics (Algorithm 2): an accumulator of 5C + 4 doubles.
+# Population statistics (Algorithm 2): an accumulator of
+# BNORM_POPULATION_STATE_SIZE(channels) doubles.
 
 def population_state_size(int64_t channels):
-    return 5 * channels + 4
+    return BNORM_POPULATION_STATE_SIZE(channels)
 
 
 def population_init(int64_t channels, state):
-    cdef double* ps = <double*>_buf(state, 5 * channels + 4, cnp.NPY_FLOAT64, True, "state")
+    cdef double* ps = <double*>_buf(state, BNORM_POPULATION_STATE_SIZE(channels), cnp.NPY_FLOAT64, True, "state")
     _check(bnorm_population_init(channels, ps), "population statistics")
 
 
 def population_add(int64_t channels, state, int64_t count, mean, m2):
-    cdef double* ps = <double*>_buf(state, 5 * channels + 4, cnp.NPY_FLOAT64, True, "state")
+    cdef double* ps = <double*>_buf(state, BNORM_POPULATION_STATE_SIZE(channels), cnp.NPY_FLOAT64, True, "state")
     cdef const double* pm = <const double*>_buf(mean, channels, cnp.NPY_FLOAT64, False, "mean")
     cdef const double* pq = <const double*>_buf(m2, channels, cnp.NPY_FLOAT64, False, "m2")
     _check(bnorm_population_add(channels, ps, count, pm, pq), "population statistics")
 
 
 def population_merge(int64_t channels, state, other):
-    cdef double* ps = <double*>_buf(state, 5 * channels + 4, cnp.NPY_FLOAT64, True, "state")
-    cdef const double* po = <const double*>_buf(other, 5 * channels + 4, cnp.NPY_FLOAT64,
+    cdef double* ps = <double*>_buf(state, BNORM_POPULATION_STATE_SIZE(channels), cnp.NPY_FLOAT64, True, "state")
+    cdef const double* po = <const double*>_buf(other, BNORM_POPULATION_STATE_SIZE(channels), cnp.NPY_FLOAT64,
                                                 False, "other")
     _check(bnorm_population_merge(channels, ps, po), "population statistics")
 
 
 def population_result(int64_t channels, state, mean, var):
-    cdef const double* ps = <const double*>_buf(state, 5 * channels + 4, cnp.NPY_FLOAT64,
+    cdef const double* ps = <const double*>_buf(state, BNORM_POPULATION_STATE_SIZE(channels), cnp.NPY_FLOAT64,
                                                 False, "state")
     cdef double* pm = <double*>_buf(mean, channels, cnp.NPY_FLOAT64, True, "mean")
     cdef double* pv = <double*>_buf(var, channels, cnp.NPY_FLOAT64, True, "var")

@@ -1,5 +1,7 @@
 // libFuzzer harness over the whole C API (built with ASan + UBSan; see
-// tests/fuzz/run.sh). Each input picks one of the exported functions, a
+// tests/fuzz/run.sh). Each input picks one of the exported functions (the
+// _ws forms through the ops that have them, with a workspace of the size
+// bnorm_workspace_size reports or one byte less), a
 // dtype (float32, float64, float16, bfloat16, or an unknown one), sizes
 // (small real ones, or arbitrary int64 values), which pointers are NULL,
 // which outputs alias which buffers (allowed in-place aliasings and
@@ -48,6 +50,7 @@ const char* const kOpNames[kOps] = {
     "backward_reduce", "backward_apply", "population_init/add/merge/result",
     "status/version/threads/isa"};
 long g_calls[kOps], g_ok[kOps], g_aliased_ok[kOps], g_checked[kOps];
+long g_ws_calls, g_ws_short;  // _ws calls with a caller's workspace; refused as too small
 
 struct StatsAtExit {
   ~StatsAtExit() {
@@ -57,6 +60,8 @@ struct StatsAtExit {
     for (int i = 0; i < kOps; ++i)
       std::fprintf(stderr, "  %-34s %9ld  (%ld, %ld, %ld)\n", kOpNames[i], g_calls[i], g_ok[i],
                    g_aliased_ok[i], g_checked[i]);
+    std::fprintf(stderr, "  with a caller's workspace: %ld calls, %ld refused as too small\n",
+                 g_ws_calls, g_ws_short);
   }
 } g_stats_at_exit;
 
@@ -446,17 +451,60 @@ const void* relocate(const Buffers<D>& from, const Buffers<D>& to, const void* p
   return nullptr;
 }
 
+// ---- the caller-owned workspace --------------------------------------------------
+// How the ops that have a _ws form are called: 0 the plain entry point, 1
+// the _ws form with workspace NULL (bnorm allocates), 2 with a block of the
+// size bnorm_workspace_size reports (filled with garbage), 3 with one byte
+// less. Modes 1 and 2 must behave exactly as 0 (the oracle below checks
+// their results); 3 must refuse with WORKSPACE_TOO_SMALL where 0 succeeds
+// and a workspace is needed, and fail as 0 does otherwise.
+int g_ws_mode = 0;
+
+int ws_op(int op) {
+  switch (op) {
+    case kTrainFused: return BNORM_OP_FORWARD_TRAINING;
+    case kBackwardFused: return BNORM_OP_BACKWARD;
+    case kMoments: return BNORM_OP_MOMENTS;
+    case kNormalize: return BNORM_OP_FORWARD_NORMALIZE;
+    case kBackReduce: return BNORM_OP_BACKWARD_REDUCE;
+    case kBackApply: return BNORM_OP_BACKWARD_APPLY;
+    default: return 0;
+  }
+}
+
+// The workspace of this call for g_ws_mode (ws null: none or NULL).
+struct Workspace {
+  std::vector<unsigned char> block;
+  void* ws = nullptr;
+  size_t bytes = 0;
+  Workspace(int op, bnorm_dtype dt, int64_t outer, int64_t channels, int64_t inner) {
+    if (g_ws_mode < 2 || !ws_op(op)) return;
+    size_t need = 0;
+    if (bnorm_workspace_size(ws_op(op), dt, outer, channels, inner, 0, &need) != BNORM_OK)
+      need = 64;  // sizes the call itself must refuse
+    bytes = g_ws_mode == 3 && need > 0 ? need - 1 : need;
+    block.assign(bytes + 1, 0xa5);
+    ws = block.data();
+    ++g_ws_calls;
+  }
+};
+
 // ---- one input ------------------------------------------------------------------
 template <class D>
 bnorm_status call(int op, const Ptrs<D>& a, int64_t outer, int64_t channels,
                   int64_t inner, double eps, double momentum, uint32_t flags, int64_t count,
                   int pop_kind, int64_t pop_count) {
   const bnorm_dtype dt = D::id;
+  const Workspace w(op, dt, outer, channels, inner);
   switch (op) {
     case kTrain:
       return bnorm_forward_training(dt, outer, channels, inner, a.d[X], a.d[Y], a.p[W], a.p[B],
                                     a.p[SM], a.p[SI], a.p[RM], a.p[RV], eps, momentum, flags);
     case kTrainFused:
+      if (g_ws_mode)
+        return bnorm_forward_training_ws(dt, outer, channels, inner, a.d[X], a.d[R], a.d[Y],
+                                         a.p[W], a.p[B], a.p[SM], a.p[SI], a.p[RM], a.p[RV],
+                                         eps, momentum, flags, w.ws, w.bytes);
       return bnorm_forward_training_fused(dt, outer, channels, inner, a.d[X], a.d[R], a.d[Y],
                                           a.p[W], a.p[B], a.p[SM], a.p[SI], a.p[RM], a.p[RV],
                                           eps, momentum, flags);
@@ -470,6 +518,10 @@ bnorm_status call(int op, const Ptrs<D>& a, int64_t outer, int64_t channels,
       return bnorm_backward(dt, outer, channels, inner, a.d[DY], a.d[X], a.p[SM], a.p[SI],
                             a.p[W], a.d[DX], a.p[DW], a.p[DB], flags);
     case kBackwardFused:
+      if (g_ws_mode)
+        return bnorm_backward_ws(dt, outer, channels, inner, a.d[DY], a.d[X], a.d[YF],
+                                 a.p[SM], a.p[SI], a.p[W], a.p[B], a.d[DX], a.p[DW], a.p[DB],
+                                 a.d[DR], flags, w.ws, w.bytes);
       return bnorm_backward_fused(dt, outer, channels, inner, a.d[DY], a.d[X], a.d[YF],
                                   a.p[SM], a.p[SI], a.p[W], a.p[B], a.d[DX], a.p[DW],
                                   a.p[DB], a.d[DR], flags);
@@ -480,6 +532,9 @@ bnorm_status call(int op, const Ptrs<D>& a, int64_t outer, int64_t channels,
       return bnorm_inference_scale_shift(dt, channels, a.p[RM], a.p[RV], a.p[W], a.p[B], eps,
                                          a.p[DW], a.p[DB]);
     case kMoments:
+      if (g_ws_mode)
+        return bnorm_moments_ws(dt, outer, channels, inner, a.d[X], a.q[MEAN], a.q[M2], w.ws,
+                                w.bytes);
       return bnorm_moments(dt, outer, channels, inner, a.d[X], a.q[MEAN], a.q[M2]);
     case kMerge:
       // `outer` parts: the harness's own count when the sizes are valid,
@@ -487,13 +542,25 @@ bnorm_status call(int op, const Ptrs<D>& a, int64_t outer, int64_t channels,
       return bnorm_merge_moments(outer, channels, a.counts, a.q[MEAN], a.q[M2], a.count_out,
                                  a.q[S1], a.q[S2]);
     case kNormalize:
+      if (g_ws_mode)
+        return bnorm_forward_normalize_ws(dt, outer, channels, inner, a.d[X], a.d[Y], count,
+                                          a.q[MEAN], a.q[M2], a.p[W], a.p[B], a.p[SM], a.p[SI],
+                                          a.p[RM], a.p[RV], eps, momentum, flags, w.ws,
+                                          w.bytes);
       return bnorm_forward_normalize(dt, outer, channels, inner, a.d[X], a.d[Y], count,
                                      a.q[MEAN], a.q[M2], a.p[W], a.p[B], a.p[SM], a.p[SI],
                                      a.p[RM], a.p[RV], eps, momentum, flags);
     case kBackReduce:
+      if (g_ws_mode)
+        return bnorm_backward_reduce_ws(dt, outer, channels, inner, a.d[DY], a.d[X], a.p[SM],
+                                        a.q[S1], a.q[S2], w.ws, w.bytes);
       return bnorm_backward_reduce(dt, outer, channels, inner, a.d[DY], a.d[X], a.p[SM],
                                    a.q[S1], a.q[S2]);
     case kBackApply:
+      if (g_ws_mode)
+        return bnorm_backward_apply_ws(dt, outer, channels, inner, a.d[DY], a.d[X], a.p[SM],
+                                       a.p[SI], a.p[W], a.q[S1], a.q[S2], count, a.d[DX],
+                                       a.p[DW], a.p[DB], w.ws, w.bytes);
       return bnorm_backward_apply(dt, outer, channels, inner, a.d[DY], a.d[X], a.p[SM],
                                   a.p[SI], a.p[W], a.q[S1], a.q[S2], count, a.d[DX], a.p[DW],
                                   a.p[DB]);
@@ -603,6 +670,7 @@ void run(FuzzedDataProvider& in) {
   const double eps = pick_eps(in);
   const double momentum = pick_momentum(in);
   const uint32_t flags = pick_flags(in, op);
+  g_ws_mode = ws_op(op) ? in.ConsumeIntegralInRange(0, 3) : 0;
   switch (in.ConsumeIntegralInRange(0, 3)) {
     case 1: bnorm_set_parallel_for(serial_for, nullptr, in.ConsumeIntegralInRange(1, 5)); break;
     case 2: bnorm_set_parallel_for(reverse_for, nullptr, in.ConsumeIntegralInRange(1, 8)); break;
@@ -664,8 +732,25 @@ void run(FuzzedDataProvider& in) {
   ++g_calls[op];
   const bnorm_status st = call<D>(op, ptr, outer, channels, inner, eps, momentum, flags,
                                   count, pop_kind, pop_count);
-  if (st < 0 || st > BNORM_ERROR_INTERNAL) fail("status outside the pinned codes");
+  if (st < 0 || st > BNORM_ERROR_WORKSPACE_TOO_SMALL) fail("status outside the pinned codes");
   if (st == BNORM_ERROR_INTERNAL) fail("internal error");
+  if (st == BNORM_ERROR_WORKSPACE_TOO_SMALL && g_ws_mode != 3)
+    fail("workspace too small without a caller's workspace");
+  if (g_ws_mode == 3) {
+    // one byte short: refused where the call needs its workspace, and
+    // otherwise as the plain entry point does
+    if (!buf.same(before)) fail("a call with a short workspace wrote into a buffer");
+    g_ws_mode = 0;
+    const bnorm_status plain = call<D>(op, ptr, outer, channels, inner, eps, momentum, flags,
+                                       count, pop_kind, pop_count);
+    if (st == BNORM_ERROR_WORKSPACE_TOO_SMALL ? plain != BNORM_OK : plain != st) {
+      std::fprintf(stderr, "%s: short workspace %s, plain %s\n", kOpNames[op],
+                   bnorm_status_string(st), bnorm_status_string(plain));
+      fail("a short workspace changed the outcome other than by refusing it");
+    }
+    if (st == BNORM_ERROR_WORKSPACE_TOO_SMALL) ++g_ws_short;
+    return;
+  }
   if (st != BNORM_OK) {
     if (std::getenv("BNORM_FUZZ_TRACE"))
       std::fprintf(stderr, "%s: %s\n", kOpNames[op], bnorm_status_string(st));

@@ -11,6 +11,7 @@ run's thread count. It is a measurement, never a pass/fail test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import statistics
@@ -33,6 +34,57 @@ QUICK_4D: Sequence[Tuple[int, int, int, int]] = ((32, 64, 28, 28),)
 
 FLOOR = {"inference": 1.0, "train fwd": 1.0, "backward": 1.5}
 OPS = ("inference", "train fwd", "backward")
+
+
+class _Tee:
+    """Writes to a stream and keeps a copy."""
+
+    def __init__(self, stream):
+        self.stream, self.parts = stream, []
+
+    def write(self, text):
+        self.parts.append(text)
+        return self.stream.write(text)
+
+    def flush(self):
+        self.stream.flush()
+
+
+def _machine() -> str:
+    """The CPU model and count, as the system reports them."""
+    import os
+    import platform
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs"
+
+
+@contextlib.contextmanager
+def reporting(path: Optional[str], args: Sequence[str]):
+    """Within it, what is printed is also kept; at the end, with a path,
+    written there as a Markdown page (the command, the date, the machine and
+    the output as printed)."""
+    if path is None:
+        yield
+        return
+    tee = _Tee(sys.stdout)
+    with contextlib.redirect_stdout(tee):
+        yield
+    cmd = " ".join(["python -m bnorm", *args])
+    with open(path, "w") as f:
+        f.write(f"# `{cmd}`\n\n"
+                f"Made by that command on {time.strftime('%Y-%m-%d')}, on {_machine()}. "
+                "Timings on a shared machine move by tens of percent from run to run: "
+                "compare the ratios within one run.\n\n```\n" + "".join(tee.parts).rstrip()
+                + "\n```\n")
+    print(f"wrote {path}")
 
 
 def _median_time(fn: Callable[[], object], repeat: int) -> float:

@@ -39,7 +39,7 @@ def launch(ranks: int, repeat: int, dtype: str, json_path: Optional[str]) -> int
     if not os.path.exists(exe):
         print("syncbench: no mpiexec on PATH (pip install mpich)", file=sys.stderr)
         return 1
-    cmd = [exe, "-n", str(ranks), sys.executable, "-m", "bnorm._syncbench",
+    cmd = [exe, "-n", str(ranks), sys.executable, "-m", "bnorm.tools.syncbench",
            str(repeat), dtype, json_path or ""]
     return subprocess.call(cmd)
 

@@ -17,7 +17,7 @@ import numpy as np
 
 import bnorm
 
-from ._bench import _cases, _fmt_time, _median_time
+from .bench import _cases, _fmt_time, _median_time
 
 
 def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float32",
