@@ -26,6 +26,8 @@ BNORM_API const char* bnorm_status_string(bnorm_status status) {
     case BNORM_ERROR_OUT_OF_MEMORY: return "out of memory";
     case BNORM_ERROR_INVALID_ARGUMENT: return "inconsistent arguments";
     case BNORM_ERROR_INTERNAL: return "internal error in bnorm (please report)";
+    case BNORM_ERROR_WORKSPACE_TOO_SMALL:
+      return "the workspace is smaller than bnorm_workspace_size says the call needs";
     default: return "unknown bnorm status code";
   }
 }

@@ -51,7 +51,7 @@ static void test_version(void) {
 
 static void test_status_strings(void) {
   int s;
-  for (s = 0; s <= BNORM_ERROR_INTERNAL; ++s) {
+  for (s = 0; s <= BNORM_ERROR_WORKSPACE_TOO_SMALL; ++s) {
     const char *msg = bnorm_status_string(s);
     CHECK(msg != NULL && strlen(msg) > 0);
     CHECK(strstr(msg, "unknown bnorm status") == NULL);

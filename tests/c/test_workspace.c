@@ -147,7 +147,9 @@ static void one(int op, int v, bnorm_dtype dt, const int64_t *s, int threads) {
   unsigned char *block;
   int shift;
   const int64_t n = s[0] * s[1] * s[2];
-  CHECK(bnorm_workspace_size(op, dt, s[0], s[1], s[2], threads, &need) == BNORM_OK);
+  /* the size for the thread count the call runs on (0: the current one) */
+  (void)threads;
+  CHECK(bnorm_workspace_size(op, dt, s[0], s[1], s[2], 0, &need) == BNORM_OK);
   fill(dt, n, s[1], 7u + (unsigned)op);
   CHECK(call(op, v, dt, s, NULL, 0) == BNORM_OK);
   want = snapshot();
@@ -249,8 +251,9 @@ int main(int argc, char **argv) {
                                &one_t) == BNORM_OK);
     ws = malloc(one_t);
     fill(BNORM_FLOAT32, s[0] * s[1], s[1], 3);
-    CHECK(call(BNORM_OP_MOMENTS, 0, BNORM_FLOAT32, s, ws, one_t) ==
-          BNORM_ERROR_WORKSPACE_TOO_SMALL);
+    if (bnorm_get_num_threads() == 2) /* (a build without OpenMP runs on one) */
+      CHECK(call(BNORM_OP_MOMENTS, 0, BNORM_FLOAT32, s, ws, one_t) ==
+            BNORM_ERROR_WORKSPACE_TOO_SMALL);
     bnorm_set_num_threads(1);
     CHECK(call(BNORM_OP_MOMENTS, 0, BNORM_FLOAT32, s, ws, one_t) == BNORM_OK);
     free(ws);
