@@ -87,6 +87,11 @@ def main():
     for k, v in model.state_dict().items():
         results["net." + k] = v.numpy()
     np.savez(out, **results)
+    # every rank past its last collective before any tears its group down: a
+    # rank that destroyed its gloo group while a peer's transfer to it was
+    # still open made the peer's gloo thread end the process ("terminate
+    # called without an active exception"; seen once, on 3 ranks on 2 cores)
+    dist.barrier()
     dist.destroy_process_group()
 
 
