@@ -7,7 +7,6 @@ size, writability), releases the GIL around the C call, and turns status
 codes into exceptions in one place, ``_check``.
 """
 cimport numpy as cnp
-from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uint32_t
 
 from bnorm._bnorm cimport *
@@ -402,9 +401,13 @@ def population_result(int64_t channels, state, mean, var):
 # ---------------------------------------------------------------------------
 # Fast paths for the common call: C-contiguous float32/float64 data, per-
 # channel arrays already of the data's dtype, out= absent or a C-contiguous
-# array like x (no fused epilogue). They check everything
-# the general path checks, in C; when anything is unusual they return None
-# and the caller takes the general path, which raises the precise error.
+# array like x (no fused epilogue). They check only the form of the
+# arguments, what memory safety needs (types, shapes, contiguity,
+# writability); the values (eps, momentum, value counts, pairs, overlaps)
+# are checked by the C library. When the form is unusual, or the C library
+# refuses the call (having written nothing), they return None and the
+# caller takes the general path in bnorm._functional, which holds the one
+# set of checks with their messages.
 # ---------------------------------------------------------------------------
 
 cdef inline bint _float_data(object x, int* typenum):
@@ -435,10 +438,6 @@ cdef inline bint _vec(object p, int typenum, int64_t n, bint writable):
             and (not writable or cnp.PyArray_ISWRITEABLE(a)))
 
 
-cdef inline void* _ptr(object p):
-    return NULL if p is None else cnp.PyArray_DATA(<cnp.ndarray>p)
-
-
 cdef inline bint _layout(cnp.ndarray x, object axis, int64_t* outer,
                          int64_t* channels, int64_t* inner):
     if type(axis) is not int:
@@ -461,13 +460,6 @@ cdef inline bint _layout(cnp.ndarray x, object axis, int64_t* outer,
     channels[0] = cnp.PyArray_DIM(x, a)
     inner[0] = i
     return True
-
-
-cdef inline bint _good_eps(object eps):
-    if type(eps) is not float:
-        return False
-    cdef double e = <double>eps
-    return isfinite(e) and e > 0
 
 
 cdef inline bint _same_array(cnp.ndarray a, cnp.ndarray b):
@@ -520,7 +512,7 @@ cdef inline object _fast_out(object out, cnp.ndarray x, object other):
 def fast_inference(x, mean, var, weight, bias, eps, axis, out=None):
     cdef int t
     cdef int64_t outer, channels, inner
-    if not _float_data(x, &t) or not _good_eps(eps):
+    if not _float_data(x, &t) or type(eps) is not float:
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
     if not _layout(xa, axis, &outer, &channels, &inner):
@@ -533,7 +525,10 @@ def fast_inference(x, mean, var, weight, bias, eps, axis, out=None):
     y = _fast_out(out, xa, None)
     if y is None:
         return None
-    forward_inference(xa, y, outer, channels, inner, mean, var, weight, bias, eps)
+    try:
+        forward_inference(xa, y, outer, channels, inner, mean, var, weight, bias, eps)
+    except BnormError:
+        return None
     return y
 
 
@@ -541,44 +536,30 @@ def fast_training(x, weight, bias, eps, axis, running_mean, running_var,
                   momentum, unbiased, out=None):
     cdef int t
     cdef int64_t outer, channels, inner
-    if not _float_data(x, &t) or not _good_eps(eps):
+    if not _float_data(x, &t) or type(eps) is not float or type(unbiased) is not bool:
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
     if not _layout(xa, axis, &outer, &channels, &inner):
         return None
-    if outer * inner <= 1 or channels == 0:
-        return None
-    if not (_vec(weight, t, channels, False) and _vec(bias, t, channels, False)):
+    if not (_vec(weight, t, channels, False) and _vec(bias, t, channels, False)
+            and _vec(running_mean, t, channels, True)
+            and _vec(running_var, t, channels, True)):
         return None
     cdef double mom = 0.0
-    cdef char* a0
-    cdef char* b0
-    cdef int64_t nbytes
     if running_mean is not None or running_var is not None:
-        if running_mean is None or running_var is None:
-            return None
         if type(momentum) is not float:
             return None
         mom = <double>momentum
-        if not (mom >= 0.0 and mom <= 1.0):
-            return None
-        if not (_vec(running_mean, t, channels, True)
-                and _vec(running_var, t, channels, True)):
-            return None
-        a0 = <char*>_ptr(running_mean)
-        b0 = <char*>_ptr(running_var)
-        nbytes = channels * cnp.PyArray_ITEMSIZE(<cnp.ndarray>running_mean)
-        if a0 < b0 + nbytes and b0 < a0 + nbytes:
-            return None
-    if type(unbiased) is not bool:
-        return None
     y = _fast_out(out, xa, None)
     if y is None:
         return None
     sm = _per_channel(channels, t)
     si = _per_channel(channels, t)
-    forward_training(xa, y, outer, channels, inner, weight, bias, sm, si,
-                     running_mean, running_var, eps, mom, unbiased)
+    try:
+        forward_training(xa, y, outer, channels, inner, weight, bias, sm, si,
+                         running_mean, running_var, eps, mom, unbiased)
+    except BnormError:
+        return None
     return y, sm, si
 
 
@@ -586,15 +567,13 @@ def fast_backward(dy, x, save_mean, save_invstd, weight, axis, training, out=Non
     """batch_norm_backward without the fused ReLU or residual."""
     cdef int t
     cdef int64_t outer, channels, inner
-    if not _float_data(x, &t) or type(dy) is not cnp.ndarray:
+    if not _float_data(x, &t) or type(dy) is not cnp.ndarray or type(training) is not bool:
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
     cdef cnp.ndarray ga = <cnp.ndarray>dy
-    if not _same_array(xa, ga) or type(training) is not bool:  # dy like x
+    if not _same_array(xa, ga):  # dy like x
         return None
     if not _layout(xa, axis, &outer, &channels, &inner):
-        return None
-    if channels == 0 or (training and outer * inner <= 1):
         return None
     if save_mean is None or save_invstd is None:
         return None
@@ -606,6 +585,9 @@ def fast_backward(dy, x, save_mean, save_invstd, weight, axis, training, out=Non
         return None
     dw = _per_channel(channels, t)
     db = _per_channel(channels, t)
-    backward(ga, xa, outer, channels, inner, save_mean, save_invstd, weight, dx,
-             dw, db, not training)
+    try:
+        backward(ga, xa, outer, channels, inner, save_mean, save_invstd, weight, dx,
+                 dw, db, not training)
+    except BnormError:
+        return None
     return dx, dw, db
