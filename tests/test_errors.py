@@ -1,6 +1,7 @@
 """Every error the Python API documents (README, "Python"): the exception
 type, its message, and that no caller buffer was written."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -247,3 +248,22 @@ def test_internal_and_unknown_codes():
     assert type(e) is bnorm.BnormUnknownStatusError and e.status == 1000
     assert not isinstance(e, (ValueError, TypeError, MemoryError, RuntimeError))
     assert "unknown bnorm status code" in str(e)
+
+
+def test_one_wording_for_a_wrong_per_channel_length():
+    # the same mistake (a per-channel array of the wrong length) is worded
+    # the same way by every function that takes per-channel arrays
+    import bnorm.distributed as bd
+    x = np.ones((4, 3, 5), f32)
+    short = np.ones(2, f32)
+    calls = {
+        "batch_norm_train": lambda: bnorm.batch_norm_train(x, short),
+        "batch_norm": lambda: bnorm.batch_norm(x, short, np.ones(3, f32)),
+        "inference_scale_shift": lambda: bnorm.inference_scale_shift(np.ones(3), short),
+        "distributed.normalize": lambda: bd.normalize(x, 20, short, np.ones(3)),
+    }
+    for what, call in calls.items():
+        with pytest.raises(ValueError) as e:
+            call()
+        assert re.match(r"^\w+ has 2 elements, expected 3( \(channels on axis 1\))?$",
+                        str(e.value)), (what, str(e.value))

@@ -148,7 +148,8 @@ def test_fold_errors():
         bnorm.fold_batch_norm(W, None, p["running_mean"], None)
     with pytest.raises(ValueError, match="running_var has 2 elements"):
         bnorm.inference_scale_shift(np.zeros(3), np.ones(2))
-    with pytest.raises(ValueError, match="1-D"):
+    with pytest.raises(ValueError,
+                       match=r"running_mean has shape \(3, 1\), expected one value per channel"):
         bnorm.inference_scale_shift(np.zeros((3, 1)), np.ones(3))
 
 

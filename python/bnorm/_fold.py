@@ -10,7 +10,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from . import _core
-from ._functional import _DATA_DTYPES, _array, _axis, _eps
+from ._functional import _DATA_DTYPES, _array, _axis, _eps, _per_channel, _real
 
 __all__ = ["inference_scale_shift", "fold_batch_norm"]
 
@@ -19,12 +19,8 @@ def _stat(p: Any, name: str, channels: Optional[int], dtype: Optional[np.dtype])
     if p is None:
         raise ValueError(f"{name} is required")
     a = _array(p, name)
-    if a.dtype.kind not in "fiu":
-        raise TypeError(f"{name} has dtype {a.dtype}, expected a real number type")
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
-    if channels is not None and a.shape[0] != channels:
-        raise ValueError(f"{name} has {a.shape[0]} elements, expected {channels}")
+    _real(a, name)
+    _per_channel(a, name, channels)
     if dtype is None:
         dtype = a.dtype if a.dtype in _DATA_DTYPES else np.dtype(np.float64)
     return np.ascontiguousarray(a, dtype=dtype)

@@ -143,13 +143,27 @@ def _momentum(momentum: Any) -> float:
     return m
 
 
+def _real(a: np.ndarray, name: str) -> None:
+    """Per-channel values must be real numbers (any float or integer type)."""
+    if a.dtype.kind not in "fiu":
+        raise TypeError(f"{name} has dtype {a.dtype}, expected a real number type")
+
+
+def _per_channel(a: np.ndarray, name: str, channels: Optional[int],
+                 axis: Optional[int] = None) -> None:
+    """A per-channel array must be 1-D with one element per channel (any
+    length when channels is None). The one wording of this mistake, for
+    every function of the package."""
+    if a.ndim == 1 and (channels is None or a.shape[0] == channels):
+        return
+    what = f"{a.shape[0]} elements" if a.ndim == 1 else f"shape {a.shape}"
+    expected = "one value per channel" if channels is None else f"{channels}"
+    where = f" (channels on axis {axis})" if axis is not None else ""
+    raise ValueError(f"{name} has {what}, expected {expected}{where}")
+
+
 def _check_length(a: np.ndarray, name: str, view: _View) -> None:
-    """A per-channel array must be 1-D with one element per channel."""
-    if a.ndim != 1 or a.shape[0] != view.channels:
-        what = f"{a.shape[0]} elements" if a.ndim == 1 else f"shape {a.shape}"
-        raise ValueError(
-            f"{name} has {what}, expected {view.channels} "
-            f"(channels on axis {view.axis})")
+    _per_channel(a, name, view.channels, view.axis)
 
 
 def _param(p: Any, name: str, view: _View, dtype: np.dtype) -> Optional[np.ndarray]:
@@ -157,8 +171,7 @@ def _param(p: Any, name: str, view: _View, dtype: np.dtype) -> Optional[np.ndarr
     if p is None:
         return None
     a = _array(p, name)
-    if a.dtype.kind not in "fiu":
-        raise TypeError(f"{name} has dtype {a.dtype}, expected a real number type")
+    _real(a, name)
     _check_length(a, name, view)
     return np.ascontiguousarray(a, dtype=dtype)
 

@@ -36,7 +36,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from . import _core
-from ._functional import (_View, _data, _eps, _param_dtype, _running_pair,
+from ._functional import (_View, _data, _eps, _param_dtype, _per_channel, _real, _running_pair,
                           _out, _pair_views, _param, _prepare)
 from ._layer import BatchNorm
 
@@ -108,11 +108,8 @@ def _count(count: Any, local: int) -> int:
 
 def _stats(a: Any, name: str, view: _View) -> np.ndarray:
     a = np.asarray(a)
-    if a.dtype.kind not in "fiu":
-        raise TypeError(f"{name} has dtype {a.dtype}, expected a real number type")
-    if a.ndim != 1 or a.shape[0] != view.channels:
-        raise ValueError(f"{name} has shape {a.shape}, expected ({view.channels},) "
-                         f"(channels on axis {view.axis})")
+    _real(a, name)
+    _per_channel(a, name, view.channels, view.axis)
     return np.ascontiguousarray(a, dtype=np.float64)
 
 
