@@ -85,15 +85,15 @@ BNORM_API bnorm_status bnorm_forward_training_ws(
   const Span ins[] = {{x, data}, {residual, data}, {weight, par}, {bias, par}};
   if (any_forbidden_overlap(outs, 6, ins, 4, x, residual, 0))
     return BNORM_ERROR_OVERLAP;
-  Args a;
-  a.x = x, a.residual = residual, a.out = y;
-  a.weight = weight, a.bias = bias;
-  a.save_mean = save_mean, a.save_invstd = save_invstd;
-  a.running_mean = running_mean, a.running_var = running_var;
-  a.eps = eps, a.momentum = momentum;
-  a.unbiased = !(flags & BNORM_FLAG_BIASED_RUNNING_VAR), a.relu = (flags & BNORM_FLAG_RELU) != 0;
-  return run_kernel(BNORM_OP_FORWARD_TRAINING, dtype, outer, channels, inner, a, workspace,
-                    workspace_bytes);
+  return run_kernel(BNORM_OP_FORWARD_TRAINING, dtype, outer, channels, inner, workspace,
+                    workspace_bytes, [&](auto& a) {
+    set(a.x, x), set(a.residual, residual), set(a.out, y);
+    set(a.weight, weight), set(a.bias, bias);
+    set(a.save_mean, save_mean), set(a.save_invstd, save_invstd);
+    set(a.running_mean, running_mean), set(a.running_var, running_var);
+    a.eps = eps, a.momentum = momentum;
+    a.unbiased = !(flags & BNORM_FLAG_BIASED_RUNNING_VAR), a.relu = (flags & BNORM_FLAG_RELU) != 0;
+  });
 }
 
 BNORM_API bnorm_status bnorm_forward_inference(
@@ -122,24 +122,12 @@ BNORM_API bnorm_status bnorm_forward_inference_fused(
   if (any_forbidden_overlap(outs, 1, ins, 6, x, residual, 0))
     return BNORM_ERROR_OVERLAP;
   if (n == 0) return BNORM_OK;
-  // The inference path needs no workspace (nothing here allocates) and is
-  // the one small calls take most: its Call is built in place, without the
-  // untyped Args of run_kernel (measured: 30 ns less per call).
-  return guarded([&] {
-    const Plan plan(outer, channels, inner, es);
-    Work work;
-    work.threads = threads_for(n);
-    with_type(dtype, [&](auto t) {
-      using T = decltype(t);
-      using P = Param<T>;
-      Call<T> a;
-      a.x = static_cast<const T*>(x), a.residual = static_cast<const T*>(residual);
-      a.out = static_cast<T*>(y);
-      a.mean = static_cast<const P*>(mean), a.var = static_cast<const P*>(var);
-      a.weight = static_cast<const P*>(weight), a.bias = static_cast<const P*>(bias);
-      a.eps = eps, a.relu = (flags & BNORM_FLAG_RELU) != 0;
-      kernels<T>().forward_inference(plan, a, work);
-    });
+  // (the inference path needs no workspace: nothing here allocates)
+  return run_kernel(BNORM_OP_FORWARD_INFERENCE, dtype, outer, channels, inner, nullptr, 0,
+                    [&](auto& a) {
+    set(a.x, x), set(a.residual, residual), set(a.out, y);
+    set(a.mean, mean), set(a.var, var), set(a.weight, weight), set(a.bias, bias);
+    a.eps = eps, a.relu = (flags & BNORM_FLAG_RELU) != 0;
   });
 }
 
@@ -201,13 +189,13 @@ BNORM_API bnorm_status bnorm_backward_ws(
     });
     return BNORM_OK;
   }
-  Args a;
-  a.dy = dy, a.x = x, a.y = y, a.out = dx, a.dresidual = dresidual;
-  a.mean = mean, a.invstd = invstd, a.weight = weight, a.bias = bias;
-  a.dweight = dweight, a.dbias = dbias;
-  a.frozen = frozen, a.relu = (flags & BNORM_FLAG_RELU) != 0;
-  return run_kernel(BNORM_OP_BACKWARD, dtype, outer, channels, inner, a, workspace,
-                    workspace_bytes);
+  return run_kernel(BNORM_OP_BACKWARD, dtype, outer, channels, inner, workspace,
+                    workspace_bytes, [&](auto& a) {
+    set(a.dy, dy), set(a.x, x), set(a.y, y), set(a.out, dx), set(a.dresidual, dresidual);
+    set(a.mean, mean), set(a.invstd, invstd), set(a.weight, weight), set(a.bias, bias);
+    set(a.dweight, dweight), set(a.dbias, dbias);
+    a.frozen = frozen, a.relu = (flags & BNORM_FLAG_RELU) != 0;
+  });
 }
 
 BNORM_API bnorm_status bnorm_workspace_size(int32_t op, bnorm_dtype dtype, int64_t outer,

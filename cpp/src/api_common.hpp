@@ -168,35 +168,10 @@ inline bnorm_status check_training(uint32_t flags, uint32_t known, double eps,
   return BNORM_OK;
 }
 
-// A call's arguments as the C API receives them, untyped: the fields of
-// Call<T> (kernels.hpp), with void pointers.
-using Args = CallOf<void, void>;
-
-// The kernels' view of a: every pointer cast to the call's types.
-template <class T>
-Call<T> typed(const Args& a) {
-  using P = Param<T>;
-  Call<T> c;
-  // tensors
-  c.x = static_cast<const T*>(a.x), c.residual = static_cast<const T*>(a.residual);
-  c.dy = static_cast<const T*>(a.dy), c.y = static_cast<const T*>(a.y);
-  c.out = static_cast<T*>(a.out), c.dresidual = static_cast<T*>(a.dresidual);
-  // per-channel inputs and outputs
-  c.weight = static_cast<const P*>(a.weight), c.bias = static_cast<const P*>(a.bias);
-  c.mean = static_cast<const P*>(a.mean), c.var = static_cast<const P*>(a.var),
-  c.invstd = static_cast<const P*>(a.invstd);
-  c.save_mean = static_cast<P*>(a.save_mean), c.save_invstd = static_cast<P*>(a.save_invstd);
-  c.running_mean = static_cast<P*>(a.running_mean);
-  c.running_var = static_cast<P*>(a.running_var);
-  c.dweight = static_cast<P*>(a.dweight), c.dbias = static_cast<P*>(a.dbias);
-  // the split phases' doubles, and the scalars
-  c.in_mean = a.in_mean, c.in_m2 = a.in_m2;
-  c.in_sum_dy = a.in_sum_dy, c.in_sum_dy_xmu = a.in_sum_dy_xmu;
-  c.out_mean = a.out_mean, c.out_m2 = a.out_m2;
-  c.out_sum_dy = a.out_sum_dy, c.out_sum_dy_xmu = a.out_sum_dy_xmu;
-  c.count = a.count, c.eps = a.eps, c.momentum = a.momentum;
-  c.unbiased = a.unbiased, c.relu = a.relu, c.frozen = a.frozen;
-  return c;
+// d = s, a caller's untyped pointer as the pointer type of d's field.
+template <class D, class S>
+inline void set(D*& d, S* s) {
+  d = static_cast<D*>(s);
 }
 
 // The kernel of op in the table of type T.
@@ -214,12 +189,14 @@ auto kernel_for(int op) {
   }
 }
 
-// Runs op on data of `dtype` with the arguments a (all checked). The
-// workspace is the caller's [ws, ws + ws_bytes) or, with ws null, one block
-// allocated here before anything is written; a caller's block too small
-// for the call's thread count is refused.
-inline bnorm_status run_kernel(int op, bnorm_dtype dtype, int64_t outer, int64_t channels,
-                               int64_t inner, const Args& a, void* ws, size_t ws_bytes) {
+// Runs op on data of `dtype` (all arguments checked) with the Call<T> that
+// fill(call) sets from the caller's arguments. The workspace is the
+// caller's [ws, ws + ws_bytes) or, with ws null, one block allocated here
+// before anything is written; a caller's block too small for the call's
+// thread count is refused.
+template <class Fill>
+bnorm_status run_kernel(int op, bnorm_dtype dtype, int64_t outer, int64_t channels,
+                        int64_t inner, void* ws, size_t ws_bytes, const Fill& fill) {
   return guarded([&]() -> bnorm_status {
     const Plan plan(outer, channels, inner, elem_size_of(dtype));
     const int nt = threads_for(outer * channels * inner);
@@ -234,7 +211,9 @@ inline bnorm_status run_kernel(int op, bnorm_dtype dtype, int64_t outer, int64_t
     const Work work = carve(ws, sizes, nt);
     with_type(dtype, [&](auto t) {
       using T = decltype(t);
-      kernel_for<T>(op)(plan, typed<T>(a), work);
+      Call<T> call;
+      fill(call);
+      kernel_for<T>(op)(plan, call, work);
     });
     return BNORM_OK;
   });

@@ -68,10 +68,10 @@ BNORM_API bnorm_status bnorm_moments_ws(bnorm_dtype dtype, int64_t outer,
   if (any_forbidden_overlap(outs, 3, ins, 1, nullptr, nullptr, -1))
     return BNORM_ERROR_OVERLAP;
   if (n == 0) return zero_pair(mean, m2, channels);
-  Args a;
-  a.x = x, a.out_mean = mean, a.out_m2 = m2;
-  return run_kernel(BNORM_OP_MOMENTS, dtype, outer, channels, inner, a, workspace,
-                    workspace_bytes);
+  return run_kernel(BNORM_OP_MOMENTS, dtype, outer, channels, inner, workspace,
+                    workspace_bytes, [&](auto& a) {
+    set(a.x, x), a.out_mean = mean, a.out_m2 = m2;
+  });
 }
 
 BNORM_API bnorm_status bnorm_merge_moments(int64_t parts, int64_t channels,
@@ -136,14 +136,14 @@ BNORM_API bnorm_status bnorm_forward_normalize_ws(
                       {mean, channels * 8}, {m2, channels * 8}};
   if (any_forbidden_overlap(outs, 6, ins, 5, x, nullptr, 0))
     return BNORM_ERROR_OVERLAP;
-  Args a;
-  a.x = x, a.out = y, a.weight = weight, a.bias = bias;
-  a.in_mean = mean, a.in_m2 = m2, a.count = static_cast<double>(count);
-  a.save_mean = save_mean, a.save_invstd = save_invstd;
-  a.running_mean = running_mean, a.running_var = running_var;
-  a.eps = eps, a.momentum = momentum, a.unbiased = !(flags & BNORM_FLAG_BIASED_RUNNING_VAR);
-  return run_kernel(BNORM_OP_FORWARD_NORMALIZE, dtype, outer, channels, inner, a, workspace,
-                    workspace_bytes);
+  return run_kernel(BNORM_OP_FORWARD_NORMALIZE, dtype, outer, channels, inner, workspace,
+                    workspace_bytes, [&](auto& a) {
+    set(a.x, x), set(a.out, y), set(a.weight, weight), set(a.bias, bias);
+    a.in_mean = mean, a.in_m2 = m2, a.count = static_cast<double>(count);
+    set(a.save_mean, save_mean), set(a.save_invstd, save_invstd);
+    set(a.running_mean, running_mean), set(a.running_var, running_var);
+    a.eps = eps, a.momentum = momentum, a.unbiased = !(flags & BNORM_FLAG_BIASED_RUNNING_VAR);
+  });
 }
 
 BNORM_API bnorm_status bnorm_backward_reduce(
@@ -169,10 +169,10 @@ BNORM_API bnorm_status bnorm_backward_reduce_ws(
   if (any_forbidden_overlap(outs, 3, ins, 3, nullptr, nullptr, -1))
     return BNORM_ERROR_OVERLAP;
   if (n == 0) return zero_pair(sum_dy, sum_dy_xmu, channels);
-  Args a;
-  a.dy = dy, a.x = x, a.mean = mean, a.out_sum_dy = sum_dy, a.out_sum_dy_xmu = sum_dy_xmu;
-  return run_kernel(BNORM_OP_BACKWARD_REDUCE, dtype, outer, channels, inner, a, workspace,
-                    workspace_bytes);
+  return run_kernel(BNORM_OP_BACKWARD_REDUCE, dtype, outer, channels, inner, workspace,
+                    workspace_bytes, [&](auto& a) {
+    set(a.dy, dy), set(a.x, x), set(a.mean, mean), a.out_sum_dy = sum_dy, a.out_sum_dy_xmu = sum_dy_xmu;
+  });
 }
 
 BNORM_API bnorm_status bnorm_backward_apply(
@@ -205,12 +205,12 @@ BNORM_API bnorm_status bnorm_backward_apply_ws(
                       {sum_dy_xmu, channels * 8}};
   if (any_forbidden_overlap(outs, 4, ins, 7, dy, x, 0))
     return BNORM_ERROR_OVERLAP;
-  Args a;
-  a.dy = dy, a.x = x, a.out = dx, a.dweight = dweight, a.dbias = dbias;
-  a.mean = mean, a.invstd = invstd, a.weight = weight;
-  a.in_sum_dy = sum_dy, a.in_sum_dy_xmu = sum_dy_xmu, a.count = static_cast<double>(count);
-  return run_kernel(BNORM_OP_BACKWARD_APPLY, dtype, outer, channels, inner, a, workspace,
-                    workspace_bytes);
+  return run_kernel(BNORM_OP_BACKWARD_APPLY, dtype, outer, channels, inner, workspace,
+                    workspace_bytes, [&](auto& a) {
+    set(a.dy, dy), set(a.x, x), set(a.out, dx), set(a.dweight, dweight), set(a.dbias, dbias);
+    set(a.mean, mean), set(a.invstd, invstd), set(a.weight, weight);
+    a.in_sum_dy = sum_dy, a.in_sum_dy_xmu = sum_dy_xmu, a.count = static_cast<double>(count);
+  });
 }
 
 }  // extern "C"

@@ -33,7 +33,7 @@ namespace bnorm {
 // BFloat16), in the layout [outer, channels, inner] of the Plan;
 // parameters, statistics and arithmetic of type P = Param<T> (float for the
 // half types). An op reads the fields it documents in bnorm.h and ignores
-// the others (null or 0). (CallOf<void, void> is the C API's untyped form.)
+// the others (null or 0).
 template <class T, class P>
 struct CallOf {
   // tensors

@@ -87,6 +87,14 @@ def reporting(path: Optional[str], args: Sequence[str]):
     print(f"wrote {path}")
 
 
+def _params(rng, channels: int, dtype) -> Tuple[np.ndarray, ...]:
+    """Weight, bias, running mean and running variance of one case."""
+    return (rng.uniform(0.5, 1.5, channels).astype(dtype),
+            rng.standard_normal(channels).astype(dtype),
+            (0.1 * rng.standard_normal(channels)).astype(dtype),
+            rng.uniform(0.5, 1.5, channels).astype(dtype))
+
+
 def _median_time(fn: Callable[[], object], repeat: int) -> float:
     fn()  # warm-up
     fn()
@@ -194,11 +202,7 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
     for label, shp, axis in _cases(quick, shape, layout):
         x = rng.standard_normal(shp).astype(dt)
         dy = rng.standard_normal(shp).astype(dt)
-        C = shp[axis]
-        w = rng.uniform(0.5, 1.5, C).astype(pdt)
-        b = rng.standard_normal(C).astype(pdt)
-        rm = (0.1 * rng.standard_normal(C)).astype(pdt)
-        rv = rng.uniform(0.5, 1.5, C).astype(pdt)
+        w, b, rm, rv = _params(rng, shp[axis], pdt)
         y = np.empty_like(x)
         dx = np.empty_like(x)
         _, sm, si = bnorm.batch_norm_train(x, w, b, axis=axis)

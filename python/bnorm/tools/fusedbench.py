@@ -17,7 +17,7 @@ import numpy as np
 
 import bnorm
 
-from .bench import _cases, _fmt_time, _median_time
+from .bench import _cases, _fmt_time, _median_time, _params
 
 
 def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float32",
@@ -39,11 +39,7 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
         x = rng.standard_normal(shp).astype(dt)
         z = rng.standard_normal(shp).astype(dt)
         dy = rng.standard_normal(shp).astype(dt)
-        C = shp[axis]
-        w = rng.uniform(0.5, 1.5, C).astype(dt)
-        b = rng.standard_normal(C).astype(dt)
-        rm = (0.1 * rng.standard_normal(C)).astype(dt)
-        rv = rng.uniform(0.5, 1.5, C).astype(dt)
+        w, b, rm, rv = _params(rng, shp[axis], dt)
         y = np.empty_like(x)
         dx = np.empty_like(x)
         g = np.empty_like(x)
