@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import bnorm
-from bnorm import _core
+from bnorm import _core, _spec
 
 f32 = np.float32
 
@@ -195,14 +195,16 @@ def test_c_status_codes_become_exceptions(x):
     dx = buf[1:]
     rm, rv = stats()
     with pytest.raises(_core.BnormValueError, match="buffers overlap") as e:
-        _core.backward(dy, x.reshape(-1), 4, 3, 5, rm, rv, None, dx, None, None, False)
+        _core.backward(_spec.BACKWARD.pack(dict(dy=dy, x=x.reshape(-1), save_mean=rm,
+                                                save_invstd=rv, out=dx, dweight=np.empty(3, f32),
+                                                dbias=np.empty(3, f32))), 4, 3, 5, False)
     assert e.value.status == 8
     assert isinstance(e.value, ValueError) and isinstance(e.value, bnorm.BnormError)
     with pytest.raises(TypeError, match="unsupported dtype"):
-        _core.forward_inference(x.astype(np.int32), x, 4, 3, 5, rm, rv, None, None, 1e-5)
+        _core.forward_inference((x.astype(np.int32), None, x, rm, rv, None, None), 4, 3, 5, 1e-5)
     with pytest.raises(ValueError, match="out has 59 elements, expected 60"):
-        _core.forward_inference(x.reshape(-1), np.zeros(59, f32), 4, 3, 5, rm, rv,
-                                None, None, 1e-5)
+        _core.forward_inference((x.reshape(-1), None, np.zeros(59, f32), rm, rv, None, None),
+                                4, 3, 5, 1e-5)
     assert _core.status_string(0) == "success"
     assert "unknown" in _core.status_string(1234)
 

@@ -1,15 +1,19 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """Thin bindings to the C API of libbnorm.
 
-The public functions in ``bnorm._functional`` check and shape the arguments;
-this module re-checks what memory safety depends on (dtype, contiguity,
-size, writability), releases the GIL around the C call, and turns status
-codes into exceptions in one place, ``_check``.
+The public functions in ``bnorm._functional`` check and shape the arguments
+and own the error messages. Each binding here takes the arrays of its call
+as one tuple in the order of its spec in ``bnorm._spec`` and checks, by that
+spec, only what memory safety depends on (array type, dtype, size,
+contiguity, writability: ``_take``); the fast paths check the same rules
+without raising. The GIL is released around the C call, and status codes
+become exceptions in one place, ``_check``.
 """
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uint32_t
 
 from bnorm._bnorm cimport *
+from bnorm import _spec
 
 cnp.import_array()
 
@@ -95,28 +99,75 @@ cdef inline int _param_type(int t):
     return cnp.NPY_FLOAT64 if t == cnp.NPY_FLOAT64 else cnp.NPY_FLOAT32
 
 
+# ---------------------------------------------------------------------------
+# The form of an array argument: what memory safety depends on. One check,
+# used by the bindings (which raise) and by the fast paths (which fall back).
+# ---------------------------------------------------------------------------
+
+cdef enum Misfit:
+    FITS = 0
+    NOT_ARRAY
+    WRONG_DTYPE
+    SWAPPED
+    NOT_CONTIGUOUS
+    WRONG_SIZE
+    READ_ONLY
+    NOT_1D
+
+
+cdef inline Misfit _misfit(object obj, int64_t n, int typenum, bint writable,
+                           bint exact, bint vector):
+    """FITS when obj is a C-contiguous array of n elements of typenum in
+    native byte order (and writable when asked). ``exact`` is the fast path's
+    stricter form: an ndarray itself (no subclass) and, for a per-channel
+    ``vector``, 1-D."""
+    if exact:
+        if type(obj) is not cnp.ndarray:
+            return NOT_ARRAY
+    elif not cnp.PyArray_Check(obj):
+        return NOT_ARRAY
+    cdef cnp.ndarray a = <cnp.ndarray>obj
+    if cnp.PyArray_TYPE(a) != typenum:
+        return WRONG_DTYPE
+    if not cnp.PyArray_ISNOTSWAPPED(a):
+        return SWAPPED
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        return NOT_CONTIGUOUS
+    if exact and vector and cnp.PyArray_NDIM(a) != 1:
+        return NOT_1D
+    if cnp.PyArray_SIZE(a) != n:
+        return WRONG_SIZE
+    if writable and not cnp.PyArray_ISWRITEABLE(a):
+        return READ_ONLY
+    return FITS
+
+
+cdef object _misfit_error(Misfit m, object obj, int64_t n, int typenum, str name):
+    if m == NOT_ARRAY:
+        return TypeError(f"{name} must be a numpy.ndarray, got {type(obj).__name__}")
+    cdef cnp.ndarray a = <cnp.ndarray>obj
+    if m == WRONG_DTYPE:
+        return TypeError(f"{name} has dtype {a.dtype}, expected "
+                         f"{cnp.PyArray_DescrFromType(typenum)}")
+    if m == SWAPPED:
+        return TypeError(f"{name} has dtype {a.dtype.str}: not in native byte order")
+    if m == NOT_CONTIGUOUS:
+        return ValueError(f"{name} must be C-contiguous")
+    if m == WRONG_SIZE:
+        return ValueError(f"{name} has {cnp.PyArray_SIZE(a)} elements, expected {n}")
+    return ValueError(f"{name} is read-only")
+
+
 cdef void* _buf(object obj, int64_t n, int typenum, bint writable,
                 str name) except? NULL:
     """Data pointer of a C-contiguous array of n elements of typenum, or NULL
-    for None. Anything else raises: these checks are what keep a wrong call
-    from reading or writing out of bounds."""
+    for None; anything else raises."""
     if obj is None:
         return NULL
-    if not cnp.PyArray_Check(obj):
-        raise TypeError(f"{name} must be a numpy.ndarray")
-    cdef cnp.ndarray a = <cnp.ndarray>obj
-    if cnp.PyArray_TYPE(a) != typenum:
-        raise TypeError(f"{name} has dtype {a.dtype}, expected "
-                        f"{cnp.PyArray_DescrFromType(typenum)}")
-    if not cnp.PyArray_ISNOTSWAPPED(a):
-        raise TypeError(f"{name} has dtype {a.dtype.str}: not in native byte order")
-    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
-        raise ValueError(f"{name} must be C-contiguous")
-    if cnp.PyArray_SIZE(a) != n:
-        raise ValueError(f"{name} has {cnp.PyArray_SIZE(a)} elements, expected {n}")
-    if writable and not cnp.PyArray_ISWRITEABLE(a):
-        raise ValueError(f"{name} is read-only")
-    return cnp.PyArray_DATA(a)
+    cdef Misfit m = _misfit(obj, n, typenum, writable, False, False)
+    if m != FITS:
+        raise _misfit_error(m, obj, n, typenum, name)
+    return cnp.PyArray_DATA(<cnp.ndarray>obj)
 
 
 def version_string():
@@ -143,138 +194,205 @@ def get_num_threads():
     return bnorm_get_num_threads()
 
 
-def forward_training(cnp.ndarray x, cnp.ndarray y, int64_t outer,
-                     int64_t channels, int64_t inner, weight, bias,
-                     save_mean, save_invstd, running_mean, running_var,
-                     double eps, double momentum, bint unbiased,
-                     residual=None, bint relu=False):
-    cdef bnorm_dtype dt = _dtype_code(x)
-    cdef int t = cnp.PyArray_TYPE(x)
-    cdef int pt = _param_type(t)
-    cdef int64_t n = outer * channels * inner
-    cdef const void* px = _buf(x, n, t, False, "x")
-    cdef void* py = _buf(y, n, t, True, "out")
-    cdef const void* pw = _buf(weight, channels, pt, False, "weight")
-    cdef const void* pb = _buf(bias, channels, pt, False, "bias")
-    cdef void* psm = _buf(save_mean, channels, pt, True, "save_mean")
-    cdef void* psi = _buf(save_invstd, channels, pt, True, "save_invstd")
-    cdef void* prm = _buf(running_mean, channels, pt, True, "running_mean")
-    cdef void* prv = _buf(running_var, channels, pt, True, "running_var")
-    cdef const void* pz = _buf(residual, n, t, False, "residual")
-    cdef uint32_t flags = 0 if unbiased else BNORM_FLAG_BIASED_RUNNING_VAR
-    if relu:
-        flags |= BNORM_FLAG_RELU
+# ---------------------------------------------------------------------------
+# The argument specs of bnorm._spec, compiled into rules. A binding takes the
+# arrays of its call as one tuple in the spec's order (which is the order of
+# the C function's parameters) and _take turns them into pointers.
+# ---------------------------------------------------------------------------
+
+cdef enum:
+    MAX_ARGS = 12
+
+cdef enum Kind:
+    DATA = 0
+    CHANNEL = 1
+    SUMS = 2
+
+
+cdef class _Rules:
+    cdef readonly str op
+    cdef readonly tuple names
+    cdef int count
+    cdef int lead                   # the array whose dtype is the call's
+    cdef Kind kind[MAX_ARGS]
+    cdef bint writable[MAX_ARGS]
+    cdef bint optional[MAX_ARGS]
+
+    def __init__(self, spec):
+        if len(spec.args) > MAX_ARGS:
+            raise ValueError(f"{spec.op}: more than {MAX_ARGS} arrays")
+        self.op = spec.op
+        self.names = tuple(a.name for a in spec.args)
+        self.count = len(spec.args)
+        self.lead = -1
+        cdef int i
+        for i, a in enumerate(spec.args):
+            self.kind[i] = {"data": DATA, "channel": CHANNEL, "sums": SUMS}[a.kind]
+            self.writable[i] = a.access != "in"
+            self.optional[i] = a.optional
+            if self.lead < 0 and a.kind == "data":
+                self.lead = i
+        if self.lead < 0:
+            self.lead = 0
+
+
+cdef int _take(_Rules r, tuple arrays, int64_t n, int64_t channels, int t, int pt,
+               void** p, bint exact) except -2:
+    """Fill p with the arrays' data pointers (NULL for an optional None).
+    Data arrays have n elements of typenum t, per-channel ones channels
+    elements of pt ("channel") or float64 ("sums"). A misfit raises, or with
+    ``exact`` (the fast paths) returns -1."""
+    if len(arrays) != r.count:
+        raise TypeError(f"{r.op}: {r.count} arrays expected, got {len(arrays)}")
+    cdef int i, typenum
+    cdef int64_t size
+    cdef Misfit m
+    for i in range(r.count):
+        obj = arrays[i]
+        if obj is None:
+            if r.optional[i]:
+                p[i] = NULL
+                continue
+            if exact:
+                return -1
+            raise ValueError(f"{r.op}: {r.names[i]} is required")
+        if r.kind[i] == DATA:
+            size, typenum = n, t
+        else:
+            size, typenum = channels, (pt if r.kind[i] == CHANNEL else cnp.NPY_FLOAT64)
+        m = _misfit(obj, size, typenum, r.writable[i], exact, r.kind[i] != DATA)
+        if m != FITS:
+            if exact:
+                return -1
+            raise _misfit_error(m, obj, size, typenum, r.names[i])
+        p[i] = cnp.PyArray_DATA(<cnp.ndarray>obj)
+    return 0
+
+
+cdef bnorm_dtype _pointers(_Rules r, tuple arrays, int64_t n, int64_t channels,
+                           void** p, bint params_like_data=False) except? -1:
+    """A binding's arrays as pointers in p (raising on a misfit); returns the
+    dtype code of the call, that of its lead array. Per-channel arrays have
+    the parameter dtype of it, or its own dtype with params_like_data."""
+    if len(arrays) != r.count:
+        raise TypeError(f"{r.op}: {r.count} arrays expected, got {len(arrays)}")
+    a = arrays[r.lead]
+    if not cnp.PyArray_Check(a):
+        raise TypeError(f"{r.names[r.lead]} must be a numpy.ndarray, got {type(a).__name__}")
+    cdef bnorm_dtype dt = _dtype_code(<cnp.ndarray>a)
+    cdef int t = cnp.PyArray_TYPE(<cnp.ndarray>a)
+    _take(r, arrays, n, channels, t, t if params_like_data else _param_type(t), p, False)
+    return dt
+
+
+cdef _Rules _TRAINING = _Rules(_spec.TRAINING)
+cdef _Rules _INFERENCE = _Rules(_spec.INFERENCE)
+cdef _Rules _BACKWARD = _Rules(_spec.BACKWARD)
+cdef _Rules _MOMENTS = _Rules(_spec.MOMENTS)
+cdef _Rules _NORMALIZE = _Rules(_spec.NORMALIZE)
+cdef _Rules _BACKWARD_REDUCE = _Rules(_spec.BACKWARD_REDUCE)
+cdef _Rules _BACKWARD_APPLY = _Rules(_spec.BACKWARD_APPLY)
+cdef _Rules _SCALE_SHIFT = _Rules(_spec.SCALE_SHIFT)
+cdef _Rules _FOLD = _Rules(_spec.FOLD)
+
+
+# The C calls, each with its arrays p in its spec's order.
+
+cdef inline bnorm_status _training(bnorm_dtype dt, int64_t o, int64_t c, int64_t i,
+                                   void** p, double eps, double momentum,
+                                   uint32_t flags) noexcept nogil:
+    return bnorm_forward_training_fused(dt, o, c, i, p[0], p[1], p[2], p[3], p[4],
+                                        p[5], p[6], p[7], p[8], eps, momentum, flags)
+
+
+cdef inline bnorm_status _inference(bnorm_dtype dt, int64_t o, int64_t c, int64_t i,
+                                    void** p, double eps, uint32_t flags) noexcept nogil:
+    return bnorm_forward_inference_fused(dt, o, c, i, p[0], p[1], p[2], p[3], p[4],
+                                         p[5], p[6], eps, flags)
+
+
+cdef inline bnorm_status _backward(bnorm_dtype dt, int64_t o, int64_t c, int64_t i,
+                                   void** p, uint32_t flags) noexcept nogil:
+    return bnorm_backward_fused(dt, o, c, i, p[0], p[1], p[2], p[3], p[4], p[5], p[6],
+                                p[7], p[8], p[9], p[10], flags)
+
+
+cdef inline uint32_t _flags(bint relu, uint32_t other) noexcept:
+    return other | (BNORM_FLAG_RELU if relu else 0)
+
+
+def forward_training(tuple arrays, int64_t outer, int64_t channels, int64_t inner,
+                     double eps, double momentum, bint unbiased=True, bint relu=False):
+    """Arrays in the order of ``bnorm._spec.TRAINING``."""
+    cdef void* p[MAX_ARGS]
+    cdef bnorm_dtype dt = _pointers(_TRAINING, arrays, outer * channels * inner, channels, p)
+    cdef uint32_t flags = _flags(relu, 0 if unbiased else BNORM_FLAG_BIASED_RUNNING_VAR)
     cdef bnorm_status st
     with nogil:
-        st = bnorm_forward_training_fused(dt, outer, channels, inner, px, pz, py,
-                                          pw, pb, psm, psi, prm, prv, eps,
-                                          momentum, flags)
-    _check(st, "batch norm training forward")
+        st = _training(dt, outer, channels, inner, p, eps, momentum, flags)
+    _check(st, _TRAINING.op)
 
 
-def forward_inference(cnp.ndarray x, cnp.ndarray y, int64_t outer,
-                      int64_t channels, int64_t inner, mean, var, weight,
-                      bias, double eps, residual=None, bint relu=False):
-    cdef bnorm_dtype dt = _dtype_code(x)
-    cdef int t = cnp.PyArray_TYPE(x)
-    cdef int pt = _param_type(t)
-    cdef int64_t n = outer * channels * inner
-    cdef const void* px = _buf(x, n, t, False, "x")
-    cdef void* py = _buf(y, n, t, True, "out")
-    cdef const void* pm = _buf(mean, channels, pt, False, "running_mean")
-    cdef const void* pv = _buf(var, channels, pt, False, "running_var")
-    cdef const void* pw = _buf(weight, channels, pt, False, "weight")
-    cdef const void* pb = _buf(bias, channels, pt, False, "bias")
-    cdef const void* pz = _buf(residual, n, t, False, "residual")
-    cdef uint32_t flags = BNORM_FLAG_RELU if relu else 0
+def forward_inference(tuple arrays, int64_t outer, int64_t channels, int64_t inner,
+                      double eps, bint relu=False):
+    """Arrays in the order of ``bnorm._spec.INFERENCE``."""
+    cdef void* p[MAX_ARGS]
+    cdef bnorm_dtype dt = _pointers(_INFERENCE, arrays, outer * channels * inner, channels, p)
+    cdef uint32_t flags = _flags(relu, 0)
     cdef bnorm_status st
     with nogil:
-        st = bnorm_forward_inference_fused(dt, outer, channels, inner, px, pz, py,
-                                           pm, pv, pw, pb, eps, flags)
-    _check(st, "batch norm inference forward")
+        st = _inference(dt, outer, channels, inner, p, eps, flags)
+    _check(st, _INFERENCE.op)
 
 
-def backward(cnp.ndarray dy, cnp.ndarray x, int64_t outer, int64_t channels,
-             int64_t inner, mean, invstd, weight, dx, dweight, dbias,
-             bint frozen, y=None, bias=None, dresidual=None, bint relu=False):
-    cdef bnorm_dtype dt = _dtype_code(x)
-    cdef int t = cnp.PyArray_TYPE(x)
-    cdef int pt = _param_type(t)
-    cdef int64_t n = outer * channels * inner
-    cdef const void* pdy = _buf(dy, n, t, False, "dy")
-    cdef const void* px = _buf(x, n, t, False, "x")
-    cdef const void* pm = _buf(mean, channels, pt, False, "save_mean")
-    cdef const void* pi = _buf(invstd, channels, pt, False, "save_invstd")
-    cdef const void* pw = _buf(weight, channels, pt, False, "weight")
-    cdef void* pdx = _buf(dx, n, t, True, "out")
-    cdef void* pdw = _buf(dweight, channels, pt, True, "dweight")
-    cdef void* pdb = _buf(dbias, channels, pt, True, "dbias")
-    cdef const void* py = _buf(y, n, t, False, "y")
-    cdef const void* pb = _buf(bias, channels, pt, False, "bias")
-    cdef void* pdz = _buf(dresidual, n, t, True, "dresidual")
-    cdef uint32_t flags = BNORM_FLAG_FROZEN_STATS if frozen else 0
-    if relu:
-        flags |= BNORM_FLAG_RELU
+def backward(tuple arrays, int64_t outer, int64_t channels, int64_t inner,
+             bint frozen, bint relu=False):
+    """Arrays in the order of ``bnorm._spec.BACKWARD``."""
+    cdef void* p[MAX_ARGS]
+    cdef bnorm_dtype dt = _pointers(_BACKWARD, arrays, outer * channels * inner, channels, p)
+    cdef uint32_t flags = _flags(relu, BNORM_FLAG_FROZEN_STATS if frozen else 0)
     cdef bnorm_status st
     with nogil:
-        st = bnorm_backward_fused(dt, outer, channels, inner, pdy, px, py, pm, pi,
-                                  pw, pb, pdx, pdw, pdb, pdz, flags)
-    _check(st, "batch norm backward")
+        st = _backward(dt, outer, channels, inner, p, flags)
+    _check(st, _BACKWARD.op)
 
 
-def inference_scale_shift(mean, var, weight, bias, double eps, scale, shift):
-    cdef cnp.ndarray m = mean
-    cdef bnorm_dtype dt = _dtype_code(m)
-    cdef int t = cnp.PyArray_TYPE(m)
-    cdef int64_t c = cnp.PyArray_SIZE(m)
-    cdef const void* pm = _buf(mean, c, t, False, "running_mean")
-    cdef const void* pv = _buf(var, c, t, False, "running_var")
-    cdef const void* pw = _buf(weight, c, t, False, "weight")
-    cdef const void* pb = _buf(bias, c, t, False, "bias")
-    cdef void* ps = _buf(scale, c, t, True, "scale")
-    cdef void* psh = _buf(shift, c, t, True, "shift")
+def inference_scale_shift(tuple arrays, double eps):
+    """Arrays in the order of ``bnorm._spec.SCALE_SHIFT``."""
+    cdef void* p[MAX_ARGS]
+    cdef int64_t c = 0  # channels: running_mean's size
+    if len(arrays) and cnp.PyArray_Check(arrays[0]):
+        c = cnp.PyArray_SIZE(<cnp.ndarray>arrays[0])
+    cdef bnorm_dtype dt = _pointers(_SCALE_SHIFT, arrays, c, c, p, True)
     cdef bnorm_status st
     with nogil:
-        st = bnorm_inference_scale_shift(dt, c, pm, pv, pw, pb, eps, ps, psh)
-    _check(st, "inference scale/shift")
+        st = bnorm_inference_scale_shift(dt, c, p[0], p[1], p[2], p[3], eps, p[4], p[5])
+    _check(st, _SCALE_SHIFT.op)
 
 
-def fold_into_layer(cnp.ndarray layer_weight, layer_bias, int64_t outer,
-                    int64_t channels, int64_t inner, mean, var, weight, bias,
-                    double eps, folded_weight, folded_bias):
-    cdef bnorm_dtype dt = _dtype_code(layer_weight)
-    cdef int t = cnp.PyArray_TYPE(layer_weight)
-    cdef int64_t n = outer * channels * inner
-    cdef const void* plw = _buf(layer_weight, n, t, False, "layer_weight")
-    cdef const void* plb = _buf(layer_bias, channels, t, False, "layer_bias")
-    cdef const void* pm = _buf(mean, channels, t, False, "running_mean")
-    cdef const void* pv = _buf(var, channels, t, False, "running_var")
-    cdef const void* pw = _buf(weight, channels, t, False, "weight")
-    cdef const void* pb = _buf(bias, channels, t, False, "bias")
-    cdef void* pfw = _buf(folded_weight, n, t, True, "folded_weight")
-    cdef void* pfb = _buf(folded_bias, channels, t, True, "folded_bias")
+def fold_into_layer(tuple arrays, int64_t outer, int64_t channels, int64_t inner,
+                    double eps):
+    """Arrays in the order of ``bnorm._spec.FOLD`` (all in the layer's dtype)."""
+    cdef void* p[MAX_ARGS]
+    cdef bnorm_dtype dt = _pointers(_FOLD, arrays, outer * channels * inner, channels, p, True)
     cdef bnorm_status st
     with nogil:
-        st = bnorm_fold_into_layer(dt, outer, channels, inner, plw, plb, pm, pv,
-                                   pw, pb, eps, pfw, pfb)
-    _check(st, "fold batch norm into layer")
+        st = bnorm_fold_into_layer(dt, outer, channels, inner, p[0], p[1], p[2], p[3],
+                                   p[4], p[5], eps, p[6], p[7])
+    _check(st, _FOLD.op)
 
 
 # Split phases for statistics spanning several processes (bnorm.distributed).
 # Statistics and sums are float64 arrays whatever the data dtype.
 
-def moments(cnp.ndarray x, int64_t outer, int64_t channels, int64_t inner,
-            mean, m2):
-    cdef bnorm_dtype dt = _dtype_code(x)
-    cdef int t = cnp.PyArray_TYPE(x)
-    cdef int pt = _param_type(t)
-    cdef const void* px = _buf(x, outer * channels * inner, t, False, "x")
-    cdef double* pm = <double*>_buf(mean, channels, cnp.NPY_FLOAT64, True, "mean")
-    cdef double* pq = <double*>_buf(m2, channels, cnp.NPY_FLOAT64, True, "m2")
+def moments(tuple arrays, int64_t outer, int64_t channels, int64_t inner):
+    """Arrays in the order of ``bnorm._spec.MOMENTS``."""
+    cdef void* p[MAX_ARGS]
+    cdef bnorm_dtype dt = _pointers(_MOMENTS, arrays, outer * channels * inner, channels, p)
     cdef bnorm_status st
     with nogil:
-        st = bnorm_moments(dt, outer, channels, inner, px, pm, pq)
-    _check(st, "batch moments")
+        st = bnorm_moments(dt, outer, channels, inner, p[0], <double*>p[1], <double*>p[2])
+    _check(st, _MOMENTS.op)
 
 
 def merge_moments(counts, means, m2s, count, mean, m2):
@@ -293,72 +411,43 @@ def merge_moments(counts, means, m2s, count, mean, m2):
     _check(st, "merge moments")
 
 
-def forward_normalize(cnp.ndarray x, cnp.ndarray y, int64_t outer,
-                      int64_t channels, int64_t inner, int64_t count, mean, m2,
-                      weight, bias, save_mean, save_invstd, running_mean,
-                      running_var, double eps, double momentum, bint unbiased):
-    cdef bnorm_dtype dt = _dtype_code(x)
-    cdef int t = cnp.PyArray_TYPE(x)
-    cdef int pt = _param_type(t)
-    cdef int64_t n = outer * channels * inner
-    cdef const void* px = _buf(x, n, t, False, "x")
-    cdef void* py = _buf(y, n, t, True, "out")
-    cdef const double* pm = <const double*>_buf(mean, channels, cnp.NPY_FLOAT64, False, "mean")
-    cdef const double* pq = <const double*>_buf(m2, channels, cnp.NPY_FLOAT64, False, "m2")
-    cdef const void* pw = _buf(weight, channels, pt, False, "weight")
-    cdef const void* pb = _buf(bias, channels, pt, False, "bias")
-    cdef void* psm = _buf(save_mean, channels, pt, True, "save_mean")
-    cdef void* psi = _buf(save_invstd, channels, pt, True, "save_invstd")
-    cdef void* prm = _buf(running_mean, channels, pt, True, "running_mean")
-    cdef void* prv = _buf(running_var, channels, pt, True, "running_var")
+def forward_normalize(tuple arrays, int64_t outer, int64_t channels, int64_t inner,
+                      int64_t count, double eps, double momentum, bint unbiased=True):
+    """Arrays in the order of ``bnorm._spec.NORMALIZE``."""
+    cdef void* p[MAX_ARGS]
+    cdef bnorm_dtype dt = _pointers(_NORMALIZE, arrays, outer * channels * inner, channels, p)
     cdef uint32_t flags = 0 if unbiased else BNORM_FLAG_BIASED_RUNNING_VAR
     cdef bnorm_status st
     with nogil:
-        st = bnorm_forward_normalize(dt, outer, channels, inner, px, py, count,
-                                     pm, pq, pw, pb, psm, psi, prm, prv, eps,
-                                     momentum, flags)
-    _check(st, "batch norm normalize with given statistics")
+        st = bnorm_forward_normalize(dt, outer, channels, inner, p[0], p[1], count,
+                                     <const double*>p[2], <const double*>p[3], p[4], p[5],
+                                     p[6], p[7], p[8], p[9], eps, momentum, flags)
+    _check(st, _NORMALIZE.op)
 
 
-def backward_reduce(cnp.ndarray dy, cnp.ndarray x, int64_t outer,
-                    int64_t channels, int64_t inner, mean, sum_dy, sum_dy_xmu):
-    cdef bnorm_dtype dt = _dtype_code(x)
-    cdef int t = cnp.PyArray_TYPE(x)
-    cdef int pt = _param_type(t)
-    cdef int64_t n = outer * channels * inner
-    cdef const void* pdy = _buf(dy, n, t, False, "dy")
-    cdef const void* px = _buf(x, n, t, False, "x")
-    cdef const void* pm = _buf(mean, channels, pt, False, "save_mean")
-    cdef double* pa = <double*>_buf(sum_dy, channels, cnp.NPY_FLOAT64, True, "sum_dy")
-    cdef double* pb = <double*>_buf(sum_dy_xmu, channels, cnp.NPY_FLOAT64, True, "sum_dy_xmu")
+def backward_reduce(tuple arrays, int64_t outer, int64_t channels, int64_t inner):
+    """Arrays in the order of ``bnorm._spec.BACKWARD_REDUCE``."""
+    cdef void* p[MAX_ARGS]
+    cdef bnorm_dtype dt = _pointers(_BACKWARD_REDUCE, arrays, outer * channels * inner, channels, p)
     cdef bnorm_status st
     with nogil:
-        st = bnorm_backward_reduce(dt, outer, channels, inner, pdy, px, pm, pa, pb)
-    _check(st, "batch norm backward reduction")
+        st = bnorm_backward_reduce(dt, outer, channels, inner, p[0], p[1], p[2],
+                                   <double*>p[3], <double*>p[4])
+    _check(st, _BACKWARD_REDUCE.op)
 
 
-def backward_apply(cnp.ndarray dy, cnp.ndarray x, int64_t outer,
-                   int64_t channels, int64_t inner, mean, invstd, weight,
-                   sum_dy, sum_dy_xmu, int64_t count, dx, dweight, dbias):
-    cdef bnorm_dtype dt = _dtype_code(x)
-    cdef int t = cnp.PyArray_TYPE(x)
-    cdef int pt = _param_type(t)
-    cdef int64_t n = outer * channels * inner
-    cdef const void* pdy = _buf(dy, n, t, False, "dy")
-    cdef const void* px = _buf(x, n, t, False, "x")
-    cdef const void* pm = _buf(mean, channels, pt, False, "save_mean")
-    cdef const void* pi = _buf(invstd, channels, pt, False, "save_invstd")
-    cdef const void* pw = _buf(weight, channels, pt, False, "weight")
-    cdef const double* pa = <const double*>_buf(sum_dy, channels, cnp.NPY_FLOAT64, False, "sum_dy")
-    cdef const double* pb = <const double*>_buf(sum_dy_xmu, channels, cnp.NPY_FLOAT64, False, "sum_dy_xmu")
-    cdef void* pdx = _buf(dx, n, t, True, "out")
-    cdef void* pdw = _buf(dweight, channels, pt, True, "dweight")
-    cdef void* pdb = _buf(dbias, channels, pt, True, "dbias")
+def backward_apply(tuple arrays, int64_t outer, int64_t channels, int64_t inner,
+                   int64_t count):
+    """Arrays in the order of ``bnorm._spec.BACKWARD_APPLY``."""
+    cdef void* p[MAX_ARGS]
+    cdef bnorm_dtype dt = _pointers(_BACKWARD_APPLY, arrays, outer * channels * inner, channels, p)
     cdef bnorm_status st
     with nogil:
-        st = bnorm_backward_apply(dt, outer, channels, inner, pdy, px, pm, pi,
-                                  pw, pa, pb, count, pdx, pdw, pdb)
-    _check(st, "batch norm backward with given sums")
+        st = bnorm_backward_apply(dt, outer, channels, inner, p[0], p[1], p[2], p[3], p[4],
+                                  <const double*>p[5], <const double*>p[6], count, p[7],
+                                  p[8], p[9])
+    _check(st, _BACKWARD_APPLY.op)
+
 
 
 # Population statistics (Algorithm 2): an accumulator of
@@ -401,21 +490,25 @@ def population_result(int64_t channels, state, mean, var):
 # ---------------------------------------------------------------------------
 # Fast paths for the common call: C-contiguous float32/float64 data, per-
 # channel arrays already of the data's dtype, out= absent or a C-contiguous
-# array like x (no fused epilogue). They check only the form of the
-# arguments, what memory safety needs (types, shapes, contiguity,
-# writability); the values (eps, momentum, value counts, pairs, overlaps)
-# are checked by the C library. When the form is unusual, or the C library
-# refuses the call (having written nothing), they return None and the
-# caller takes the general path in bnorm._functional, which holds the one
-# set of checks with their messages.
+# array like x (no fused epilogue). They check the form of the arrays with
+# the rules of the same spec as the bindings (_take, exactly), and nothing
+# else: the values (eps, momentum, value counts, pairs, overlaps) are the C
+# library's to refuse. When the form is unusual, or the C library refuses
+# the call (having written nothing), they return None and the caller takes
+# the general path in bnorm._functional, which holds the one set of checks
+# with their messages.
 # ---------------------------------------------------------------------------
 
-cdef inline bint _float_data(object x, int* typenum):
+cdef inline bint _float_data(object x, int* typenum, bnorm_dtype* dt):
     if type(x) is not cnp.ndarray:
         return False
     cdef cnp.ndarray a = <cnp.ndarray>x
     cdef int t = cnp.PyArray_TYPE(a)
-    if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
+    if t == cnp.NPY_FLOAT32:
+        dt[0] = BNORM_FLOAT32
+    elif t == cnp.NPY_FLOAT64:
+        dt[0] = BNORM_FLOAT64
+    else:
         return False
     if not cnp.PyArray_ISNOTSWAPPED(a):
         return False
@@ -423,19 +516,6 @@ cdef inline bint _float_data(object x, int* typenum):
         return False
     typenum[0] = t
     return True
-
-
-cdef inline bint _vec(object p, int typenum, int64_t n, bint writable):
-    """None, or a C-contiguous 1-D array of n elements of typenum."""
-    if p is None:
-        return True
-    if type(p) is not cnp.ndarray:
-        return False
-    cdef cnp.ndarray a = <cnp.ndarray>p
-    return (cnp.PyArray_TYPE(a) == typenum and cnp.PyArray_ISNOTSWAPPED(a)
-            and cnp.PyArray_NDIM(a) == 1
-            and cnp.PyArray_DIM(a, 0) == n and cnp.PyArray_IS_C_CONTIGUOUS(a)
-            and (not writable or cnp.PyArray_ISWRITEABLE(a)))
 
 
 cdef inline bint _layout(cnp.ndarray x, object axis, int64_t* outer,
@@ -462,11 +542,11 @@ cdef inline bint _layout(cnp.ndarray x, object axis, int64_t* outer,
     return True
 
 
-cdef inline bint _same_array(cnp.ndarray a, cnp.ndarray b):
-    """b has a's dtype and shape and is C-contiguous (a is C-contiguous and in
-    native byte order)."""
-    if cnp.PyArray_TYPE(a) != cnp.PyArray_TYPE(b) or not cnp.PyArray_ISNOTSWAPPED(b):
+cdef inline bint _same_shape(cnp.ndarray a, object other):
+    """other is an ndarray of a's shape (its dtype and form are _take's)."""
+    if type(other) is not cnp.ndarray:
         return False
+    cdef cnp.ndarray b = <cnp.ndarray>other
     cdef int nd = cnp.PyArray_NDIM(a)
     if cnp.PyArray_NDIM(b) != nd:
         return False
@@ -474,7 +554,7 @@ cdef inline bint _same_array(cnp.ndarray a, cnp.ndarray b):
     for k in range(nd):
         if cnp.PyArray_DIM(a, k) != cnp.PyArray_DIM(b, k):
             return False
-    return cnp.PyArray_IS_C_CONTIGUOUS(b)
+    return True
 
 
 cdef inline bint _apart(cnp.ndarray a, cnp.ndarray b):
@@ -493,16 +573,16 @@ cdef inline cnp.ndarray _per_channel(int64_t channels, int typenum):
 
 
 cdef inline object _fast_out(object out, cnp.ndarray x, object other):
-    """A new array like x for out=None; out itself when it is a writable
-    C-contiguous array like x that is x's memory (or other's) or apart from
-    both; else None (the general path then raises the precise error)."""
+    """A new array like x for out=None; out itself when it has x's shape and
+    is x's memory (or other's) or apart from both; else None (the general
+    path then raises the precise error)."""
     if out is None:
         return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x),
                                  cnp.PyArray_TYPE(x), 0)
-    if type(out) is not cnp.ndarray:
+    if not _same_shape(x, out):
         return None
     cdef cnp.ndarray o = <cnp.ndarray>out
-    if not (_same_array(x, o) and cnp.PyArray_ISWRITEABLE(o) and _apart(x, o)):
+    if not cnp.PyArray_IS_C_CONTIGUOUS(o) or not _apart(x, o):
         return None
     if other is not None and not _apart(<cnp.ndarray>other, o):
         return None
@@ -511,39 +591,38 @@ cdef inline object _fast_out(object out, cnp.ndarray x, object other):
 
 def fast_inference(x, mean, var, weight, bias, eps, axis, out=None):
     cdef int t
+    cdef bnorm_dtype dt
     cdef int64_t outer, channels, inner
-    if not _float_data(x, &t) or type(eps) is not float:
+    cdef void* p[MAX_ARGS]
+    if not _float_data(x, &t, &dt) or type(eps) is not float:
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
     if not _layout(xa, axis, &outer, &channels, &inner):
         return None
-    if mean is None or var is None:
-        return None
-    if not (_vec(mean, t, channels, False) and _vec(var, t, channels, False)
-            and _vec(weight, t, channels, False) and _vec(bias, t, channels, False)):
-        return None
     y = _fast_out(out, xa, None)
     if y is None:
         return None
-    try:
-        forward_inference(xa, y, outer, channels, inner, mean, var, weight, bias, eps)
-    except BnormError:
+    if _take(_INFERENCE, (x, None, y, mean, var, weight, bias),
+             outer * channels * inner, channels, t, t, p, True) < 0:
         return None
-    return y
+    cdef double e = eps
+    cdef bnorm_status st
+    with nogil:
+        st = _inference(dt, outer, channels, inner, p, e, 0)
+    return y if st == BNORM_OK else None
 
 
 def fast_training(x, weight, bias, eps, axis, running_mean, running_var,
                   momentum, unbiased, out=None):
     cdef int t
+    cdef bnorm_dtype dt
     cdef int64_t outer, channels, inner
-    if not _float_data(x, &t) or type(eps) is not float or type(unbiased) is not bool:
+    cdef void* p[MAX_ARGS]
+    if (not _float_data(x, &t, &dt) or type(eps) is not float
+            or type(unbiased) is not bool):
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
     if not _layout(xa, axis, &outer, &channels, &inner):
-        return None
-    if not (_vec(weight, t, channels, False) and _vec(bias, t, channels, False)
-            and _vec(running_mean, t, channels, True)
-            and _vec(running_var, t, channels, True)):
         return None
     cdef double mom = 0.0
     if running_mean is not None or running_var is not None:
@@ -555,39 +634,40 @@ def fast_training(x, weight, bias, eps, axis, running_mean, running_var,
         return None
     sm = _per_channel(channels, t)
     si = _per_channel(channels, t)
-    try:
-        forward_training(xa, y, outer, channels, inner, weight, bias, sm, si,
-                         running_mean, running_var, eps, mom, unbiased)
-    except BnormError:
+    if _take(_TRAINING, (x, None, y, weight, bias, sm, si, running_mean, running_var),
+             outer * channels * inner, channels, t, t, p, True) < 0:
         return None
-    return y, sm, si
+    cdef double e = eps
+    cdef uint32_t flags = 0 if unbiased else BNORM_FLAG_BIASED_RUNNING_VAR
+    cdef bnorm_status st
+    with nogil:
+        st = _training(dt, outer, channels, inner, p, e, mom, flags)
+    return (y, sm, si) if st == BNORM_OK else None
 
 
 def fast_backward(dy, x, save_mean, save_invstd, weight, axis, training, out=None):
     """batch_norm_backward without the fused ReLU or residual."""
     cdef int t
+    cdef bnorm_dtype dt
     cdef int64_t outer, channels, inner
-    if not _float_data(x, &t) or type(dy) is not cnp.ndarray or type(training) is not bool:
+    cdef void* p[MAX_ARGS]
+    if not _float_data(x, &t, &dt) or type(training) is not bool:
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
-    cdef cnp.ndarray ga = <cnp.ndarray>dy
-    if not _same_array(xa, ga):  # dy like x
+    if not _same_shape(xa, dy):  # dy like x
         return None
     if not _layout(xa, axis, &outer, &channels, &inner):
         return None
-    if save_mean is None or save_invstd is None:
-        return None
-    if not (_vec(save_mean, t, channels, False) and _vec(save_invstd, t, channels, False)
-            and _vec(weight, t, channels, False)):
-        return None
-    dx = _fast_out(out, xa, ga)
+    dx = _fast_out(out, xa, dy)
     if dx is None:
         return None
     dw = _per_channel(channels, t)
     db = _per_channel(channels, t)
-    try:
-        backward(ga, xa, outer, channels, inner, save_mean, save_invstd, weight, dx,
-                 dw, db, not training)
-    except BnormError:
+    if _take(_BACKWARD, (dy, x, None, save_mean, save_invstd, weight, None, dx, dw, db, None),
+             outer * channels * inner, channels, t, t, p, True) < 0:
         return None
-    return dx, dw, db
+    cdef uint32_t flags = 0 if training else BNORM_FLAG_FROZEN_STATS
+    cdef bnorm_status st
+    with nogil:
+        st = _backward(dt, outer, channels, inner, p, flags)
+    return (dx, dw, db) if st == BNORM_OK else None

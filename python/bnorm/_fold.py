@@ -42,7 +42,7 @@ def inference_scale_shift(running_mean, running_var, weight=None, bias=None,
     b = None if bias is None else _stat(bias, "bias", c, dtype)
     scale = np.empty(c, dtype)
     shift = np.empty(c, dtype)
-    _core.inference_scale_shift(mean, var, w, b, eps, scale, shift)
+    _core.inference_scale_shift((mean, var, w, b, scale, shift), eps)
     return scale, shift
 
 
@@ -83,6 +83,5 @@ def fold_batch_norm(layer_weight, layer_bias, running_mean, running_var,
     src = np.ascontiguousarray(w_layer)
     folded_w = np.empty(shape, dtype)
     folded_b = np.empty(c, dtype)
-    _core.fold_into_layer(src, lb, outer, c, inner, mean, var, w, b, eps,
-                          folded_w, folded_b)
+    _core.fold_into_layer((src, lb, mean, var, w, b, folded_w, folded_b), outer, c, inner, eps)
     return folded_w, folded_b

@@ -10,7 +10,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from . import _core
+from . import _core, _spec
 
 __all__ = ["batch_norm", "batch_norm_train", "batch_norm_backward"]
 
@@ -118,6 +118,18 @@ def _axis(axis: Any, ndim: int) -> int:
     return a % ndim
 
 
+def _num_features(num_features: Any) -> int:
+    """The channel count a layer or accumulator is made for."""
+    try:
+        n = operator.index(num_features)
+    except TypeError:
+        raise TypeError("num_features must be an integer, got "
+                        f"{type(num_features).__name__}") from None
+    if n < 1:
+        raise ValueError(f"num_features must be >= 1, got {n}")
+    return n
+
+
 def _eps(eps: Any) -> float:
     try:
         if isinstance(eps, (str, bytes)):  # float("1e-5") would accept them
@@ -174,6 +186,19 @@ def _param(p: Any, name: str, view: _View, dtype: np.dtype) -> Optional[np.ndarr
     _real(a, name)
     _check_length(a, name, view)
     return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _channel_args(spec: _spec.Spec, values: dict, view: _View, dtype: np.dtype) -> dict:
+    """The per-channel arrays of a call, by its spec: each input in values
+    checked and cast (``_param``), each output allocated. The running
+    statistics (updated in place) are ``_running_pair``'s."""
+    for name in spec.names("channel", "in"):
+        values[name] = _param(values.get(name), name, view, dtype)
+    for name in spec.names("channel", "out"):
+        values[name] = np.empty(view.channels, dtype)
+    for name in spec.names("sums", "out"):
+        values[name] = np.empty(view.channels, np.float64)
+    return values
 
 
 def _running(p: Any, name: str, view: _View, dtype: np.dtype) -> np.ndarray:
@@ -283,17 +308,14 @@ def batch_norm_train(x, weight=None, bias=None, eps=1e-5, *, axis=1,
     eps = _eps(eps)
     running_mean, running_var, momentum = _running_pair(running_mean, running_var,
                                                         momentum, view, pdtype)
-    w = _param(weight, "weight", view, pdtype)
-    b = _param(bias, "bias", view, pdtype)
+    a = _channel_args(_spec.TRAINING, dict(weight=weight, bias=bias), view, pdtype)
     _check_training_size(x, view)
     y = _out(out, x, view)
-    save_mean = np.empty(view.channels, pdtype)
-    save_invstd = np.empty(view.channels, pdtype)
-    _core.forward_training(view.flat, y,
-                           view.outer, view.channels, view.inner, w, b,
-                           save_mean, save_invstd, running_mean, running_var,
-                           eps, momentum, bool(unbiased), z, relu)
-    return view.like(y), save_mean, save_invstd
+    a.update(x=view.flat, residual=z, out=y, running_mean=running_mean,
+             running_var=running_var)
+    _core.forward_training(_spec.TRAINING.pack(a), view.outer, view.channels, view.inner,
+                           eps, momentum, bool(unbiased), relu)
+    return view.like(y), a["save_mean"], a["save_invstd"]
 
 
 def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
@@ -322,14 +344,12 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
     if running_mean is None or running_var is None:
         raise ValueError(
             "running_mean and running_var are required when training=False")
-    rm = _param(running_mean, "running_mean", view, pdtype)
-    rv = _param(running_var, "running_var", view, pdtype)
-    w = _param(weight, "weight", view, pdtype)
-    b = _param(bias, "bias", view, pdtype)
+    a = _channel_args(_spec.INFERENCE, dict(running_mean=running_mean, running_var=running_var,
+                                            weight=weight, bias=bias), view, pdtype)
     y = _out(out, x, view)
-    _core.forward_inference(view.flat, y,
-                            view.outer, view.channels, view.inner, rm, rv, w,
-                            b, eps, z, relu)
+    a.update(x=view.flat, residual=z, out=y)
+    _core.forward_inference(_spec.INFERENCE.pack(a), view.outer, view.channels, view.inner,
+                            eps, relu)
     return view.like(y)
 
 
@@ -414,19 +434,15 @@ def batch_norm_backward(dy, x, save_mean, save_invstd, weight=None, *, axis=1,
     pdtype = _param_dtype(x.dtype)
     if save_mean is None or save_invstd is None:
         raise ValueError("save_mean and save_invstd are required")
-    mean = _param(save_mean, "save_mean", vx, pdtype)
-    invstd = _param(save_invstd, "save_invstd", vx, pdtype)
-    w = _param(weight, "weight", vx, pdtype)
-    b = _param(bias, "bias", vx, pdtype)
+    a = _channel_args(_spec.BACKWARD, dict(save_mean=save_mean, save_invstd=save_invstd,
+                                           weight=weight, bias=bias), vx, pdtype)
     frozen = not training
     if not frozen:
         _check_training_size(x, vx)
     dx = _out(out, x, vx)
     dres = vx.empty() if residual else None
-    dweight = np.empty(vx.channels, pdtype)
-    dbias = np.empty(vx.channels, pdtype)
-    _core.backward(vdy.flat, vx.flat, vx.outer, vx.channels, vx.inner, mean,
-                   invstd, w, dx, dweight, dbias, frozen, vy, b, dres, relu)
+    a.update(dy=vdy.flat, x=vx.flat, y=vy, out=dx, dresidual=dres)
+    _core.backward(_spec.BACKWARD.pack(a), vx.outer, vx.channels, vx.inner, frozen, relu)
     if residual:
-        return vx.like(dx), dweight, dbias, vx.like(dres)
-    return vx.like(dx), dweight, dbias
+        return vx.like(dx), a["dweight"], a["dbias"], vx.like(dres)
+    return vx.like(dx), a["dweight"], a["dbias"]

@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from ._functional import _array, _eps, _is_data_dtype, _momentum, _param_dtype, \
+from ._functional import _array, _eps, _num_features, _is_data_dtype, _momentum, _param_dtype, \
     batch_norm, batch_norm_backward, batch_norm_train
 
 from ._fold import fold_batch_norm, inference_scale_shift
@@ -34,13 +34,7 @@ class BatchNorm:
                  momentum: Optional[float] = 0.1, affine: bool = True,
                  track_running_stats: bool = True, *, axis: int = 1,
                  dtype: Any = np.float32):
-        try:
-            n = operator.index(num_features)
-        except TypeError:
-            raise TypeError("num_features must be an integer, got "
-                            f"{type(num_features).__name__}") from None
-        if n < 1:
-            raise ValueError(f"num_features must be >= 1, got {n}")
+        n = _num_features(num_features)
         dt = np.dtype(dtype)
         if not _is_data_dtype(dt):
             raise TypeError(

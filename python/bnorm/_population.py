@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._functional import _prepare
+from ._functional import _num_features, _prepare
 
 __all__ = ["PopulationStats"]
 
@@ -38,13 +38,7 @@ class PopulationStats:
     """
 
     def __init__(self, num_features: int, *, axis: int = 1):
-        try:
-            n = operator.index(num_features)
-        except TypeError:
-            raise TypeError("num_features must be an integer, got "
-                            f"{type(num_features).__name__}") from None
-        if n < 1:
-            raise ValueError(f"num_features must be >= 1, got {n}")
+        n = _num_features(num_features)
         self.num_features = n
         self.axis = operator.index(axis)
         self._state = np.empty(_core.population_state_size(n), np.float64)
@@ -66,7 +60,7 @@ class PopulationStats:
                              f"got input shape {x.shape}")
         mean = np.empty(self.num_features, np.float64)
         m2 = np.empty(self.num_features, np.float64)
-        _core.moments(view.flat, view.outer, view.channels, view.inner, mean, m2)
+        _core.moments((view.flat, mean, m2), view.outer, view.channels, view.inner)
         _core.population_add(self.num_features, self._state, m, mean, m2)
         return self
 

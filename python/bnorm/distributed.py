@@ -35,9 +35,9 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from . import _core
-from ._functional import (_View, _data, _eps, _param_dtype, _per_channel, _real, _running_pair,
-                          _out, _pair_views, _param, _prepare)
+from . import _core, _spec
+from ._functional import (_View, _channel_args, _data, _eps, _param_dtype, _per_channel,
+                          _real, _running_pair, _out, _pair_views, _prepare)
 from ._layer import BatchNorm
 
 __all__ = ["moments", "merge_moments", "normalize", "backward_reduce",
@@ -52,11 +52,10 @@ def moments(x, *, axis=1) -> Tuple[int, np.ndarray, np.ndarray]:
     channel, ``m2 = sum((x - mean)**2)``; float64 whatever x's dtype, exactly
     the moments :func:`bnorm.batch_norm_train` normalizes with. An empty
     shard gives ``(0, zeros, zeros)``."""
-    x, view, _ = _prepare(x, axis, None)
-    mean = np.empty(view.channels, np.float64)
-    m2 = np.empty(view.channels, np.float64)
-    _core.moments(view.flat, view.outer, view.channels, view.inner, mean, m2)
-    return view.outer * view.inner, mean, m2
+    x, view, pdtype = _prepare(x, axis, None)
+    a = _channel_args(_spec.MOMENTS, dict(x=view.flat), view, pdtype)
+    _core.moments(_spec.MOMENTS.pack(a), view.outer, view.channels, view.inner)
+    return view.outer * view.inner, a["mean"], a["m2"]
 
 
 def merge_moments(counts, means, m2s) -> Tuple[int, np.ndarray, np.ndarray]:
@@ -128,30 +127,26 @@ def normalize(x, count, mean, m2, weight=None, bias=None, eps=1e-5, *, axis=1,
     m2 = _stats(m2, "m2", view)
     running_mean, running_var, momentum = _running_pair(running_mean, running_var,
                                                         momentum, view, pdtype)
-    w = _param(weight, "weight", view, pdtype)
-    b = _param(bias, "bias", view, pdtype)
+    a = _channel_args(_spec.NORMALIZE, dict(weight=weight, bias=bias), view, pdtype)
     y = _out(out, x, view)
-    save_mean = np.empty(view.channels, pdtype)
-    save_invstd = np.empty(view.channels, pdtype)
-    _core.forward_normalize(view.flat, y, view.outer, view.channels, view.inner,
-                            count, mean, m2, w, b, save_mean, save_invstd,
-                            running_mean, running_var, eps, momentum,
-                            bool(unbiased))
-    return view.like(y), save_mean, save_invstd
+    a.update(x=view.flat, out=y, mean=mean, m2=m2, running_mean=running_mean,
+             running_var=running_var)
+    _core.forward_normalize(_spec.NORMALIZE.pack(a), view.outer, view.channels, view.inner,
+                            count, eps, momentum, bool(unbiased))
+    return view.like(y), a["save_mean"], a["save_invstd"]
 
 
 def backward_reduce(dy, x, save_mean, *, axis=1) -> Tuple[np.ndarray, np.ndarray]:
     """``(sum_dy, sum_dy_xmu)`` of a shard per channel, float64:
     ``sum(dy)`` and ``sum(dy * (x - save_mean))``."""
     vx, vdy = _pair_views(_data(dy, "dy"), _data(x, "x"), axis, None)
-    mean = _param(save_mean, "save_mean", vx, _param_dtype(vx.flat.dtype))
-    if mean is None:
+    if save_mean is None:
         raise ValueError("save_mean is required")
-    sum_dy = np.empty(vx.channels, np.float64)
-    sum_dy_xmu = np.empty(vx.channels, np.float64)
-    _core.backward_reduce(vdy.flat, vx.flat, vx.outer, vx.channels, vx.inner,
-                          mean, sum_dy, sum_dy_xmu)
-    return sum_dy, sum_dy_xmu
+    a = _channel_args(_spec.BACKWARD_REDUCE, dict(save_mean=save_mean), vx,
+                      _param_dtype(vx.flat.dtype))
+    a.update(dy=vdy.flat, x=vx.flat)
+    _core.backward_reduce(_spec.BACKWARD_REDUCE.pack(a), vx.outer, vx.channels, vx.inner)
+    return a["sum_dy"], a["sum_dy_xmu"]
 
 
 def backward_elementwise(dy, x, save_mean, save_invstd, weight, sum_dy,
@@ -165,18 +160,15 @@ def backward_elementwise(dy, x, save_mean, save_invstd, weight, sum_dy,
     pdtype = _param_dtype(x.dtype)
     if save_mean is None or save_invstd is None:
         raise ValueError("save_mean and save_invstd are required")
-    mean = _param(save_mean, "save_mean", vx, pdtype)
-    invstd = _param(save_invstd, "save_invstd", vx, pdtype)
-    w = _param(weight, "weight", vx, pdtype)
+    a = _channel_args(_spec.BACKWARD_APPLY, dict(save_mean=save_mean, save_invstd=save_invstd,
+                                                 weight=weight), vx, pdtype)
     sdy = _stats(sum_dy, "sum_dy", vx)
     sdx = _stats(sum_dy_xmu, "sum_dy_xmu", vx)
     count = _count(count, vx.outer * vx.inner)
     dx = _out(out, x, vx)
-    dweight = np.empty(vx.channels, pdtype)
-    dbias = np.empty(vx.channels, pdtype)
-    _core.backward_apply(vdy.flat, vx.flat, vx.outer, vx.channels, vx.inner,
-                         mean, invstd, w, sdy, sdx, count, dx, dweight, dbias)
-    return vx.like(dx), dweight, dbias
+    a.update(dy=vdy.flat, x=vx.flat, sum_dy=sdy, sum_dy_xmu=sdx, out=dx)
+    _core.backward_apply(_spec.BACKWARD_APPLY.pack(a), vx.outer, vx.channels, vx.inner, count)
+    return vx.like(dx), a["dweight"], a["dbias"]
 
 
 # -- communicators --------------------------------------------------------------
@@ -312,7 +304,7 @@ class SyncBatchNorm(BatchNorm):
         try:
             x = self._check_input(x)
             view = _View(x, self.axis % x.ndim, allow_channels_last=True)
-            _core.moments(view.flat, view.outer, C, view.inner, buf[1:1 + C], buf[1 + C:])
+            _core.moments((view.flat, buf[1:1 + C], buf[1 + C:]), view.outer, C, view.inner)
             buf[0] = view.outer * view.inner
         except Exception as e:  # exchanged, then raised on every process
             error = e
@@ -334,10 +326,13 @@ class SyncBatchNorm(BatchNorm):
         y = view.empty()
         save_mean = np.empty(C, self.param_dtype)
         save_invstd = np.empty(C, self.param_dtype)
-        _core.forward_normalize(view.flat, y, view.outer, C, view.inner, total, mean, m2,
-                                self.weight, self.bias, save_mean, save_invstd,
-                                self.running_mean if update else None,
-                                self.running_var if update else None, self.eps, factor, True)
+        _core.forward_normalize(
+            _spec.NORMALIZE.pack(dict(
+                x=view.flat, out=y, mean=mean, m2=m2, weight=self.weight, bias=self.bias,
+                save_mean=save_mean, save_invstd=save_invstd,
+                running_mean=self.running_mean if update else None,
+                running_var=self.running_var if update else None)),
+            view.outer, C, view.inner, total, self.eps, factor, True)
         if update:
             self.num_batches_tracked += 1
         self._saved = (x, save_mean, save_invstd, True)
@@ -357,8 +352,8 @@ class SyncBatchNorm(BatchNorm):
         error = None
         try:
             vx, vdy = _pair_views(_data(dy, "dy"), x, self.axis, None)
-            _core.backward_reduce(vdy.flat, vx.flat, vx.outer, C, vx.inner, mean,
-                                  buf[1:1 + C], buf[1 + C:])
+            _core.backward_reduce((vdy.flat, vx.flat, mean, buf[1:1 + C], buf[1 + C:]),
+                                  vx.outer, C, vx.inner)
             buf[0] = 0.0
         except Exception as e:
             error = e
@@ -369,8 +364,11 @@ class SyncBatchNorm(BatchNorm):
         dx = vx.empty()
         dw = np.empty(C, self.param_dtype)
         db = np.empty(C, self.param_dtype)
-        _core.backward_apply(vdy.flat, vx.flat, vx.outer, C, vx.inner, mean, invstd,
-                             self.weight, total[:C], total[C:], self._sync_count, dx, dw, db)
+        _core.backward_apply(
+            _spec.BACKWARD_APPLY.pack(dict(
+                dy=vdy.flat, x=vx.flat, save_mean=mean, save_invstd=invstd, weight=self.weight,
+                sum_dy=total[:C], sum_dy_xmu=total[C:], out=dx, dweight=dw, dbias=db)),
+            vx.outer, C, vx.inner, self._sync_count)
         if self.affine:
             self.grad_weight, self.grad_bias = dw, db
         return vx.like(dx)
