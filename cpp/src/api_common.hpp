@@ -25,17 +25,14 @@ namespace bnorm {
 // per-channel arrays must fit too (`channels` doubles), even when the tensor
 // is empty: every `channels * size` product of the callers is then safe.
 inline int64_t checked_elements(int64_t outer, int64_t channels, int64_t inner,
-                         int64_t elem_size) {
+                                int64_t elem_size) {
   if (outer < 0 || channels < 0 || inner < 0) return -1;
   if (channels > std::numeric_limits<intptr_t>::max() / 8) return -1;
-  const int64_t limit = std::numeric_limits<int64_t>::max() / elem_size;
-  int64_t n = outer;
-  for (int64_t f : {channels, inner}) {
-    if (f != 0 && n > limit / f) return -1;
-    n *= f;
-  }
-  if (static_cast<uint64_t>(n * elem_size) >
-      static_cast<uint64_t>(std::numeric_limits<intptr_t>::max()))
+  // (overflow tests by multiplication: a small call pays no division)
+  int64_t n, bytes;
+  if (__builtin_mul_overflow(outer, channels, &n) || __builtin_mul_overflow(n, inner, &n) ||
+      __builtin_mul_overflow(n, elem_size, &bytes) ||
+      static_cast<uint64_t>(bytes) > static_cast<uint64_t>(std::numeric_limits<intptr_t>::max()))
     return -1;
   return n;
 }
@@ -198,7 +195,9 @@ template <class Fill>
 bnorm_status run_kernel(int op, bnorm_dtype dtype, int64_t outer, int64_t channels,
                         int64_t inner, void* ws, size_t ws_bytes, const Fill& fill) {
   return guarded([&]() -> bnorm_status {
-    const Plan plan(outer, channels, inner, elem_size_of(dtype));
+    // (inference reads only the shape of the plan, never its schedule)
+    const Plan plan(outer, channels, inner, elem_size_of(dtype),
+                    op != BNORM_OP_FORWARD_INFERENCE);
     const int nt = threads_for(outer * channels * inner);
     const WorkSizes sizes = work_sizes(op, plan, nt, param_size_of(dtype));
     std::unique_ptr<char[]> own;

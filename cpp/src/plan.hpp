@@ -45,8 +45,18 @@ struct Plan {
   int64_t group_units;
   int64_t groups;
 
-  Plan(int64_t outer_, int64_t channels_, int64_t inner_, int64_t elem_size)
-      : outer(outer_), channels(channels_), inner(inner_), rows(inner_ == 1) {
+  // With schedule false only the shape is set (outer, channels, inner,
+  // rows) and the rest is zero: enough for a pass that only streams.
+  Plan(int64_t outer_, int64_t channels_, int64_t inner_, int64_t elem_size,
+       bool schedule = true)
+      : outer(outer_), channels(channels_), inner(inner_), rows(inner_ == 1),
+        runs_per_unit(0), chunks_per_run(0), tile_rows(0), block(0), lanes(0), units(0),
+        group_units(0), groups(0) {
+    if (schedule) make_schedule(elem_size);
+  }
+
+ private:
+  void make_schedule(int64_t elem_size) {
     int64_t unit_elements;
     if (rows) {
       runs_per_unit = chunks_per_run = 1;
@@ -77,6 +87,8 @@ struct Plan {
     group_units = ceil_div(units, g);
     groups = ceil_div(units, group_units);
   }
+
+ public:
 
   // Planar unit u of a channel: runs [o0, o1), elements [b, e) of each.
   void planar_unit(int64_t u, int64_t* o0, int64_t* o1, int64_t* b,
