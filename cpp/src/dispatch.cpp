@@ -35,7 +35,8 @@ bool supported(Isa isa) {
 #endif
 #if defined(BNORM_HAVE_ISA_AVX2) && (defined(__GNUC__) || defined(__clang__))
     case kAvx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("f16c");
 #endif
 #if defined(BNORM_HAVE_ISA_AVX512) && (defined(__GNUC__) || defined(__clang__))
     case kAvx512:
@@ -43,7 +44,8 @@ bool supported(Isa isa) {
              __builtin_cpu_supports("avx512vl") &&
              __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512dq") &&
-             __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+             __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("f16c");
 #endif
     default: return false;
   }

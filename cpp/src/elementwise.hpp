@@ -1,7 +1,9 @@
 // The elementwise passes and the sweep that drives them over a tensor.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "plan.hpp"
 #include "mask.hpp"
@@ -30,9 +32,12 @@ constexpr int64_t kStreamMinRun = 256;
 // four rows at once, in every form the sweep asks for:
 //  - plain loops in T (float, double), with streaming stores for large
 //    outputs (simd.hpp);
-//  - half-precision data (and F::kSimple, the fused epilogues): values
-//    converted to P = Param<T> (float) by ld/st, arithmetic in P, plain
-//    stores.
+//  - float16 data with F16C: runs of up to kStage values widened to float
+//    on the stack (simd.hpp), the formula in float, the results narrowed
+//    back;
+//  - other half-precision data, and F::kSimple (the fused epilogues) in
+//    float and double: values converted to P = Param<T> (float) by ld/st,
+//    arithmetic in P, plain stores.
 // Each value is computed from index i's inputs alone, so the loop form
 // never changes a result.
 template <class F, class T>
@@ -46,6 +51,14 @@ struct Map {
   bool stream;  // non-temporal stores for out (plain loops only)
 
   static constexpr bool kConverted = kIsHalf<T> || F::kSimple;
+  // Half with F16C: through float buffers (one instruction per vector each
+  // way); bfloat16's conversions are a shift and a rounding add, cheaper in
+  // the loop itself.
+#if defined(BNORM_HAVE_F16C)
+  static constexpr bool kStaged = std::is_same_v<T, Half>;
+#else
+  static constexpr bool kStaged = false;
+#endif
 
   void run(int64_t off, int64_t n, P* const* c, int64_t j) const {
     P kv[K];
@@ -54,7 +67,9 @@ struct Map {
     const T* a = in0 + off;
     const T* b = F::N > 1 ? in1 + off : nullptr;
     T* d = out + off;
-    if constexpr (kConverted) {
+    if constexpr (kStaged) {
+      staged(a, b, d, n, [&](int64_t) { return k; });
+    } else if constexpr (kConverted) {
       each(d, n, [&](int64_t i) { st(d, i, F::value(ld(a, i), F::N > 1 ? ld(b, i) : P(0), k)); });
     } else {
 #ifdef BNORM_HAVE_STREAM
@@ -75,7 +90,11 @@ struct Map {
     const T* a = in0 + off;
     const T* b = F::N > 1 ? in1 + off : nullptr;
     T* d = out + off;
-    if constexpr (kConverted) {
+    if constexpr (kStaged) {
+      staged(a, b, d, cw, [&](int64_t s0) {
+        return [c, s0](int q, int64_t i) { return c[q][s0 + i]; };
+      });
+    } else if constexpr (kConverted) {
       each(d, cw, [&](int64_t j) {
         st(d, j, F::value(ld(a, j), F::N > 1 ? ld(b, j) : P(0), [&](int q) { return c[q][j]; }));
       });
@@ -96,6 +115,29 @@ struct Map {
       each(d, cw, [&](int64_t j) {
         d[j] = F::value(a[j], F::N > 1 ? b[j] : T(0), [&](int q) { return c[q][j]; });
       });
+    }
+  }
+
+  // Half-precision values [0, n) of a, b into d, kStage at a time through
+  // float buffers. coefs(s0) gives the coefficients of the stage starting
+  // at s0: one set for a run (k(q)), or per value for a row (k(q, i)).
+  static constexpr int64_t kStage = 256;
+  template <class Coefs>
+  static void staged(const T* a, const T* b, T* d, int64_t n, const Coefs& coefs) {
+    float fa[kStage], fb[kStage], fd[kStage];
+    for (int64_t s0 = 0; s0 < n; s0 += kStage) {
+      const int64_t m = std::min(kStage, n - s0);
+      widen(a + s0, fa, m);
+      if (F::N > 1) widen(b + s0, fb, m);
+      const auto k = coefs(s0);
+      each(fd, m, [&](int64_t i) {
+        const float bi = F::N > 1 ? fb[i] : 0.0f;
+        if constexpr (std::is_invocable_v<decltype(k), int, int64_t>)
+          fd[i] = F::value(fa[i], bi, [&](int q) { return k(q, i); });
+        else
+          fd[i] = F::value(fa[i], bi, k);
+      });
+      narrow(fd, d + s0, m);
     }
   }
 

@@ -123,6 +123,7 @@ void run_engine(const Plan& p, const R& red, const Fin& finish, const App& apply
           red.group(p, c0, cw, g, acc, scratch);
           for (int64_t j = 0; j < cw; ++j) merge_into(tot[j], acc[j]);
         }
+        for (int64_t j = 0; j < cw; ++j) canonical_nan(tot[j]);
         finish(c0, cw, tot);
         if (apply_active) apply.channels(p, c0, cw);
       }
@@ -161,6 +162,7 @@ void run_engine(const Plan& p, const R& red, const Fin& finish, const App& apply
         tot[j] = Acc();
         if (reduce)
           for (int64_t g = 0; g < p.groups; ++g) merge_into(tot[j], part[g * C + c0 + j]);
+        canonical_nan(tot[j]);
       }
       finish(c0, cw, tot);
     }

@@ -3,12 +3,32 @@
 // They only hold data: every value is converted to float to compute, and the
 // result rounded back (to nearest, ties to even) to store. The conversions
 // are written with integer operations and selects, so that the compiler can
-// vectorize them in every instruction-set copy and every copy rounds exactly
-// alike (no F16C or AVX-512 FP16 instructions, whose NaN payloads differ).
-// A NaN becomes a quiet NaN of the same sign.
+// vectorize them in every instruction-set copy.
+//
+// Half's conversions give the bits of the F16C instructions (vcvtph2ps, and
+// vcvtps2ph rounding to nearest even), which the vector copies use where
+// they pay (simd.hpp): narrowing keeps a NaN's sign and the upper bits of
+// its payload and makes it quiet. One difference is left on purpose:
+// widening a signaling NaN keeps it signaling where vcvtph2ps makes it
+// quiet (the select that would set the bit keeps GCC from vectorizing the
+// loops that widen). No result can tell them apart: every output is either
+// computed from the value (which quiets it) or narrowed (which quiets it).
+// tests/test_half_bits.py holds every copy to the scalar one on all 65,536
+// halves, through every op.
+// BFloat16's narrowing rounds subnormal floats, which the AVX-512 BF16
+// instruction would flush to zero, so it stays in integer operations
+// everywhere; its NaNs become quiet with the upper payload bits kept.
 #pragma once
 
 #include <cstdint>
+
+// A lambda of a vectorized loop that must be inlined (a call left out of
+// line keeps the loop scalar), written after its parameters.
+#if defined(__GNUC__) || defined(__clang__)
+#define BNORM_INLINE_LAMBDA __attribute__((always_inline))
+#else
+#define BNORM_INLINE_LAMBDA
+#endif
 
 namespace bnorm {
 
@@ -21,6 +41,7 @@ struct HalfCodec {
     const uint32_t em = uint32_t(h & 0x7fffu) << 13;
     const uint32_t exp = em & (0x7c00u << 13);
     const uint32_t normal = em + (uint32_t(127 - 15) << 23);
+    // Inf, or NaN with its payload (a signaling NaN stays so; see above)
     const uint32_t infnan = normal + (uint32_t(128 - 16) << 23);
     // subnormal: let float arithmetic normalize it (exact)
     const uint32_t sub = float_to_bits(bits_to_float(normal + (1u << 23)) -
@@ -33,7 +54,8 @@ struct HalfCodec {
     const uint32_t u = float_to_bits(x);
     const uint32_t sign = u & 0x80000000u;
     const uint32_t a = u ^ sign;
-    const uint32_t big = a > (255u << 23) ? 0x7e00u : 0x7c00u;  // NaN, or overflow/Inf
+    // a quiet NaN with the payload's upper bits, or overflow/Inf
+    const uint32_t big = a > (255u << 23) ? (0x7e00u | ((a >> 13) & 0x3ffu)) : 0x7c00u;
     // subnormal results: float addition rounds at the right bit
     const uint32_t magic = (127u - 15 + 23 - 10 + 1) << 23;
     const uint32_t sub = float_to_bits(bits_to_float(a) + bits_to_float(magic)) - magic;

@@ -199,6 +199,17 @@ inline Moments from_shifted(double n, double shift, double s1, double s2) {
 struct Sums {
   double g = 0, gx = 0;
 };
+
+// The merged results of a channel with every NaN made the default quiet
+// NaN. When several NaNs meet in a sum, which payload survives depends on
+// the operand order the compiler chose for each add, which may differ
+// between the instruction-set copies; a channel's NaN statistic carries no
+// payload worth keeping, so all copies give this one.
+inline double canonical_nan(double v) {
+  return v != v ? __builtin_bit_cast(double, uint64_t(0x7ff8000000000000u)) : v;
+}
+inline void canonical_nan(Moments& m) { m.mean = canonical_nan(m.mean), m.m2 = canonical_nan(m.m2); }
+inline void canonical_nan(Sums& s) { s.g = canonical_nan(s.g), s.gx = canonical_nan(s.gx); }
 inline void merge_into(Sums& a, const Sums& b) {
   a.g += b.g;
   a.gx += b.gx;

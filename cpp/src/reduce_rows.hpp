@@ -157,7 +157,7 @@ inline void rows_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
   // sums are those of one row at a time) to spare loads and stores; a few
   // channels are kept in registers throughout.
   int64_t r = r0;
-  const auto deviation = [&](int64_t row, int j, double sh, double& a1, double& a2) {
+  const auto deviation = [&](int64_t row, int j, double sh, double& a1, double& a2) BNORM_INLINE_LAMBDA {
     const double d = static_cast<double>(first[row * C + j]) - sh;
     a1 += d;
     a2 += d * d;
@@ -169,7 +169,7 @@ inline void rows_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
       prefetch_span(x0 + (4 + kRowsAhead) * C, cw * int64_t(sizeof(T)));
     // per channel, the same operations in the same order whichever j the
     // vector loop starts at: aligned to x's rows (simd.hpp)
-    each(x0, cw, [&](int64_t j) {
+    each(x0, cw, [&](int64_t j) BNORM_INLINE_LAMBDA {
       const double sh = shift[j];
       const double d0 = static_cast<double>(x0[j]) - sh;
       const double d1 = static_cast<double>(x0[j + C]) - sh;
@@ -232,7 +232,7 @@ void rows_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
     int64_t r = r0;
     const T* g_first = dy + o0;
     const T* x_first = x + o0;
-    const auto gradient = [&](int64_t row, int j, double m, double& sa, double& sb) {
+    const auto gradient = [&](int64_t row, int j, double m, double& sa, double& sb) BNORM_INLINE_LAMBDA {
       const double gj = static_cast<double>(g_first[row * C + j]);
       sa += gj;
       sb += gj * (static_cast<double>(x_first[row * C + j]) - m);
@@ -245,7 +245,7 @@ void rows_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
       const T* x0 = x + r * C + c0;
       // per channel, the same operations in the same order whichever j
       // the vector loop starts at: aligned to x's rows (simd.hpp)
-      each(x0, cw, [&](int64_t j) {
+      each(x0, cw, [&](int64_t j) BNORM_INLINE_LAMBDA {
         const double m = mu[j];
         const double q0 = static_cast<double>(g0[j]);
         const double q1 = static_cast<double>(g0[j + C]);

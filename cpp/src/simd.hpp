@@ -43,6 +43,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "half.hpp"
 
@@ -52,6 +53,11 @@
 #if !defined(BNORM_ISA_SCALAR) && (defined(__x86_64__) || defined(_M_X64)) && \
     (defined(__GNUC__) || defined(__clang__))
 #define BNORM_HAVE_STREAM 1
+#endif
+// The vector copies of x86 convert halves with F16C (dispatch.cpp requires
+// it with AVX2), bit for bit what HalfCodec computes.
+#if !defined(BNORM_ISA_SCALAR) && defined(__F16C__)
+#define BNORM_HAVE_F16C 1
 #endif
 
 namespace bnorm {
@@ -89,6 +95,51 @@ inline void each(const T* out, int64_t n, const F& f) {
   for (int64_t k = i; k < n; ++k) f(k);
 }
 
+
+// ---- half-precision runs as floats -----------------------------------------
+// f[i] = p[i] widened, and p[i] = f[i] narrowed, for i in [0, n): the
+// conversions of half.hpp, with F16C for Half where present (the same bits).
+
+template <class C>
+inline void widen(const Storage16<C>* p, float* f, int64_t n) {
+  const uint16_t* h = &p->bits;
+  int64_t i = 0;
+#if defined(BNORM_HAVE_F16C)
+  if constexpr (std::is_same_v<C, HalfCodec>) {
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16)
+      _mm512_storeu_ps(f + i, _mm512_maskz_cvtph_ps(0xFFFF, _mm256_loadu_si256(
+                                  reinterpret_cast<const __m256i*>(h + i))));
+#endif
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(f + i, _mm256_cvtph_ps(_mm_loadu_si128(
+                                  reinterpret_cast<const __m128i*>(h + i))));
+  }
+#endif
+  BNORM_SIMD
+  for (int64_t k = i; k < n; ++k) f[k] = C::to_float(h[k]);
+}
+
+template <class C>
+inline void narrow(const float* f, Storage16<C>* p, int64_t n) {
+  uint16_t* h = &p->bits;
+  int64_t i = 0;
+#if defined(BNORM_HAVE_F16C)
+  if constexpr (std::is_same_v<C, HalfCodec>) {
+    constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(h + i),
+                          _mm512_maskz_cvtps_ph(0xFFFF, _mm512_loadu_ps(f + i), kRound));
+#endif
+    for (; i + 8 <= n; i += 8)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(h + i),
+                       _mm256_cvtps_ph(_mm256_loadu_ps(f + i), kRound));
+  }
+#endif
+  BNORM_SIMD
+  for (int64_t k = i; k < n; ++k) h[k] = C::from_float(f[k]);
+}
 
 // ---- reductions in double, fixed lane order -------------------------------
 
@@ -161,6 +212,20 @@ inline VecD load_lanes(const BFloat16* p) {
   return __builtin_convertvector(bits_to_floats(load_u16(&p->bits) << 16), VecD);
 }
 inline VecD load_lanes(const Half* p) {
+#if defined(BNORM_HAVE_F16C)
+  // the F16C conversion, 8 (AVX-512) or 4 halves to floats, then to doubles
+#if defined(__AVX512F__)
+  const __m512d d = _mm512_maskz_cvtps_pd(
+      0xFF, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#else
+  const __m256d d =
+      _mm256_cvtps_pd(_mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+#endif
+  VecD v;
+  std::memcpy(&v, &d, sizeof v);
+  return v;
+#else
+  // HalfCodec::to_float, lane by lane
   const VecU32 h = load_u16(&p->bits);
   const VecU32 em = (h & 0x7fffu) << 13;
   const VecU32 exp = em & (0x7c00u << 13);
@@ -172,6 +237,7 @@ inline VecD load_lanes(const Half* p) {
   VecU32 o = exp == (0x7c00u << 13) ? infnan : normal;
   o = exp == 0u ? sub : o;
   return __builtin_convertvector(bits_to_floats(o | ((h & 0x8000u) << 16)), VecD);
+#endif
 }
 
 struct Regs {
