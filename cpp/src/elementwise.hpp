@@ -124,7 +124,7 @@ struct Map {
   static constexpr int64_t kStage = 256;
   template <class Coefs>
   static void staged(const T* a, const T* b, T* d, int64_t n, const Coefs& coefs) {
-    float fa[kStage], fb[kStage], fd[kStage];
+    alignas(64) float fa[kStage], fb[kStage], fd[kStage];  // (no peel in each())
     for (int64_t s0 = 0; s0 < n; s0 += kStage) {
       const int64_t m = std::min(kStage, n - s0);
       widen(a + s0, fa, m);

@@ -118,7 +118,7 @@ void planar_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
       return x + n0 * stride + (c0 + j) * p.inner + nb;
     return nullptr;
   };
-  Lanes s1[kMaxPlanarBlock], s2[kMaxPlanarBlock];
+  LaneArray<kMaxPlanarBlock> s1(cw), s2(cw);
   double shift[kMaxPlanarBlock];
   for (int64_t j = 0; j < cw; ++j) shift[j] = static_cast<double>(run(o0, j)[0]);
   for (int64_t o = o0; o < o1; ++o)
@@ -150,7 +150,7 @@ void planar_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
   for (int64_t u = u0; u < u1; ++u) {
     int64_t o0, o1, lo, hi;
     p.planar_unit(u, &o0, &o1, &lo, &hi);
-    Lanes ua[kMaxPlanarBlock], ub[kMaxPlanarBlock];
+    LaneArray<kMaxPlanarBlock> ua(cw), ub(cw);
     for (int64_t o = o0; o < o1; ++o) {
       for (int64_t j = 0; j < cw; ++j) {
         const int64_t off = o * stride + (c0 + j) * p.inner + lo;

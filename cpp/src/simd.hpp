@@ -43,6 +43,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <type_traits>
 
 #include "half.hpp"
@@ -99,6 +100,7 @@ inline void each(const T* out, int64_t n, const F& f) {
 // ---- half-precision runs as floats -----------------------------------------
 // f[i] = p[i] widened, and p[i] = f[i] narrowed, for i in [0, n): the
 // conversions of half.hpp, with F16C for Half where present (the same bits).
+// widen may write f up to n rounded up to 16 values.
 
 template <class C>
 inline void widen(const Storage16<C>* p, float* f, int64_t n) {
@@ -110,6 +112,16 @@ inline void widen(const Storage16<C>* p, float* f, int64_t n) {
     for (; i + 16 <= n; i += 16)
       _mm512_storeu_ps(f + i, _mm512_maskz_cvtph_ps(0xFFFF, _mm256_loadu_si256(
                                   reinterpret_cast<const __m256i*>(h + i))));
+#endif
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    if (i < n) {
+      // the last < 16 values: a masked load, and a whole store (zeros past
+      // n) that the loads of the values can forward from, as they cannot
+      // from a masked store
+      const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+      _mm512_storeu_ps(f + i, _mm512_maskz_cvtph_ps(0xFFFF, _mm256_maskz_loadu_epi16(m, h + i)));
+      return;
+    }
 #endif
     for (; i + 8 <= n; i += 8)
       _mm256_storeu_ps(f + i, _mm256_cvtph_ps(_mm_loadu_si128(
@@ -131,6 +143,15 @@ inline void narrow(const float* f, Storage16<C>* p, int64_t n) {
     for (; i + 16 <= n; i += 16)
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(h + i),
                           _mm512_maskz_cvtps_ph(0xFFFF, _mm512_loadu_ps(f + i), kRound));
+#endif
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    if (i < n) {
+      const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+      _mm256_mask_storeu_epi16(h + i, m,
+                               _mm512_maskz_cvtps_ph(0xFFFF, _mm512_maskz_loadu_ps(m, f + i),
+                                                     kRound));
+      return;
+    }
 #endif
     for (; i + 8 <= n; i += 8)
       _mm_storeu_si128(reinterpret_cast<__m128i*>(h + i),
@@ -158,6 +179,18 @@ struct Lanes {
       for (int k = 0; k < w; ++k) t[k] = t[2 * k] + t[2 * k + 1];
     return t[0];
   }
+};
+
+// Room for N Lanes on the stack of which only the first `used` are made
+// (cleared): a small call uses a few of kMaxPlanarBlock, and clearing them
+// all cost 8 KiB of stores per unit.
+template <int N>
+struct LaneArray {
+  alignas(Lanes) unsigned char raw[N * sizeof(Lanes)];
+  explicit LaneArray(int64_t used) {
+    for (int64_t i = 0; i < used; ++i) new (raw + i * sizeof(Lanes)) Lanes();
+  }
+  Lanes& operator[](int64_t i) { return reinterpret_cast<Lanes*>(raw)[i]; }
 };
 
 #if !defined(BNORM_ISA_SCALAR) && (defined(__GNUC__) || defined(__clang__))
