@@ -17,6 +17,11 @@ from bnorm import _spec
 
 cnp.import_array()
 
+cdef extern from "numpy/arrayobject.h":
+    int NPY_USERDEF  # the first type number of a registered dtype (ml_dtypes')
+    object PyArray_NewLikeArray(cnp.ndarray prototype, cnp.NPY_ORDER order,
+                                cnp.PyArray_Descr* descr, int subok)
+
 
 class BnormError(Exception):
     """An error reported by the bnorm C library (``status`` holds its code)."""
@@ -80,6 +85,17 @@ cdef int _check(bnorm_status status, str op) except -1:
     raise error_for(status, op)
 
 
+cdef int _bfloat16_type = -1  # ml_dtypes' bfloat16 type number, once seen
+
+
+cdef bint _learn_bfloat16(cnp.ndarray a):
+    global _bfloat16_type
+    if a.dtype.name == "bfloat16" and a.dtype.itemsize == 2:
+        _bfloat16_type = cnp.PyArray_TYPE(a)
+        return True
+    return False
+
+
 cdef bnorm_dtype _dtype_code(cnp.ndarray a) except -1:
     cdef int t = cnp.PyArray_TYPE(a)
     if t == cnp.NPY_FLOAT32:
@@ -88,7 +104,7 @@ cdef bnorm_dtype _dtype_code(cnp.ndarray a) except -1:
         return BNORM_FLOAT64
     if t == cnp.NPY_FLOAT16:
         return BNORM_FLOAT16
-    if a.dtype.name == "bfloat16" and a.dtype.itemsize == 2:  # ml_dtypes'
+    if t == _bfloat16_type or (t >= NPY_USERDEF and _learn_bfloat16(a)):  # ml_dtypes'
         return BNORM_BFLOAT16
     raise TypeError(f"unsupported dtype {a.dtype}; expected float32, float64, "
                     "float16 or bfloat16")
@@ -488,8 +504,9 @@ def population_result(int64_t channels, state, mean, var):
 
 
 # ---------------------------------------------------------------------------
-# Fast paths for the common call: C-contiguous float32/float64 data, per-
-# channel arrays already of the data's dtype, out= absent or a C-contiguous
+# Fast paths for the common call: C-contiguous data of any of the four
+# dtypes, per-channel arrays already of the parameter dtype (float64 for
+# float64 data, else float32), out= absent or a C-contiguous
 # array like x (no fused epilogue). They check the form of the arrays with
 # the rules of the same spec as the bindings (_take, exactly), and nothing
 # else: the values (eps, momentum, value counts, pairs, overlaps) are the C
@@ -499,7 +516,8 @@ def population_result(int64_t channels, state, mean, var):
 # with their messages.
 # ---------------------------------------------------------------------------
 
-cdef inline bint _float_data(object x, int* typenum, bnorm_dtype* dt):
+cdef inline bint _fast_data(object x, int* typenum, bnorm_dtype* dt):
+    """x is a C-contiguous ndarray of >= 2 dimensions of a data dtype."""
     if type(x) is not cnp.ndarray:
         return False
     cdef cnp.ndarray a = <cnp.ndarray>x
@@ -508,6 +526,10 @@ cdef inline bint _float_data(object x, int* typenum, bnorm_dtype* dt):
         dt[0] = BNORM_FLOAT32
     elif t == cnp.NPY_FLOAT64:
         dt[0] = BNORM_FLOAT64
+    elif t == cnp.NPY_FLOAT16:
+        dt[0] = BNORM_FLOAT16
+    elif t == _bfloat16_type or (t >= NPY_USERDEF and _learn_bfloat16(a)):
+        dt[0] = BNORM_BFLOAT16
     else:
         return False
     if not cnp.PyArray_ISNOTSWAPPED(a):
@@ -577,8 +599,7 @@ cdef inline object _fast_out(object out, cnp.ndarray x, object other):
     is x's memory (or other's) or apart from both; else None (the general
     path then raises the precise error)."""
     if out is None:
-        return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x),
-                                 cnp.PyArray_TYPE(x), 0)
+        return PyArray_NewLikeArray(x, cnp.NPY_CORDER, NULL, 0)
     if not _same_shape(x, out):
         return None
     cdef cnp.ndarray o = <cnp.ndarray>out
@@ -594,7 +615,7 @@ def fast_inference(x, mean, var, weight, bias, eps, axis, out=None):
     cdef bnorm_dtype dt
     cdef int64_t outer, channels, inner
     cdef void* p[MAX_ARGS]
-    if not _float_data(x, &t, &dt) or type(eps) is not float:
+    if not _fast_data(x, &t, &dt) or type(eps) is not float:
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
     if not _layout(xa, axis, &outer, &channels, &inner):
@@ -603,7 +624,7 @@ def fast_inference(x, mean, var, weight, bias, eps, axis, out=None):
     if y is None:
         return None
     if _take(_INFERENCE, (x, None, y, mean, var, weight, bias),
-             outer * channels * inner, channels, t, t, p, True) < 0:
+             outer * channels * inner, channels, t, _param_type(t), p, True) < 0:
         return None
     cdef double e = eps
     cdef bnorm_status st
@@ -618,7 +639,7 @@ def fast_training(x, weight, bias, eps, axis, running_mean, running_var,
     cdef bnorm_dtype dt
     cdef int64_t outer, channels, inner
     cdef void* p[MAX_ARGS]
-    if (not _float_data(x, &t, &dt) or type(eps) is not float
+    if (not _fast_data(x, &t, &dt) or type(eps) is not float
             or type(unbiased) is not bool):
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
@@ -632,10 +653,10 @@ def fast_training(x, weight, bias, eps, axis, running_mean, running_var,
     y = _fast_out(out, xa, None)
     if y is None:
         return None
-    sm = _per_channel(channels, t)
-    si = _per_channel(channels, t)
+    sm = _per_channel(channels, _param_type(t))
+    si = _per_channel(channels, _param_type(t))
     if _take(_TRAINING, (x, None, y, weight, bias, sm, si, running_mean, running_var),
-             outer * channels * inner, channels, t, t, p, True) < 0:
+             outer * channels * inner, channels, t, _param_type(t), p, True) < 0:
         return None
     cdef double e = eps
     cdef uint32_t flags = 0 if unbiased else BNORM_FLAG_BIASED_RUNNING_VAR
@@ -651,7 +672,7 @@ def fast_backward(dy, x, save_mean, save_invstd, weight, axis, training, out=Non
     cdef bnorm_dtype dt
     cdef int64_t outer, channels, inner
     cdef void* p[MAX_ARGS]
-    if not _float_data(x, &t, &dt) or type(training) is not bool:
+    if not _fast_data(x, &t, &dt) or type(training) is not bool:
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
     if not _same_shape(xa, dy):  # dy like x
@@ -661,10 +682,10 @@ def fast_backward(dy, x, save_mean, save_invstd, weight, axis, training, out=Non
     dx = _fast_out(out, xa, dy)
     if dx is None:
         return None
-    dw = _per_channel(channels, t)
-    db = _per_channel(channels, t)
+    dw = _per_channel(channels, _param_type(t))
+    db = _per_channel(channels, _param_type(t))
     if _take(_BACKWARD, (dy, x, None, save_mean, save_invstd, weight, None, dx, dw, db, None),
-             outer * channels * inner, channels, t, t, p, True) < 0:
+             outer * channels * inner, channels, t, _param_type(t), p, True) < 0:
         return None
     cdef uint32_t flags = 0 if training else BNORM_FLAG_FROZEN_STATS
     cdef bnorm_status st

@@ -24,12 +24,17 @@ def _is_bfloat16(dt: np.dtype) -> bool:
 
 
 def _is_data_dtype(dt: np.dtype) -> bool:
-    return dt in _DATA_DTYPES or dt == _HALF or _is_bfloat16(dt)
+    t = dt.type  # (compared by identity: a dtype's == costs a conversion)
+    return (t is np.float32 or t is np.float64 or t is np.float16 or _is_bfloat16(dt)) \
+        and dt.isnative
+
+
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def _param_dtype(dt: np.dtype) -> np.dtype:
     """Parameters and statistics: float64 for float64 data, else float32."""
-    return np.dtype(np.float64) if dt == np.float64 else np.dtype(np.float32)
+    return _F64 if dt.type is np.float64 else _F32
 
 
 class _View:
@@ -49,7 +54,8 @@ class _View:
         self.axis = axis
         self.channels = shape[axis]
         self.channels_last = False
-        if not x.flags.c_contiguous and allow_channels_last and axis != ndim - 1:
+        contiguous = x.flags.c_contiguous
+        if not contiguous and allow_channels_last and axis != ndim - 1:
             moved = np.moveaxis(x, axis, -1)
             if moved.flags.c_contiguous:
                 self.channels_last = True
@@ -57,7 +63,7 @@ class _View:
                 self.outer = math.prod(shape[:axis] + shape[axis + 1:])
                 self.inner = 1
                 return
-        self.flat = x if x.flags.c_contiguous else np.ascontiguousarray(x)
+        self.flat = x if contiguous else np.ascontiguousarray(x)
         self.outer = math.prod(shape[:axis])
         self.inner = math.prod(shape[axis + 1:])
 
@@ -182,6 +188,9 @@ def _param(p: Any, name: str, view: _View, dtype: np.dtype) -> Optional[np.ndarr
     """A per-channel input (weight, bias, statistics), cast to dtype."""
     if p is None:
         return None
+    if (type(p) is np.ndarray and p.dtype is dtype and p.shape == (view.channels,)
+            and p.flags.c_contiguous):
+        return p  # already as the call needs it
     a = _array(p, name)
     _real(a, name)
     _check_length(a, name, view)

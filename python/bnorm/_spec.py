@@ -39,16 +39,18 @@ class Spec(NamedTuple):
     function: str           # the C entry point
     op: str                 # what an error message calls the operation
     args: Tuple[Arg, ...]   # in the order of its parameters
+    order: Tuple[str, ...]  # their names
+    roles: Dict[Tuple[str, str], Tuple[str, ...]]  # (kind, access): names
+    roles_of: Dict[str, Arg]  # name: its Arg
 
     def names(self, kind: str, access: str) -> Tuple[str, ...]:
-        return tuple(a.name for a in self.args if a.kind == kind and a.access == access)
+        return self.roles.get((kind, access), ())
 
     def pack(self, values: Dict[str, Optional[object]]) -> tuple:
         """The arrays of a call in the spec's order (a name not given is None)."""
-        unknown = set(values) - {a.name for a in self.args}
-        if unknown:
-            raise KeyError(f"{self.op}: no argument {sorted(unknown)}")
-        return tuple(values.get(a.name) for a in self.args)
+        if len(values) > len(self.order) or not all(map(self.roles_of.__contains__, values)):
+            raise KeyError(f"{self.op}: no argument {sorted(set(values) - set(self.order))}")
+        return tuple(map(values.get, self.order))
 
 
 def _spec(function: str, op: str, text: str) -> Spec:
@@ -61,7 +63,11 @@ def _spec(function: str, op: str, text: str) -> Spec:
         if kind not in KINDS or access not in ACCESS:
             raise ValueError(f"bad argument rule {word!r}")
         args.append(Arg(name, kind, access, optional))
-    return Spec(function, op, tuple(args))
+    roles: Dict[Tuple[str, str], Tuple[str, ...]] = {}
+    for a in args:
+        roles[(a.kind, a.access)] = roles.get((a.kind, a.access), ()) + (a.name,)
+    return Spec(function, op, tuple(args), tuple(a.name for a in args), roles,
+                {a.name: a for a in args})
 
 
 TRAINING = _spec(
