@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -47,3 +49,32 @@ def make_case(rng, shape, axis, dtype, offset=0.0, scale=1.0):
     w = rng.uniform(0.5, 2.0, C).astype(dtype) * rng.choice([-1, 1], C)
     b = rng.standard_normal(C).astype(dtype)
     return x, w, b
+
+
+def run_with_isa(script, isa):
+    """The JSON that script prints, run in a process whose kernels are the
+    instruction-set copy isa (BNORM_ISA; the best supported if not)."""
+    import json
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, BNORM_ISA=isa),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def scalar_results(script):
+    """The results script prints (a JSON {"isa", "results"}) with the scalar copy."""
+    res = run_with_isa(script, "scalar")
+    assert res["isa"] == "scalar"
+    return res["results"]
+
+
+def isa_mismatches(script, isa, scalar):
+    """The keys of script's results that differ between isa and the scalar
+    copy's `scalar` (skips when this CPU lacks isa)."""
+    res = run_with_isa(script, isa)
+    if res["isa"] != isa:
+        pytest.skip(f"{isa} is not supported here (got {res['isa']})")
+    assert res["results"].keys() == scalar.keys()
+    return [k for k, v in scalar.items() if res["results"][k] != v]

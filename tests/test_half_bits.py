@@ -8,13 +8,10 @@ through the elementwise ops, where each value is converted, computed and
 narrowed alone, and through the reductions, and each copy's results must be
 bitwise those of the scalar copy.
 """
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
+
+from conftest import isa_mismatches, scalar_results
 
 ISAS = ["avx2", "avx512"]
 
@@ -70,27 +67,15 @@ print(json.dumps({"isa": _core.kernel_isa(), "results": out}))
 """
 
 
-def run_with(isa):
-    r = subprocess.run([sys.executable, "-c", SCRIPT], env=dict(os.environ, BNORM_ISA=isa),
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
-
-
 @pytest.fixture(scope="module")
 def scalar():
-    res = run_with("scalar")
-    assert res["isa"] == "scalar"
-    return res["results"]
+    return scalar_results(SCRIPT)
 
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_every_half_pattern_matches_scalar_bitwise(scalar, isa):
-    res = run_with(isa)
-    if res["isa"] != isa:
-        pytest.skip(f"{isa} is not supported here (got {res['isa']})")
-    assert len(res["results"]) == len(scalar) >= 21
-    bad = [k for k, v in scalar.items() if res["results"][k] != v]
+    assert len(scalar) >= 21
+    bad = isa_mismatches(SCRIPT, isa, scalar)
     assert not bad, f"{isa} differs from scalar in {bad}"
 
 

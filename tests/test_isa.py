@@ -5,13 +5,14 @@ the environment variable BNORM_ISA selects one for a process. The copies
 use one fixed order of operations (simd.hpp) and no FMA contraction, so
 their results must be bitwise identical to the scalar copy's.
 """
-import json
 import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+from conftest import isa_mismatches, scalar_results
 
 ISAS = ["scalar", "avx2", "avx512", "baseline"]
 
@@ -83,27 +84,14 @@ print(json.dumps({"isa": _core.kernel_isa(), "results": out}))
 """
 
 
-def run_with(isa):
-    env = dict(os.environ, BNORM_ISA=isa)
-    r = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
-
-
 @pytest.fixture(scope="module")
 def scalar():
-    res = run_with("scalar")
-    assert res["isa"] == "scalar"
-    return res["results"]
+    return scalar_results(SCRIPT)
 
 
 @pytest.mark.parametrize("isa", [i for i in ISAS if i != "scalar"])
 def test_vector_copy_matches_scalar_bitwise(scalar, isa):
-    res = run_with(isa)
-    if res["isa"] != isa:
-        pytest.skip(f"{isa} is not supported here (got {res['isa']})")
-    bad = [k for k, v in scalar.items() if res["results"][k] != v]
+    bad = isa_mismatches(SCRIPT, isa, scalar)
     assert not bad, f"{isa} differs from scalar in {bad[:10]}"
 
 
