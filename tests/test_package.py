@@ -98,7 +98,46 @@ def test_bench_json_for_one_shape(tmp_path):
         for lay in ("NCHW", "NHWC")}
     for c in cases:
         assert c["bnorm_s"] > 0 and c["copy_s"] > 0
+        assert c["copy_s"] == min(c["copy_numpy_s"], c["copy_parallel_s"])
+        assert c["floor_copies"] == {"inference": 1.0, "train fwd": 1.0, "backward": 1.5}[c["op"]]
         assert c["bitwise_1_vs_n_threads"] is True
+    bar = doc["summary"]["bar"]
+    assert any(b["what"].startswith("small call, training") for b in bar)
+    for b in bar:
+        assert b["holds"] == (b["measured"] <= b["bar"] if "small call" in b["what"]
+                              else b["measured"] >= b["bar"])
+    assert "the bar (float data" in r.stdout
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 1000, 100003])
+def test_parallel_copy_floor_copies_exactly(threads, n):
+    from bnorm.tools.floor import ParallelCopy
+    src = np.random.default_rng(n).integers(0, 255, n, dtype=np.uint8)
+    dst = np.zeros_like(src)
+    pc = ParallelCopy(threads)
+    try:
+        pc(dst, src)
+        np.testing.assert_array_equal(dst, src)
+        with pytest.raises(ValueError, match="one size"):
+            pc(dst[: n // 2], src) if n > 1 else pc(np.zeros(n + 1, np.uint8), src)
+    finally:
+        pc.close()
+
+
+def test_floor_copies_by_op_and_layout():
+    from bnorm.tools.floor import copies, last_level_cache_bytes
+    llc = 32 << 20
+    assert [copies(op, True, llc + 1, llc) for op in ("inference", "train fwd", "backward")] \
+        == [1.0, 1.5, 2.5]
+    assert [copies(op, True, llc, llc) for op in ("inference", "train fwd", "backward")] \
+        == [1.0, 1.0, 1.5]
+    assert copies("backward", False, 10 * llc, llc) == 1.5
+    assert copies("train fwd", True, 10 * llc, None) == 1.0
+    with pytest.raises(ValueError):
+        copies("forward", True, 1, llc)
+    size = last_level_cache_bytes()
+    assert size is None or size >= 1 << 16
 
 
 @pytest.mark.parametrize("flag,getter", [("--includedir", "get_include"),

@@ -49,6 +49,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                             "(how docs/performance.md is made)")
     bench.add_argument("--fused", action="store_true",
                        help="the fused BN+ReLU and BN+Add+ReLU ops against the unfused pair")
+    bench.add_argument("--compile", dest="with_compile", action="store_true",
+                       help="also time torch.compile (Inductor) of the training forward and "
+                            "of forward+backward (compiles once per shape: minutes)")
     bench.add_argument("--reference", action="store_true",
                        help="also time the NumPy reference (always on with --quick)")
     demo = sub.add_parser("demo", help="the paper's first experiment in miniature: "
@@ -94,7 +97,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                  repeat=args.repeat, shape=args.shape, layout=args.layout)
             return run(quick=args.quick, threads=args.threads, dtype=args.dtype,
                        repeat=args.repeat, shape=args.shape, layout=args.layout,
-                       json_path=args.json_path, with_reference=args.reference)
+                       json_path=args.json_path, with_reference=args.reference,
+                       with_compile=args.with_compile)
     if args.command == "demo":
         if args.steps < 1:
             parser.error("--steps must be >= 1")
