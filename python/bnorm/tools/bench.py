@@ -441,7 +441,7 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
                family, small_f32)
     print(f"\nthe bar ({family} data, {nthreads} thread(s)):")
     for what, got, need, holds, note in bar:
-        print(f"  {'holds ' if holds else 'misses'}  {what}: {got:.2f} "
+        print(f"  {'holds ' if holds else 'misses'}  {what}: {got:.3g} "
               f"(bar {need:g}{'; ' + note if note else ''})")
     summary["bar"] = [{"what": w, "measured": g, "bar": n, "holds": h, "note": t}
                       for w, g, n, h, t in bar]
