@@ -253,11 +253,13 @@ cdef class _Rules:
 
 
 cdef int _take(_Rules r, tuple arrays, int64_t n, int64_t channels, int t, int pt,
-               void** p, bint exact) except -2:
+               void** p, bint exact, uint32_t later=0) except -2:
     """Fill p with the arrays' data pointers (NULL for an optional None).
     Data arrays have n elements of typenum t, per-channel ones channels
     elements of pt ("channel") or float64 ("sums"). A misfit raises, or with
-    ``exact`` (the fast paths) returns -1."""
+    ``exact`` (the fast paths) returns -1. Bit i of ``later``: the caller
+    makes array i after the check (None here; its pointer is the caller's
+    to set), so a declined call allocates nothing."""
     if len(arrays) != r.count:
         raise TypeError(f"{r.op}: {r.count} arrays expected, got {len(arrays)}")
     cdef int i, typenum
@@ -266,7 +268,7 @@ cdef int _take(_Rules r, tuple arrays, int64_t n, int64_t channels, int t, int p
     for i in range(r.count):
         obj = arrays[i]
         if obj is None:
-            if r.optional[i]:
+            if r.optional[i] or (later >> i) & 1:
                 p[i] = NULL
                 continue
             if exact:
@@ -620,12 +622,13 @@ def fast_inference(x, mean, var, weight, bias, eps, axis, out=None):
     cdef cnp.ndarray xa = <cnp.ndarray>x
     if not _layout(xa, axis, &outer, &channels, &inner):
         return None
-    y = _fast_out(out, xa, None)
-    if y is None:
+    if out is not None and _fast_out(out, xa, None) is None:
         return None
-    if _take(_INFERENCE, (x, None, y, mean, var, weight, bias),
-             outer * channels * inner, channels, t, _param_type(t), p, True) < 0:
+    if _take(_INFERENCE, (x, None, out, mean, var, weight, bias),
+             outer * channels * inner, channels, t, _param_type(t), p, True, 1 << 2) < 0:
         return None
+    y = _fast_out(out, xa, None) if out is None else out
+    p[2] = cnp.PyArray_DATA(<cnp.ndarray>y)
     cdef double e = eps
     cdef bnorm_status st
     with nogil:
@@ -650,14 +653,18 @@ def fast_training(x, weight, bias, eps, axis, running_mean, running_var,
         if type(momentum) is not float:
             return None
         mom = <double>momentum
-    y = _fast_out(out, xa, None)
-    if y is None:
+    if out is not None and _fast_out(out, xa, None) is None:
         return None
+    if _take(_TRAINING, (x, None, out, weight, bias, None, None, running_mean, running_var),
+             outer * channels * inner, channels, t, _param_type(t), p, True,
+             (1 << 2) | (1 << 5) | (1 << 6)) < 0:
+        return None
+    y = _fast_out(out, xa, None) if out is None else out
     sm = _per_channel(channels, _param_type(t))
     si = _per_channel(channels, _param_type(t))
-    if _take(_TRAINING, (x, None, y, weight, bias, sm, si, running_mean, running_var),
-             outer * channels * inner, channels, t, _param_type(t), p, True) < 0:
-        return None
+    p[2] = cnp.PyArray_DATA(<cnp.ndarray>y)
+    p[5] = cnp.PyArray_DATA(sm)
+    p[6] = cnp.PyArray_DATA(si)
     cdef double e = eps
     cdef uint32_t flags = 0 if unbiased else BNORM_FLAG_BIASED_RUNNING_VAR
     cdef bnorm_status st
@@ -679,14 +686,18 @@ def fast_backward(dy, x, save_mean, save_invstd, weight, axis, training, out=Non
         return None
     if not _layout(xa, axis, &outer, &channels, &inner):
         return None
-    dx = _fast_out(out, xa, dy)
-    if dx is None:
+    if out is not None and _fast_out(out, xa, dy) is None:
         return None
+    if _take(_BACKWARD, (dy, x, None, save_mean, save_invstd, weight, None, out, None, None,
+                         None), outer * channels * inner, channels, t, _param_type(t), p, True,
+             (1 << 7) | (1 << 8) | (1 << 9)) < 0:
+        return None
+    dx = _fast_out(out, xa, dy) if out is None else out
     dw = _per_channel(channels, _param_type(t))
     db = _per_channel(channels, _param_type(t))
-    if _take(_BACKWARD, (dy, x, None, save_mean, save_invstd, weight, None, dx, dw, db, None),
-             outer * channels * inner, channels, t, _param_type(t), p, True) < 0:
-        return None
+    p[7] = cnp.PyArray_DATA(<cnp.ndarray>dx)
+    p[8] = cnp.PyArray_DATA(dw)
+    p[9] = cnp.PyArray_DATA(db)
     cdef uint32_t flags = 0 if training else BNORM_FLAG_FROZEN_STATS
     cdef bnorm_status st
     with nogil:

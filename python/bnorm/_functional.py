@@ -181,7 +181,8 @@ def _per_channel(a: np.ndarray, name: str, channels: Optional[int],
 
 
 def _check_length(a: np.ndarray, name: str, view: _View) -> None:
-    _per_channel(a, name, view.channels, view.axis)
+    if a.ndim != 1 or a.shape[0] != view.channels:
+        _per_channel(a, name, view.channels, view.axis)
 
 
 def _param(p: Any, name: str, view: _View, dtype: np.dtype) -> Optional[np.ndarray]:
@@ -201,12 +202,14 @@ def _channel_args(spec: _spec.Spec, values: dict, view: _View, dtype: np.dtype) 
     """The per-channel arrays of a call, by its spec: each input in values
     checked and cast (``_param``), each output allocated. The running
     statistics (updated in place) are ``_running_pair``'s."""
-    for name in spec.names("channel", "in"):
+    roles = spec.roles
+    for name in roles.get(("channel", "in"), ()):
         values[name] = _param(values.get(name), name, view, dtype)
-    for name in spec.names("channel", "out"):
-        values[name] = np.empty(view.channels, dtype)
-    for name in spec.names("sums", "out"):
-        values[name] = np.empty(view.channels, np.float64)
+    c = view.channels
+    for name in roles.get(("channel", "out"), ()):
+        values[name] = np.empty(c, dtype)
+    for name in roles.get(("sums", "out"), ()):
+        values[name] = np.empty(c, np.float64)
     return values
 
 

@@ -48,7 +48,7 @@ class Spec(NamedTuple):
 
     def pack(self, values: Dict[str, Optional[object]]) -> tuple:
         """The arrays of a call in the spec's order (a name not given is None)."""
-        if len(values) > len(self.order) or not all(map(self.roles_of.__contains__, values)):
+        if not self.roles_of.keys() >= values.keys():
             raise KeyError(f"{self.op}: no argument {sorted(set(values) - set(self.order))}")
         return tuple(map(values.get, self.order))
 
