@@ -7,6 +7,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#if defined(BNORM_HAVE_ISA_AVX2) || defined(BNORM_HAVE_ISA_AVX512)
+#include <cpuid.h>
+#endif
+
 #include "kernels.hpp"
 
 namespace bnorm {
@@ -25,6 +29,15 @@ BNORM_DECLARE_KERNELS(isa_avx512)
 namespace {
 
 enum Isa { kScalar, kBaseline, kAvx2, kAvx512 };
+
+#if defined(BNORM_HAVE_ISA_AVX2) || defined(BNORM_HAVE_ISA_AVX512)
+// F16C, read from CPUID (leaf 1, ECX bit 29): clang's __builtin_cpu_supports
+// does not know the name.
+bool has_f16c() {
+  unsigned a, b, c, d;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+}
+#endif
 const char* const kNames[] = {"scalar", "baseline", "avx2", "avx512"};
 
 bool supported(Isa isa) {
@@ -35,8 +48,7 @@ bool supported(Isa isa) {
 #endif
 #if defined(BNORM_HAVE_ISA_AVX2) && (defined(__GNUC__) || defined(__clang__))
     case kAvx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c");
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
 #endif
 #if defined(BNORM_HAVE_ISA_AVX512) && (defined(__GNUC__) || defined(__clang__))
     case kAvx512:
@@ -44,8 +56,7 @@ bool supported(Isa isa) {
              __builtin_cpu_supports("avx512vl") &&
              __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512dq") &&
-             __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c");
+             __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
 #endif
     default: return false;
   }

@@ -3,6 +3,7 @@
 // widened. Widening may leave a signaling NaN signaling where vcvtph2ps
 // quiets it (half.hpp says why no result can tell); everything else must
 // be the same bits. Skips (exit 77) on a CPU without F16C.
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <cstdint>
@@ -41,7 +42,9 @@ __attribute__((target("avx2,f16c"))) static long narrow_block(uint32_t first) {
 }
 
 int main() {
-  if (!__builtin_cpu_supports("f16c") || !__builtin_cpu_supports("avx2")) {
+  unsigned a, b, c, d;
+  const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+  if (!f16c || !__builtin_cpu_supports("avx2")) {
     std::puts("skipped: no AVX2 and F16C");
     return 77;
   }
