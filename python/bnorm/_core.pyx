@@ -612,6 +612,19 @@ cdef inline object _fast_out(object out, cnp.ndarray x, object other):
     return o
 
 
+cdef tuple _outputs(cnp.ndarray x, object out, int64_t channels, int pt, void** p,
+                    int i_out, int i_a, int i_b):
+    """After _take: the output like x (out itself when given) and two new
+    per-channel arrays of pt, their pointers set at p[i_out], p[i_a], p[i_b]."""
+    y = PyArray_NewLikeArray(x, cnp.NPY_CORDER, NULL, 0) if out is None else out
+    a = _per_channel(channels, pt)
+    b = _per_channel(channels, pt)
+    p[i_out] = cnp.PyArray_DATA(<cnp.ndarray>y)
+    p[i_a] = cnp.PyArray_DATA(a)
+    p[i_b] = cnp.PyArray_DATA(b)
+    return y, a, b
+
+
 def fast_inference(x, mean, var, weight, bias, eps, axis, out=None):
     cdef int t
     cdef bnorm_dtype dt
@@ -659,12 +672,7 @@ def fast_training(x, weight, bias, eps, axis, running_mean, running_var,
              outer * channels * inner, channels, t, _param_type(t), p, True,
              (1 << 2) | (1 << 5) | (1 << 6)) < 0:
         return None
-    y = _fast_out(out, xa, None) if out is None else out
-    sm = _per_channel(channels, _param_type(t))
-    si = _per_channel(channels, _param_type(t))
-    p[2] = cnp.PyArray_DATA(<cnp.ndarray>y)
-    p[5] = cnp.PyArray_DATA(sm)
-    p[6] = cnp.PyArray_DATA(si)
+    y, sm, si = _outputs(xa, out, channels, _param_type(t), p, 2, 5, 6)
     cdef double e = eps
     cdef uint32_t flags = 0 if unbiased else BNORM_FLAG_BIASED_RUNNING_VAR
     cdef bnorm_status st
@@ -692,12 +700,7 @@ def fast_backward(dy, x, save_mean, save_invstd, weight, axis, training, out=Non
                          None), outer * channels * inner, channels, t, _param_type(t), p, True,
              (1 << 7) | (1 << 8) | (1 << 9)) < 0:
         return None
-    dx = _fast_out(out, xa, dy) if out is None else out
-    dw = _per_channel(channels, _param_type(t))
-    db = _per_channel(channels, _param_type(t))
-    p[7] = cnp.PyArray_DATA(<cnp.ndarray>dx)
-    p[8] = cnp.PyArray_DATA(dw)
-    p[9] = cnp.PyArray_DATA(db)
+    dx, dw, db = _outputs(xa, out, channels, _param_type(t), p, 7, 8, 9)
     cdef uint32_t flags = 0 if training else BNORM_FLAG_FROZEN_STATS
     cdef bnorm_status st
     with nogil:
