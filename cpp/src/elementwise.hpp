@@ -195,7 +195,10 @@ struct AffineFormula : FormulaShape<3, kRes ? 2 : 1, kRes || kRelu, true> {  // 
   template <class V, class C>
   static V value(V x, V z, const C& k) {
     V v = (x - k(0)) * k(1) + k(2);
-    if constexpr (kRes) v = v + z;
+    // (a NaN residual's payload wins over a NaN v's: with two NaN operands
+    // an add returns the one the compiler put first, which the instruction-
+    // set copies need not share; with one NaN, that one)
+    if constexpr (kRes) v = z != z ? z : v + z;
     if constexpr (kRelu) v = v < V(0) ? V(0) : v;
     (void)z;
     return v;
