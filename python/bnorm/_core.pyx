@@ -96,7 +96,8 @@ cdef bint _learn_bfloat16(cnp.ndarray a):
     return False
 
 
-cdef bnorm_dtype _dtype_code(cnp.ndarray a) except -1:
+cdef inline int _data_dtype(cnp.ndarray a):
+    """bnorm's code for a's dtype, or -1 for one bnorm does not take."""
     cdef int t = cnp.PyArray_TYPE(a)
     if t == cnp.NPY_FLOAT32:
         return BNORM_FLOAT32
@@ -106,8 +107,15 @@ cdef bnorm_dtype _dtype_code(cnp.ndarray a) except -1:
         return BNORM_FLOAT16
     if t == _bfloat16_type or (t >= NPY_USERDEF and _learn_bfloat16(a)):  # ml_dtypes'
         return BNORM_BFLOAT16
-    raise TypeError(f"unsupported dtype {a.dtype}; expected float32, float64, "
-                    "float16 or bfloat16")
+    return -1
+
+
+cdef bnorm_dtype _dtype_code(cnp.ndarray a) except -1:
+    cdef int code = _data_dtype(a)
+    if code < 0:
+        raise TypeError(f"unsupported dtype {a.dtype}; expected float32, float64, "
+                        "float16 or bfloat16")
+    return <bnorm_dtype>code
 
 
 cdef inline int _param_type(int t):
@@ -523,22 +531,15 @@ cdef inline bint _fast_data(object x, int* typenum, bnorm_dtype* dt):
     if type(x) is not cnp.ndarray:
         return False
     cdef cnp.ndarray a = <cnp.ndarray>x
-    cdef int t = cnp.PyArray_TYPE(a)
-    if t == cnp.NPY_FLOAT32:
-        dt[0] = BNORM_FLOAT32
-    elif t == cnp.NPY_FLOAT64:
-        dt[0] = BNORM_FLOAT64
-    elif t == cnp.NPY_FLOAT16:
-        dt[0] = BNORM_FLOAT16
-    elif t == _bfloat16_type or (t >= NPY_USERDEF and _learn_bfloat16(a)):
-        dt[0] = BNORM_BFLOAT16
-    else:
+    cdef int code = _data_dtype(a)
+    if code < 0:
         return False
+    dt[0] = <bnorm_dtype>code
     if not cnp.PyArray_ISNOTSWAPPED(a):
         return False
     if cnp.PyArray_NDIM(a) < 2 or not cnp.PyArray_IS_C_CONTIGUOUS(a):
         return False
-    typenum[0] = t
+    typenum[0] = cnp.PyArray_TYPE(a)
     return True
 
 
@@ -596,27 +597,28 @@ cdef inline cnp.ndarray _per_channel(int64_t channels, int typenum):
     return cnp.PyArray_EMPTY(1, &c, typenum, 0)
 
 
-cdef inline object _fast_out(object out, cnp.ndarray x, object other):
-    """A new array like x for out=None; out itself when it has x's shape and
-    is x's memory (or other's) or apart from both; else None (the general
-    path then raises the precise error)."""
-    if out is None:
-        return PyArray_NewLikeArray(x, cnp.NPY_CORDER, NULL, 0)
+cdef inline bint _out_fits(object out, cnp.ndarray x, object other):
+    """out= has x's shape and is x's memory (or other's) or apart from both
+    (its dtype and form are _take's); else the general path raises the
+    precise error."""
     if not _same_shape(x, out):
-        return None
+        return False
     cdef cnp.ndarray o = <cnp.ndarray>out
     if not cnp.PyArray_IS_C_CONTIGUOUS(o) or not _apart(x, o):
-        return None
-    if other is not None and not _apart(<cnp.ndarray>other, o):
-        return None
-    return o
+        return False
+    return other is None or _apart(<cnp.ndarray>other, o)
+
+
+cdef inline object _like(cnp.ndarray x):
+    """A new array of x's shape and dtype."""
+    return PyArray_NewLikeArray(x, cnp.NPY_CORDER, NULL, 0)
 
 
 cdef tuple _outputs(cnp.ndarray x, object out, int64_t channels, int pt, void** p,
                     int i_out, int i_a, int i_b):
     """After _take: the output like x (out itself when given) and two new
     per-channel arrays of pt, their pointers set at p[i_out], p[i_a], p[i_b]."""
-    y = PyArray_NewLikeArray(x, cnp.NPY_CORDER, NULL, 0) if out is None else out
+    y = _like(x) if out is None else out
     a = _per_channel(channels, pt)
     b = _per_channel(channels, pt)
     p[i_out] = cnp.PyArray_DATA(<cnp.ndarray>y)
@@ -635,12 +637,12 @@ def fast_inference(x, mean, var, weight, bias, eps, axis, out=None):
     cdef cnp.ndarray xa = <cnp.ndarray>x
     if not _layout(xa, axis, &outer, &channels, &inner):
         return None
-    if out is not None and _fast_out(out, xa, None) is None:
+    if out is not None and not _out_fits(out, xa, None):
         return None
     if _take(_INFERENCE, (x, None, out, mean, var, weight, bias),
              outer * channels * inner, channels, t, _param_type(t), p, True, 1 << 2) < 0:
         return None
-    y = _fast_out(out, xa, None) if out is None else out
+    y = _like(xa) if out is None else out
     p[2] = cnp.PyArray_DATA(<cnp.ndarray>y)
     cdef double e = eps
     cdef bnorm_status st
@@ -666,7 +668,7 @@ def fast_training(x, weight, bias, eps, axis, running_mean, running_var,
         if type(momentum) is not float:
             return None
         mom = <double>momentum
-    if out is not None and _fast_out(out, xa, None) is None:
+    if out is not None and not _out_fits(out, xa, None):
         return None
     if _take(_TRAINING, (x, None, out, weight, bias, None, None, running_mean, running_var),
              outer * channels * inner, channels, t, _param_type(t), p, True,
@@ -694,7 +696,7 @@ def fast_backward(dy, x, save_mean, save_invstd, weight, axis, training, out=Non
         return None
     if not _layout(xa, axis, &outer, &channels, &inner):
         return None
-    if out is not None and _fast_out(out, xa, dy) is None:
+    if out is not None and not _out_fits(out, xa, dy):
         return None
     if _take(_BACKWARD, (dy, x, None, save_mean, save_invstd, weight, None, out, None, None,
                          None), outer * channels * inner, channels, t, _param_type(t), p, True,

@@ -43,9 +43,6 @@ class Spec(NamedTuple):
     roles: Dict[Tuple[str, str], Tuple[str, ...]]  # (kind, access): names
     roles_of: Dict[str, Arg]  # name: its Arg
 
-    def names(self, kind: str, access: str) -> Tuple[str, ...]:
-        return self.roles.get((kind, access), ())
-
     def pack(self, values: Dict[str, Optional[object]]) -> tuple:
         """The arrays of a call in the spec's order (a name not given is None)."""
         if not self.roles_of.keys() >= values.keys():
