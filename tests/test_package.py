@@ -109,13 +109,14 @@ def test_bench_json_for_one_shape(tmp_path):
     assert "the bar (float data" in r.stdout
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("threads", [1, 2, 3, 8])
 @pytest.mark.parametrize("n", [0, 1, 63, 64, 1000, 100003])
-def test_parallel_copy_floor_copies_exactly(threads, n):
+def test_parallel_copy_floor_copies_exactly(threads, n, compiled):
     from bnorm.tools.floor import ParallelCopy
     src = np.random.default_rng(n).integers(0, 255, n, dtype=np.uint8)
     dst = np.zeros_like(src)
-    pc = ParallelCopy(threads)
+    pc = ParallelCopy(threads, compiled=compiled)
     try:
         pc(dst, src)
         np.testing.assert_array_equal(dst, src)
@@ -123,6 +124,26 @@ def test_parallel_copy_floor_copies_exactly(threads, n):
             pc(dst[: n // 2], src) if n > 1 else pc(np.zeros(n + 1, np.uint8), src)
     finally:
         pc.close()
+
+
+def test_compiled_floor_copy_runs_a_team_of_the_threads_asked():
+    # the floor is the machine's copy speed with the run's thread count: the
+    # installed package's copy is compiled and its OpenMP team has that many
+    from bnorm.tools import _copy
+    from bnorm.tools.floor import ParallelCopy
+    assert _copy.openmp
+    assert ParallelCopy(2).kind == "openmp"
+    src = np.arange(1 << 16, dtype=np.float32)
+    for threads in (1, 2, 3):
+        dst = np.zeros_like(src)
+        assert _copy.parallel_copy(dst, src, threads) == threads
+        np.testing.assert_array_equal(dst, src)
+    with pytest.raises(ValueError, match="read-only"):
+        ro = np.zeros_like(src)
+        ro.flags.writeable = False
+        _copy.parallel_copy(ro, src, 2)
+    with pytest.raises(ValueError, match="at least 1"):
+        _copy.parallel_copy(np.zeros_like(src), src, 0)
 
 
 def test_floor_copies_by_op_and_layout():

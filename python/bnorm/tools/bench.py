@@ -286,7 +286,8 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
           f"{dt}, median of {repeat} calls"
           + (f"; torch {torch.__version__}" if torch is not None else
              "; PyTorch not installed")
-          + (f"; last-level cache {llc / 2**20:.0f} MiB" if llc else ""))
+          + (f"; last-level cache {llc / 2**20:.0f} MiB" if llc else "")
+          + f"; floor copy: numpy.copyto or memcpy on {nthreads} {pcopy.kind} thread(s)")
     header = (f"{'op':<10} {'shape':<16} {'layout':<6} {'bnorm':>9} {'floor':>6} "
               + (f"{'reference':>10} {'x ref':>7} " if with_reference else "")
               + f"{'torch':>9} {'x torch':>8} {'torch floor':>11}"
@@ -433,7 +434,7 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
         f"{op} {summary[f'min_floor_ratio_' + op.replace(' ', '_')]:.2f}"
         for op in OPS if f"min_floor_ratio_{op.replace(' ', '_')}" in summary))
     print("floor = copies x the time of the faster copy (numpy.copyto, or a memcpy on "
-          f"{nthreads} thread(s)) / time; 1.0 = as fast as a copy. Copies: 1 for inference "
+          f"{nthreads} {pcopy.kind} thread(s)) / time; 1.0 = as fast as a copy. Copies: 1 for inference "
           "and training, 1.5 for backward; channels-last tensors larger than the "
           "last-level cache 1.5 and 2.5 (a second read); fwd+bwd the sum. "
           f"1t=Nt: outputs bitwise equal for 1 and {other} threads")
@@ -448,7 +449,7 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
     if json_path:
         doc = {"bnorm": bnorm.__version__, "isa": _core.kernel_isa(),
                "threads": nthreads, "dtype": dt.name, "repeat": repeat,
-               "torch": getattr(torch, "__version__", None), "cases": results,
+               "floor_copy": pcopy.kind, "torch": getattr(torch, "__version__", None), "cases": results,
                "summary": summary}
         if json_path == "-":
             json.dump(doc, sys.stdout, indent=1)

@@ -3,9 +3,13 @@ thread count, timed right beside each case.
 
 Two copies are timed and the faster one counts: ``numpy.copyto`` (one
 thread) and a parallel memcpy that cuts the tensor into one contiguous piece
-per thread, each copied by its own thread with the C library's ``memmove``
-(through ctypes, which releases the GIL during the call). Neither is a bnorm
-kernel. A copy moves the least data an elementwise pass can; how many
+per thread, each copied by its own OpenMP thread with the C library's
+``memcpy`` (``_copy.pyx``, a few compiled lines). Neither is a bnorm kernel.
+Where the package was built without OpenMP, Python threads calling
+``memmove`` through ctypes stand in; their start and join cost tens of
+microseconds, which makes the floor of a tensor that a copy moves in ~100 us
+(one in cache) several times too slow, so the benchmark says which copy it
+timed. A copy moves the least data an elementwise pass can; how many
 copies an op's floor is depends on what it must read and write (``copies``).
 """
 
@@ -19,17 +23,30 @@ from typing import List, Optional
 import numpy as np
 
 
-class ParallelCopy:
-    """dst[...] = src with `threads` threads, one contiguous piece each (the
-    calling thread takes the first). The worker threads live as long as the
-    object; ``close()`` ends them."""
+try:
+    from . import _copy
+except ImportError:  # a source tree without the compiled helper
+    _copy = None
 
-    def __init__(self, threads: int):
+
+class ParallelCopy:
+    """dst[...] = src with `threads` threads, one contiguous piece each:
+    OpenMP threads in compiled code when the package has them (``kind`` is
+    "openmp"), else Python threads (the calling thread takes the first
+    piece) that live as long as the object (``kind`` "python-threads");
+    ``close()`` ends them."""
+
+    def __init__(self, threads: int, compiled: bool = True):
         self.threads = max(1, int(threads))
+        self._compiled = bool(compiled and _copy is not None and _copy.openmp)
+        self.kind = "openmp" if self._compiled else "python-threads"
+        self._workers: List[threading.Thread] = []
+        self._stop = False
+        if self._compiled:
+            return
         self._start = threading.Barrier(self.threads)
         self._done = threading.Barrier(self.threads)
         self._pieces: List[tuple] = []
-        self._stop = False
         self._workers = [threading.Thread(target=self._work, args=(k,), daemon=True)
                          for k in range(1, self.threads)]
         for t in self._workers:
@@ -48,6 +65,9 @@ class ParallelCopy:
     def __call__(self, dst: np.ndarray, src: np.ndarray) -> None:
         if dst.nbytes != src.nbytes or not (dst.flags.c_contiguous and src.flags.c_contiguous):
             raise ValueError("ParallelCopy needs two C-contiguous arrays of one size")
+        if self._compiled:
+            _copy.parallel_copy(dst, src, self.threads)
+            return
         total = src.nbytes
         d, s = dst.ctypes.data, src.ctypes.data
         # pieces of whole cache lines, as even as that allows
