@@ -138,6 +138,18 @@ def test_compiled_floor_copy_runs_a_team_of_the_threads_asked():
         dst = np.zeros_like(src)
         assert _copy.parallel_copy(dst, src, threads) == threads
         np.testing.assert_array_equal(dst, src)
+    # the read pass: the OR of the 8-byte words, every word read whatever
+    # the thread count and wherever the one set bit is
+    words = np.zeros(1001, np.uint64)
+    for threads in (1, 2, 3, 8):
+        for at in (0, 1, 499, 1000):
+            words[:] = 0
+            words[at] = np.uint64(1) << np.uint64(at % 64)
+            assert _copy.parallel_read(words, threads) == 1 << (at % 64)
+            assert ParallelCopy(threads).read(words) == 1 << (at % 64)
+    assert _copy.parallel_read(np.zeros(0, np.uint64), 2) == 0
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _copy.parallel_read(words[::2], 2)
     with pytest.raises(ValueError, match="read-only"):
         ro = np.zeros_like(src)
         ro.flags.writeable = False

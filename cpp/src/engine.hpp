@@ -158,12 +158,17 @@ void run_engine(const Plan& p, const R& red, const Fin& finish, const App& apply
     Acc tot[kChannelBlock];
     for (int64_t c0 = c_begin; c0 < c_end; c0 += kChannelBlock) {
       const int64_t cw = std::min(kChannelBlock, c_end - c0);
-      for (int64_t j = 0; j < cw; ++j) {
-        tot[j] = Acc();
-        if (reduce)
-          for (int64_t g = 0; g < p.groups; ++g) merge_into(tot[j], part[g * C + c0 + j]);
-        canonical_nan(tot[j]);
-      }
+      // group by group across the channels: per channel the groups merge
+      // in group order as before, but the channels' chains of dependent
+      // merges (each with a division) now overlap instead of running one
+      // after another
+      for (int64_t j = 0; j < cw; ++j) tot[j] = Acc();
+      if (reduce)
+        for (int64_t g = 0; g < p.groups; ++g) {
+          const Acc* pg = part + g * C + c0;
+          for (int64_t j = 0; j < cw; ++j) merge_into(tot[j], pg[j]);
+        }
+      for (int64_t j = 0; j < cw; ++j) canonical_nan(tot[j]);
       finish(c0, cw, tot);
     }
   };

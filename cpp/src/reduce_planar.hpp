@@ -21,20 +21,24 @@ namespace bnorm {
 namespace BNORM_ISA_NS {
 
 // d = x[i] - shift;  s1 += d;  s2 += d * d.  Prefetches pf[0 .. n) if given.
+// d is formed in StatDev<T> (float for half-precision data: the shift is one
+// of the values, exact as a float; double for float32 and float64) and added
+// in double, d * d exact for halves (simd.hpp).
 template <class T>
 inline void add_deviations(const T* x, int64_t n, double shift, Lanes& s1,
                            Lanes& s2, const T* pf = nullptr) {
+  using D = StatDev<T>;
+  const D k0 = static_cast<D>(shift);
   int64_t i = 0;
 #ifdef BNORM_VECTOR_TYPES
   Regs v1(s1), v2(s2);
-  const VecD sh = VecD{} + shift;
   for (; i + kLanes <= n; i += kLanes) {
     prefetch_lanes(pf, i);
 #pragma GCC unroll 16
     for (int k = 0; k < kRegs; ++k) {
-      const VecD d = load_lanes(x + i + k * kVecLanes) - sh;
+      const VecD d = deviation_lanes<D>(x + i + k * kVecLanes, k0);
       v1.r[k] += d;
-      v2.r[k] += d * d;
+      v2.r[k] = add_product<D>(v2.r[k], d, d);
     }
   }
   v1.store(s1);
@@ -43,16 +47,16 @@ inline void add_deviations(const T* x, int64_t n, double shift, Lanes& s1,
   for (; i + kLanes <= n; i += kLanes) {
     prefetch_lanes(pf, i);
     for (int k = 0; k < kLanes; ++k) {
-      const double d = static_cast<double>(x[i + k]) - shift;
+      const double d = deviation(x[i + k], k0);
       s1.v[k] += d;
-      s2.v[k] += d * d;
+      s2.v[k] = add_product<D>(s2.v[k], d, d);
     }
   }
 #endif
   for (int k = 0; i + k < n; ++k) {
-    const double d = static_cast<double>(x[i + k]) - shift;
+    const double d = deviation(x[i + k], k0);
     s1.v[k] += d;
-    s2.v[k] += d * d;
+    s2.v[k] = add_product<D>(s2.v[k], d, d);
   }
 }
 
@@ -65,17 +69,20 @@ template <int M = kNoMask, class T>
 inline void add_gradients(const T* g, const T* x, int64_t n, double mean,
                           Lanes& a, Lanes& b, const T* y = nullptr,
                           Param<T> fm = 0, Param<T> fs = 0, Param<T> fb = 0) {
+  // x - mean formed in Dev<T> (the saved mean of float and half-precision
+  // data is a float), g * (x - mean) exact in double (simd.hpp)
+  using D = Dev<T>;
+  const D m0 = static_cast<D>(mean);
   int64_t i = 0;
 #ifdef BNORM_VECTOR_TYPES
   Regs va(a), vb(b);
-  const VecD mu = VecD{} + mean;
   for (; i + kLanes <= n; i += kLanes) {
 #pragma GCC unroll 16
     for (int k = 0; k < kRegs; ++k) {
       const int64_t o = i + k * kVecLanes;
       const VecD gi = masked<M>(load_lanes(g + o), M == kMaskY ? y + o : x + o, fm, fs, fb);
       va.r[k] += gi;
-      vb.r[k] += gi * (load_lanes(x + o) - mu);
+      vb.r[k] = add_product<D>(vb.r[k], gi, deviation_lanes<D>(x + o, m0));
     }
   }
   va.store(a);
@@ -86,7 +93,7 @@ inline void add_gradients(const T* g, const T* x, int64_t n, double mean,
       const double gi = masked<M>(static_cast<double>(g[i + k]), x[i + k],
                                   M == kMaskY ? y[i + k] : T(), fm, fs, fb);
       a.v[k] += gi;
-      b.v[k] += gi * (static_cast<double>(x[i + k]) - mean);
+      b.v[k] = add_product<D>(b.v[k], gi, deviation(x[i + k], m0));
     }
   }
 #endif
@@ -94,7 +101,7 @@ inline void add_gradients(const T* g, const T* x, int64_t n, double mean,
     const double gi = masked<M>(static_cast<double>(g[i + k]), x[i + k],
                                 M == kMaskY ? y[i + k] : T(), fm, fs, fb);
     a.v[k] += gi;
-    b.v[k] += gi * (static_cast<double>(x[i + k]) - mean);
+    b.v[k] = add_product<D>(b.v[k], gi, deviation(x[i + k], m0));
   }
 }
 

@@ -33,9 +33,10 @@ constexpr int64_t kRowsAhead = 4;
 // where add(r, j, k[j], s1[j], s2[j]) adds row r's value of channel j (k: a
 // per-channel constant, the shift or the mean). Same sums, in the same
 // order, as the general loops.
-template <int W, class F>
-inline void rows_fixed(int64_t rows, const double* k, double* s1, double* s2, const F& add) {
-  double a1[W], a2[W], kc[W];
+template <int W, class K, class F>
+inline void rows_fixed(int64_t rows, const K* k, double* s1, double* s2, const F& add) {
+  double a1[W], a2[W];
+  K kc[W];
   for (int j = 0; j < W; ++j) a1[j] = s1[j], a2[j] = s2[j], kc[j] = k[j];
   for (int64_t r = 0; r < rows; ++r) {
     BNORM_SIMD
@@ -46,8 +47,8 @@ inline void rows_fixed(int64_t rows, const double* k, double* s1, double* s2, co
 
 // rows_fixed for cw channels when cw is one of the widths it is built for;
 // false otherwise (the caller takes the general loops).
-template <class F>
-inline bool rows_small(int64_t cw, int64_t rows, const double* k, double* s1, double* s2,
+template <class K, class F>
+inline bool rows_small(int64_t cw, int64_t rows, const K* k, double* s1, double* s2,
                        const F& add) {
   switch (cw) {
     case 8: rows_fixed<8>(rows, k, s1, s2, add); return true;
@@ -70,6 +71,10 @@ inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t ro
                                   int64_t ld, int64_t cw, const double* mu,
                                   const Param<T>* fm, const Param<T>* fs,
                                   const Param<T>* fb, double* a, double* b) {
+  // x - mean formed in Dev<T>, g * (x - mean) exact in double (simd.hpp), as
+  // in the unmasked loops: a masked call and an unmasked one on the masked
+  // gradient (the fused backward's streaming path) give the same bits
+  using D = Dev<T>;
   constexpr int64_t kChunkRows = 32;
   auto open = [&](double gv, double xv, int64_t o, int64_t j) {
     if constexpr (M == kMaskY) {
@@ -88,12 +93,14 @@ inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t ro
     auto block = [&](auto nv_tag) {
       constexpr int NV = decltype(nv_tag)::value;
       VecD va[NV], vb[NV], m[NV], cm[NV], cs[NV], cb[NV];
+      VecF mf[NV];  // the means as floats (exact: saved float means) for D = float
 #pragma GCC unroll 8
       for (int k = 0; k < NV; ++k) {
         const int64_t jk = j + k * kVecLanes;
         va[k] = load_lanes(a + jk);
         vb[k] = load_lanes(b + jk);
         m[k] = load_lanes(mu + jk);
+        mf[k] = __builtin_convertvector(m[k], VecF);
         if constexpr (M == kMaskX) {
           cm[k] = load_lanes(fm + jk);
           cs[k] = load_lanes(fs + jk);
@@ -111,7 +118,10 @@ inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t ro
           else
             gv = (xv - cm[k]) * cs[k] + cb[k] > 0.0 ? gv : VecD{};
           va[k] += gv;
-          vb[k] += gv * (xv - m[k]);
+          if constexpr (std::is_same_v<D, double>)
+            vb[k] += gv * (xv - m[k]);
+          else
+            vb[k] = add_product<D>(vb[k], gv, widen_lanes(load_floats(x + o) - mf[k]));
         }
       }
 #pragma GCC unroll 8
@@ -130,39 +140,41 @@ inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t ro
         const double xv = static_cast<double>(x[o]);
         const double gj = open(static_cast<double>(g[o]), xv, o, j);
         a[j] += gj;
-        b[j] += gj * (xv - mu[j]);
+        b[j] = add_product<D>(b[j], gj, deviation(x[o], static_cast<D>(mu[j])));
       }
   }
 }
 
 // Rows unit u of the channels [c0, c0 + cw), merged into acc[0..cw): one
-// pass of deviations from the tile's first row.
+// pass of deviations from the tile's first row, each formed in StatDev<T>
+// and added in double (simd.hpp).
 // `scratch` holds 3 * cw doubles; cw may be any number of channels.
 template <class T>
 inline void rows_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
                        int64_t u, Moments* acc, double* scratch) {
+  using D = StatDev<T>;
   int64_t r0, r1;
   p.rows_unit(u, &r0, &r1);
   const int64_t C = p.channels;
   const double n = static_cast<double>(r1 - r0);
-  double* shift = scratch;
+  D* shift = reinterpret_cast<D*>(scratch);  // (cw values of D in cw doubles' room)
   double* s1 = scratch + cw;
   double* s2 = scratch + 2 * cw;
   const T* first = x + r0 * C + c0;
   for (int64_t j = 0; j < cw; ++j) {
-    shift[j] = static_cast<double>(first[j]);
+    shift[j] = static_cast<D>(first[j]);
     s1[j] = s2[j] = 0;
   }
   // Four rows per sweep over the accumulators (added in row order, so the
   // sums are those of one row at a time) to spare loads and stores; a few
   // channels are kept in registers throughout.
   int64_t r = r0;
-  const auto deviation = [&](int64_t row, int j, double sh, double& a1, double& a2) BNORM_INLINE_LAMBDA {
-    const double d = static_cast<double>(first[row * C + j]) - sh;
+  const auto one = [&](int64_t row, int j, D sh, double& a1, double& a2) BNORM_INLINE_LAMBDA {
+    const double d = deviation(first[row * C + j], sh);
     a1 += d;
-    a2 += d * d;
+    a2 = add_product<D>(a2, d, d);
   };
-  if (rows_small(cw, r1 - r0, shift, s1, s2, deviation)) r = r1;
+  if (rows_small(cw, r1 - r0, shift, s1, s2, one)) r = r1;
   for (; r + 4 <= r1; r += 4) {
     const T* x0 = x + r * C + c0;
     if (r + 4 + kRowsAhead < p.outer)
@@ -170,25 +182,28 @@ inline void rows_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
     // per channel, the same operations in the same order whichever j the
     // vector loop starts at: aligned to x's rows (simd.hpp)
     each(x0, cw, [&](int64_t j) BNORM_INLINE_LAMBDA {
-      const double sh = shift[j];
-      const double d0 = static_cast<double>(x0[j]) - sh;
-      const double d1 = static_cast<double>(x0[j + C]) - sh;
-      const double d2 = static_cast<double>(x0[j + 2 * C]) - sh;
-      const double d3 = static_cast<double>(x0[j + 3 * C]) - sh;
+      const D sh = shift[j];
+      const double d0 = deviation(x0[j], sh);
+      const double d1 = deviation(x0[j + C], sh);
+      const double d2 = deviation(x0[j + 2 * C], sh);
+      const double d3 = deviation(x0[j + 3 * C], sh);
       s1[j] = s1[j] + d0 + d1 + d2 + d3;
-      s2[j] = s2[j] + d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3;
+      s2[j] = add_product<D>(
+          add_product<D>(add_product<D>(add_product<D>(s2[j], d0, d0), d1, d1), d2, d2), d3,
+          d3);
     });
   }
   for (; r < r1; ++r) {
     const T* xr = x + r * C + c0;
     BNORM_SIMD
     for (int64_t j = 0; j < cw; ++j) {
-      const double d = static_cast<double>(xr[j]) - shift[j];
+      const double d = deviation(xr[j], shift[j]);
       s1[j] += d;
-      s2[j] += d * d;
+      s2[j] = add_product<D>(s2[j], d, d);
     }
   }
-  for (int64_t j = 0; j < cw; ++j) merge_into(acc[j], from_shifted(n, shift[j], s1[j], s2[j]));
+  for (int64_t j = 0; j < cw; ++j)
+    merge_into(acc[j], from_shifted(n, static_cast<double>(shift[j]), s1[j], s2[j]));
 }
 
 // Group g of the channels [c0, c0 + cw): out[j], from empty.
@@ -229,15 +244,20 @@ void rows_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
                              M == kMaskX ? mk.fs + c0 : nullptr,
                              M == kMaskX ? mk.fb + c0 : nullptr, a, b);
   } else {
+    // x - mean formed in Dev<T> (the saved mean of float and half-precision
+    // data is a float), g * (x - mean) exact in double (simd.hpp)
+    using D = Dev<T>;
+    D* m = reinterpret_cast<D*>(scratch);  // (in mu's room, which this branch does not read)
+    for (int64_t j = 0; j < cw; ++j) m[j] = static_cast<D>(mean[c0 + j]);
     int64_t r = r0;
     const T* g_first = dy + o0;
     const T* x_first = x + o0;
-    const auto gradient = [&](int64_t row, int j, double m, double& sa, double& sb) BNORM_INLINE_LAMBDA {
+    const auto gradient = [&](int64_t row, int j, D mj, double& sa, double& sb) BNORM_INLINE_LAMBDA {
       const double gj = static_cast<double>(g_first[row * C + j]);
       sa += gj;
-      sb += gj * (static_cast<double>(x_first[row * C + j]) - m);
+      sb = add_product<D>(sb, gj, deviation(x_first[row * C + j], mj));
     };
-    if (rows_small(cw, r1 - r0, mu, a, b, gradient)) r = r1;
+    if (rows_small(cw, r1 - r0, m, a, b, gradient)) r = r1;
     for (; r + 4 <= r1; r += 4) {
       // (no software prefetch: as for the planar runs, add_gradients in
       // reduce_planar.hpp, it measured slower than the hardware prefetcher alone)
@@ -246,16 +266,17 @@ void rows_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
       // per channel, the same operations in the same order whichever j
       // the vector loop starts at: aligned to x's rows (simd.hpp)
       each(x0, cw, [&](int64_t j) BNORM_INLINE_LAMBDA {
-        const double m = mu[j];
+        const D mj = m[j];
         const double q0 = static_cast<double>(g0[j]);
         const double q1 = static_cast<double>(g0[j + C]);
         const double q2 = static_cast<double>(g0[j + 2 * C]);
         const double q3 = static_cast<double>(g0[j + 3 * C]);
         a[j] = a[j] + q0 + q1 + q2 + q3;
-        b[j] = b[j] + q0 * (static_cast<double>(x0[j]) - m) +
-               q1 * (static_cast<double>(x0[j + C]) - m) +
-               q2 * (static_cast<double>(x0[j + 2 * C]) - m) +
-               q3 * (static_cast<double>(x0[j + 3 * C]) - m);
+        b[j] = add_product<D>(
+            add_product<D>(add_product<D>(add_product<D>(b[j], q0, deviation(x0[j], mj)), q1,
+                                          deviation(x0[j + C], mj)),
+                           q2, deviation(x0[j + 2 * C], mj)),
+            q3, deviation(x0[j + 3 * C], mj));
       });
     }
     for (; r < r1; ++r) {
@@ -265,7 +286,7 @@ void rows_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
       for (int64_t j = 0; j < cw; ++j) {
         const double gj = static_cast<double>(gr[j]);
         a[j] += gj;
-        b[j] += gj * (static_cast<double>(xr[j]) - mu[j]);
+        b[j] = add_product<D>(b[j], gj, deviation(xr[j], m[j]));
       }
     }
   }

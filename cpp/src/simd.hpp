@@ -193,6 +193,42 @@ struct LaneArray {
   Lanes& operator[](int64_t i) { return reinterpret_cast<Lanes*>(raw)[i]; }
 };
 
+// ---- deviations in float, products exact in double -----------------------
+// The reductions of float and half-precision data form each deviation in
+// float, d = x - k (k: the shift or the saved mean, itself a float), and
+// add d, d * d, g and g * d in double. A product of two floats is exact in
+// double, so s + a * b rounds once whether it is one fused multiply-add or
+// a multiply and an add: the copies that have FMA fuse it, the others do
+// not, and all give the same bits. (Deviations of float64 data have 53
+// bits, their products are not exact, and stay a multiply and an add.)
+// Dev<T>: the type a deviation of T is formed in.
+template <class T> struct DevOf { typedef float type; };
+template <> struct DevOf<double> { typedef double type; };
+template <class T> using Dev = typename DevOf<T>::type;
+// The statistics (moments) form float32 data's deviations in double, where
+// a difference of two floats is exact, so that float32 statistics are
+// those of double arithmetic on the data; a difference of two halves is
+// exact in float in all but extreme cases, so half-precision data take the
+// faster float form.
+template <class T> struct StatDevOf { typedef Dev<T> type; };
+template <> struct StatDevOf<float> { typedef double type; };
+template <class T> using StatDev = typename StatDevOf<T>::type;
+
+// s + a * b, where a * b is exact in double when D is float.
+template <class D>
+inline double add_product(double s, double a, double b) {
+#if !defined(BNORM_ISA_SCALAR) && (defined(__FMA__) || defined(__aarch64__))
+  if constexpr (std::is_same_v<D, float>) return __builtin_fma(a, b, s);
+#endif
+  return s + a * b;
+}
+
+// x - k formed in D (float for float and half-precision data), as a double.
+template <class T, class D>
+inline double deviation(T x, D k) {
+  return static_cast<double>(static_cast<D>(x) - k);
+}
+
 #if !defined(BNORM_ISA_SCALAR) && (defined(__GNUC__) || defined(__clang__))
 #define BNORM_VECTOR_TYPES 1
 // One hardware register of doubles; kLanes of them make kRegs registers,
@@ -271,6 +307,76 @@ inline VecD load_lanes(const Half* p) {
   o = exp == 0u ? sub : o;
   return __builtin_convertvector(bits_to_floats(o | ((h & 0x8000u) << 16)), VecD);
 #endif
+}
+
+// kVecLanes values of p as floats (exact).
+inline VecF load_floats(const float* p) {
+  VecF f;
+  std::memcpy(&f, p, sizeof f);
+  return f;
+}
+inline VecF load_floats(const BFloat16* p) { return bits_to_floats(load_u16(&p->bits) << 16); }
+inline VecF load_floats(const Half* p) {
+#if defined(BNORM_HAVE_F16C) && defined(__AVX512F__)
+  const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#elif defined(BNORM_HAVE_F16C)
+  const __m128 f = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+#else
+  float f[kVecLanes];
+  for (int k = 0; k < kVecLanes; ++k) f[k] = static_cast<float>(p[k]);
+#endif
+  VecF v;
+  std::memcpy(&v, &f, sizeof v);
+  return v;
+}
+// Floats to doubles, lane by lane (exact); one instruction (see load_lanes).
+inline VecD widen_lanes(VecF f) {
+#if defined(__AVX512F__) && (defined(__x86_64__) || defined(_M_X64))
+  __m256 a;
+  std::memcpy(&a, &f, sizeof a);
+  const __m512d d = _mm512_maskz_cvtps_pd(0xFF, a);
+#elif defined(__AVX__) && (defined(__x86_64__) || defined(_M_X64))
+  __m128 a;
+  std::memcpy(&a, &f, sizeof a);
+  const __m256d d = _mm256_cvtps_pd(a);
+#else
+  const VecD d = __builtin_convertvector(f, VecD);
+#endif
+  VecD v;
+  std::memcpy(&v, &d, sizeof v);
+  return v;
+}
+// The lanes of p minus k, formed in D (float for float and half-precision
+// data), as doubles.
+template <class D, class T>
+inline VecD deviation_lanes(const T* p, D k) {
+  if constexpr (std::is_same_v<D, double>) {
+    return load_lanes(p) - k;
+  } else {
+    return widen_lanes(load_floats(p) - k);
+  }
+}
+// s + a * b lane by lane, fused where exact (add_product).
+template <class D>
+inline VecD add_product(VecD s, VecD a, VecD b) {
+  if constexpr (std::is_same_v<D, float>) {
+#if defined(__AVX512F__) && (defined(__x86_64__) || defined(_M_X64))
+    __m512d x, y, z;
+    std::memcpy(&x, &a, sizeof x), std::memcpy(&y, &b, sizeof y), std::memcpy(&z, &s, sizeof z);
+    const __m512d r = _mm512_fmadd_pd(x, y, z);
+    VecD v;
+    std::memcpy(&v, &r, sizeof v);
+    return v;
+#elif defined(__FMA__) && (defined(__x86_64__) || defined(_M_X64))
+    __m256d x, y, z;
+    std::memcpy(&x, &a, sizeof x), std::memcpy(&y, &b, sizeof y), std::memcpy(&z, &s, sizeof z);
+    const __m256d r = _mm256_fmadd_pd(x, y, z);
+    VecD v;
+    std::memcpy(&v, &r, sizeof v);
+    return v;
+#endif
+  }
+  return s + a * b;
 }
 
 struct Regs {

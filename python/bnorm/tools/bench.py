@@ -315,6 +315,9 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
         t_numpy = _median_time(lambda: np.copyto(y, x), repeat)
         t_parallel = _median_time(lambda: pcopy(y, x), repeat)
         t_copy = min(t_numpy, t_parallel)
+        # one pass that only reads x, beside the copy: what a second read of
+        # x costs (the two-pass ops' physical limit; see docs/performance.md)
+        t_read = _median_time(lambda: pcopy.read(x), repeat) if pcopy.kind == "openmp" else None
         rows_layout = axis % len(shp) == len(shp) - 1  # channels last, or (N, C)
         trm, trv = rm.copy(), rv.copy()
         ops = {
@@ -384,7 +387,8 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
             row = {
                 "op": op, "shape": list(shp), "layout": label, "axis": axis,
                 "dtype": dt.name, "threads": nthreads, "bnorm_s": t_b, "copy_s": t_copy,
-                "copy_numpy_s": t_numpy, "copy_parallel_s": t_parallel,
+                "copy_numpy_s": t_numpy, "copy_parallel_s": t_parallel, "read_s": t_read,
+                "read_over_copy": (t_read / t_copy) if t_read else None,
                 "floor_copies": n_copies, "floor_ratio": floor, "reference_s": t_r,
                 "torch_s": t_t, "speedup_vs_torch": (t_t / t_b) if t_t else None,
                 "torch_floor_ratio": torch_floor, "compile_s": t_c,
@@ -430,6 +434,15 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
         summary["geomean_speedup_vs_torch_train_and_backward"] = geo
         print(f"geometric-mean speedup over PyTorch, training forward and backward: "
               f"{geo:.2f}x; slowest case {min(speedups):.2f}x")
+    reads = [(r["read_over_copy"], llc is not None and
+              int(np.prod(r["shape"])) * dt.itemsize <= llc)
+             for r in results_ops if r["op"] == "inference" and r["read_over_copy"]]
+    for fits, where in ((True, "within"), (False, "larger than")):
+        got = [q for q, f in reads if f == fits]
+        if got:
+            summary[f"read_over_copy_{'in' if fits else 'above'}_llc"] = [min(got), max(got)]
+            print(f"a pass that only reads x, tensors {where} the last-level cache: "
+                  f"{min(got):.2f}-{max(got):.2f} of a copy's time")
     print("lowest floor ratio: " + ", ".join(
         f"{op} {summary[f'min_floor_ratio_' + op.replace(' ', '_')]:.2f}"
         for op in OPS if f"min_floor_ratio_{op.replace(' ', '_')}" in summary))

@@ -86,6 +86,13 @@ class ParallelCopy:
             ctypes.memmove(*pieces[0])
         self._done.wait()
 
+    def read(self, src: np.ndarray) -> int:
+        """One pass over src that only reads it, on the same threads (the
+        compiled copy only; returns the OR of its 8-byte words)."""
+        if not self._compiled:
+            raise RuntimeError("ParallelCopy.read needs the compiled helper (OpenMP)")
+        return _copy.parallel_read(src, self.threads)
+
     def close(self) -> None:
         if self._workers and not self._stop:
             self._stop = True
