@@ -356,24 +356,27 @@ inline VecD deviation_lanes(const T* p, D k) {
     return widen_lanes(load_floats(p) - k);
   }
 }
+// f on the lanes as the intrinsics' register type R (bit for bit the same).
+template <class R, class F>
+inline VecD on_registers(VecD s, VecD a, VecD b, const F& f) {
+  static_assert(sizeof(R) == sizeof(VecD), "one register of lanes");
+  R x, y, z;
+  std::memcpy(&x, &a, sizeof x), std::memcpy(&y, &b, sizeof y), std::memcpy(&z, &s, sizeof z);
+  const R r = f(x, y, z);
+  VecD v;
+  std::memcpy(&v, &r, sizeof v);
+  return v;
+}
 // s + a * b lane by lane, fused where exact (add_product).
 template <class D>
 inline VecD add_product(VecD s, VecD a, VecD b) {
   if constexpr (std::is_same_v<D, float>) {
 #if defined(__AVX512F__) && (defined(__x86_64__) || defined(_M_X64))
-    __m512d x, y, z;
-    std::memcpy(&x, &a, sizeof x), std::memcpy(&y, &b, sizeof y), std::memcpy(&z, &s, sizeof z);
-    const __m512d r = _mm512_fmadd_pd(x, y, z);
-    VecD v;
-    std::memcpy(&v, &r, sizeof v);
-    return v;
+    return on_registers<__m512d>(
+        s, a, b, [](__m512d x, __m512d y, __m512d z) { return _mm512_fmadd_pd(x, y, z); });
 #elif defined(__FMA__) && (defined(__x86_64__) || defined(_M_X64))
-    __m256d x, y, z;
-    std::memcpy(&x, &a, sizeof x), std::memcpy(&y, &b, sizeof y), std::memcpy(&z, &s, sizeof z);
-    const __m256d r = _mm256_fmadd_pd(x, y, z);
-    VecD v;
-    std::memcpy(&v, &r, sizeof v);
-    return v;
+    return on_registers<__m256d>(
+        s, a, b, [](__m256d x, __m256d y, __m256d z) { return _mm256_fmadd_pd(x, y, z); });
 #endif
   }
   return s + a * b;

@@ -47,6 +47,18 @@ cdef extern from *:
 openmp = bool(bnorm_copy_openmp())
 
 
+cdef inline void _piece(Py_ssize_t k, int threads, Py_ssize_t step, Py_ssize_t total,
+                        Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi): piece k of `threads` pieces of `step` units (the last one
+    takes the rest) of a range of `total` units."""
+    lo[0] = k * step
+    if lo[0] > total:
+        lo[0] = total
+    hi[0] = lo[0] + step
+    if hi[0] > total or k == threads - 1:
+        hi[0] = total
+
+
 def parallel_copy(dst, src, int threads):
     """dst[...] = src (two C-contiguous arrays of one size in bytes) with
     `threads` OpenMP threads; returns how many threads the team had."""
@@ -67,12 +79,7 @@ def parallel_copy(dst, src, int threads):
         step = 64
     with nogil:
         for k in prange(threads, num_threads=threads, schedule="static", chunksize=1):
-            lo = k * step
-            if lo > total:
-                lo = total
-            hi = lo + step
-            if hi > total or k == threads - 1:
-                hi = total
+            _piece(k, threads, step, total, &lo, &hi)
             if hi > lo:
                 memcpy(d + lo, s + lo, hi - lo)
             if k == 0:
@@ -97,11 +104,6 @@ def parallel_read(src, int threads):
     cdef uint64_t acc = 0
     with nogil:
         for k in prange(threads, num_threads=threads, schedule="static", chunksize=1):
-            lo = k * step
-            if lo > n:
-                lo = n
-            hi = lo + step
-            if hi > n or k == threads - 1:
-                hi = n
+            _piece(k, threads, step, n, &lo, &hi)
             acc |= bnorm_read_words(w + lo, hi - lo)
     return acc
