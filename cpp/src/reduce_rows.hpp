@@ -175,23 +175,41 @@ inline void rows_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
     a2 = add_product<D>(a2, d, d);
   };
   if (rows_small(cw, r1 - r0, shift, s1, s2, one)) r = r1;
+  // four rows of channel j (q: the first row's value of j, ld: the row
+  // stride of q) into the channel's sums, deviations formed in D
+  const auto four = [&](const auto* q, int64_t ld, int64_t j) BNORM_INLINE_LAMBDA {
+    const D sh = shift[j];
+    const double d0 = deviation(q[0], sh);
+    const double d1 = deviation(q[ld], sh);
+    const double d2 = deviation(q[2 * ld], sh);
+    const double d3 = deviation(q[3 * ld], sh);
+    s1[j] = s1[j] + d0 + d1 + d2 + d3;
+    s2[j] = add_product<D>(
+        add_product<D>(add_product<D>(add_product<D>(s2[j], d0, d0), d1, d1), d2, d2), d3, d3);
+  };
   for (; r + 4 <= r1; r += 4) {
     const T* x0 = x + r * C + c0;
     if (r + 4 + kRowsAhead < p.outer)
       prefetch_span(x0 + (4 + kRowsAhead) * C, cw * int64_t(sizeof(T)));
+#if defined(BNORM_HAVE_F16C)
+    if constexpr (std::is_same_v<T, Half>) {
+      // float16 through F16C: the four rows widened to floats (exact, the
+      // codec's values), a stage of channels at a time, then the float
+      // form of the same operations: the same bits, without the codec's
+      // integer conversion in the vector loop
+      constexpr int64_t kStageChannels = 256;
+      alignas(64) float st[4][kStageChannels];
+      for (int64_t b = 0; b < cw; b += kStageChannels) {
+        const int64_t w = std::min(kStageChannels, cw - b);
+        for (int k = 0; k < 4; ++k) widen(x0 + k * C + b, st[k], w);
+        each(st[0], w, [&](int64_t j) BNORM_INLINE_LAMBDA { four(st[0] + j, kStageChannels, b + j); });
+      }
+      continue;
+    }
+#endif
     // per channel, the same operations in the same order whichever j the
     // vector loop starts at: aligned to x's rows (simd.hpp)
-    each(x0, cw, [&](int64_t j) BNORM_INLINE_LAMBDA {
-      const D sh = shift[j];
-      const double d0 = deviation(x0[j], sh);
-      const double d1 = deviation(x0[j + C], sh);
-      const double d2 = deviation(x0[j + 2 * C], sh);
-      const double d3 = deviation(x0[j + 3 * C], sh);
-      s1[j] = s1[j] + d0 + d1 + d2 + d3;
-      s2[j] = add_product<D>(
-          add_product<D>(add_product<D>(add_product<D>(s2[j], d0, d0), d1, d1), d2, d2), d3,
-          d3);
-    });
+    each(x0, cw, [&](int64_t j) BNORM_INLINE_LAMBDA { four(x0 + j, C, j); });
   }
   for (; r < r1; ++r) {
     const T* xr = x + r * C + c0;
@@ -258,26 +276,48 @@ void rows_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
       sb = add_product<D>(sb, gj, deviation(x_first[row * C + j], mj));
     };
     if (rows_small(cw, r1 - r0, m, a, b, gradient)) r = r1;
+    // four rows of channel j into its sums (gq, xq: the first row's dy and
+    // x of j; ld: their row stride)
+    const auto four = [&](const auto* gq, const auto* xq, int64_t ld,
+                          int64_t j) BNORM_INLINE_LAMBDA {
+      const D mj = m[j];
+      const double q0 = static_cast<double>(gq[0]);
+      const double q1 = static_cast<double>(gq[ld]);
+      const double q2 = static_cast<double>(gq[2 * ld]);
+      const double q3 = static_cast<double>(gq[3 * ld]);
+      a[j] = a[j] + q0 + q1 + q2 + q3;
+      b[j] = add_product<D>(
+          add_product<D>(add_product<D>(add_product<D>(b[j], q0, deviation(xq[0], mj)), q1,
+                                        deviation(xq[ld], mj)),
+                         q2, deviation(xq[2 * ld], mj)),
+          q3, deviation(xq[3 * ld], mj));
+    };
     for (; r + 4 <= r1; r += 4) {
       // (no software prefetch: as for the planar runs, add_gradients in
       // reduce_planar.hpp, it measured slower than the hardware prefetcher alone)
       const T* g0 = dy + r * C + c0;
       const T* x0 = x + r * C + c0;
+#if defined(BNORM_HAVE_F16C)
+      if constexpr (std::is_same_v<T, Half>) {
+        // float16 through F16C, staged as in rows_unit_moments: the same bits
+        constexpr int64_t kStageChannels = 256;
+        alignas(64) float sg[4][kStageChannels], sx[4][kStageChannels];
+        for (int64_t c = 0; c < cw; c += kStageChannels) {
+          const int64_t w = std::min(kStageChannels, cw - c);
+          for (int k = 0; k < 4; ++k) {
+            widen(g0 + k * C + c, sg[k], w);
+            widen(x0 + k * C + c, sx[k], w);
+          }
+          each(sx[0], w, [&](int64_t j) BNORM_INLINE_LAMBDA {
+            four(sg[0] + j, sx[0] + j, kStageChannels, c + j);
+          });
+        }
+        continue;
+      }
+#endif
       // per channel, the same operations in the same order whichever j
       // the vector loop starts at: aligned to x's rows (simd.hpp)
-      each(x0, cw, [&](int64_t j) BNORM_INLINE_LAMBDA {
-        const D mj = m[j];
-        const double q0 = static_cast<double>(g0[j]);
-        const double q1 = static_cast<double>(g0[j + C]);
-        const double q2 = static_cast<double>(g0[j + 2 * C]);
-        const double q3 = static_cast<double>(g0[j + 3 * C]);
-        a[j] = a[j] + q0 + q1 + q2 + q3;
-        b[j] = add_product<D>(
-            add_product<D>(add_product<D>(add_product<D>(b[j], q0, deviation(x0[j], mj)), q1,
-                                          deviation(x0[j + C], mj)),
-                           q2, deviation(x0[j + 2 * C], mj)),
-            q3, deviation(x0[j + 3 * C], mj));
-      });
+      each(x0, cw, [&](int64_t j) BNORM_INLINE_LAMBDA { four(g0 + j, x0 + j, C, j); });
     }
     for (; r < r1; ++r) {
       const T* gr = dy + r * C + c0;
