@@ -242,13 +242,11 @@ void rows_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
   int64_t u0, u1;
   p.group_range(g, &u0, &u1);
   const int64_t C = p.channels;
-  double* mu = scratch;
+  // scratch: the means (as double for the masked loop, as Dev<T> for the
+  // unmasked ones), then a and b
   double* a = scratch + cw;
   double* b = scratch + 2 * cw;
-  for (int64_t j = 0; j < cw; ++j) {
-    mu[j] = static_cast<double>(mean[c0 + j]);
-    a[j] = b[j] = 0;
-  }
+  for (int64_t j = 0; j < cw; ++j) a[j] = b[j] = 0;
   int64_t r0, r1, unused;
   p.rows_unit(u0, &r0, &unused);
   p.rows_unit(u1 - 1, &unused, &r1);
@@ -257,6 +255,8 @@ void rows_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
   // registers throughout.
   const int64_t o0 = r0 * C + c0;
   if constexpr (M != kNoMask) {
+    double* mu = scratch;
+    for (int64_t j = 0; j < cw; ++j) mu[j] = static_cast<double>(mean[c0 + j]);
     rows_gradients_masked<M>(dy + o0, x + o0, M == kMaskY ? mk.y + o0 : nullptr,
                              r1 - r0, C, cw, mu, M == kMaskX ? mk.fm + c0 : nullptr,
                              M == kMaskX ? mk.fs + c0 : nullptr,
@@ -265,7 +265,7 @@ void rows_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
     // x - mean formed in Dev<T> (the saved mean of float and half-precision
     // data is a float), g * (x - mean) exact in double (simd.hpp)
     using D = Dev<T>;
-    D* m = reinterpret_cast<D*>(scratch);  // (in mu's room, which this branch does not read)
+    D* m = reinterpret_cast<D*>(scratch);
     for (int64_t j = 0; j < cw; ++j) m[j] = static_cast<D>(mean[c0 + j]);
     int64_t r = r0;
     const T* g_first = dy + o0;

@@ -239,31 +239,6 @@ constexpr int kRegs = kLanes / kVecLanes;
 typedef double VecD __attribute__((vector_size(kVecBytes)));
 typedef float VecF __attribute__((vector_size(kVecBytes / 2)));
 
-inline VecD load_lanes(const double* p) {
-  VecD v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline VecD load_lanes(const float* p) {
-  // The conversion is exact either way; GCC 12 builds the generic form for
-  // AVX-512 out of two half-width conversions, an extract and an insert,
-  // which made the planar reductions compute-bound. One instruction instead:
-#if defined(__AVX512F__) && (defined(__x86_64__) || defined(_M_X64))
-  // (the all-lanes masked form: the same instruction, without the plain
-  // form's deliberately uninitialized operand that GCC 12 warns about)
-  const __m512d d = _mm512_maskz_cvtps_pd(0xFF, _mm256_loadu_ps(p));
-#elif defined(__AVX__) && (defined(__x86_64__) || defined(_M_X64))
-  const __m256d d = _mm256_cvtps_pd(_mm_loadu_ps(p));
-#else
-  VecF f;
-  std::memcpy(&f, p, sizeof f);
-  const VecD d = __builtin_convertvector(f, VecD);
-#endif
-  VecD v;
-  std::memcpy(&v, &d, sizeof v);
-  return v;
-}
-
 // Half-precision lanes: the conversions of half.hpp, lane by lane.
 typedef uint16_t VecU16 __attribute__((vector_size(kVecBytes / 4)));
 typedef uint32_t VecU32 __attribute__((vector_size(kVecBytes / 2)));
@@ -277,21 +252,24 @@ inline VecF bits_to_floats(VecU32 u) {
   std::memcpy(&f, &u, sizeof f);
   return f;
 }
-inline VecD load_lanes(const BFloat16* p) {
-  return __builtin_convertvector(bits_to_floats(load_u16(&p->bits) << 16), VecD);
+
+// kVecLanes values of p as floats (exact).
+inline VecF load_floats(const float* p) {
+  VecF f;
+  std::memcpy(&f, p, sizeof f);
+  return f;
 }
-inline VecD load_lanes(const Half* p) {
+inline VecF load_floats(const BFloat16* p) { return bits_to_floats(load_u16(&p->bits) << 16); }
+inline VecF load_floats(const Half* p) {
 #if defined(BNORM_HAVE_F16C)
-  // the F16C conversion, 8 (AVX-512) or 4 halves to floats, then to doubles
+  // the F16C conversion, 8 (AVX-512) or 4 halves
 #if defined(__AVX512F__)
-  const __m512d d = _mm512_maskz_cvtps_pd(
-      0xFF, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 #else
-  const __m256d d =
-      _mm256_cvtps_pd(_mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  const __m128 f = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
 #endif
-  VecD v;
-  std::memcpy(&v, &d, sizeof v);
+  VecF v;
+  std::memcpy(&v, &f, sizeof v);
   return v;
 #else
   // HalfCodec::to_float, lane by lane
@@ -305,33 +283,16 @@ inline VecD load_lanes(const Half* p) {
   std::memcpy(&sub, &subf, sizeof sub);
   VecU32 o = exp == (0x7c00u << 13) ? infnan : normal;
   o = exp == 0u ? sub : o;
-  return __builtin_convertvector(bits_to_floats(o | ((h & 0x8000u) << 16)), VecD);
+  return bits_to_floats(o | ((h & 0x8000u) << 16));
 #endif
 }
-
-// kVecLanes values of p as floats (exact).
-inline VecF load_floats(const float* p) {
-  VecF f;
-  std::memcpy(&f, p, sizeof f);
-  return f;
-}
-inline VecF load_floats(const BFloat16* p) { return bits_to_floats(load_u16(&p->bits) << 16); }
-inline VecF load_floats(const Half* p) {
-#if defined(BNORM_HAVE_F16C) && defined(__AVX512F__)
-  const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-#elif defined(BNORM_HAVE_F16C)
-  const __m128 f = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-#else
-  float f[kVecLanes];
-  for (int k = 0; k < kVecLanes; ++k) f[k] = static_cast<float>(p[k]);
-#endif
-  VecF v;
-  std::memcpy(&v, &f, sizeof v);
-  return v;
-}
-// Floats to doubles, lane by lane (exact); one instruction (see load_lanes).
+// Floats to doubles, lane by lane (exact). GCC 12 builds the generic form
+// for AVX-512 out of two half-width conversions, an extract and an insert,
+// which made the planar reductions compute-bound. One instruction instead:
 inline VecD widen_lanes(VecF f) {
 #if defined(__AVX512F__) && (defined(__x86_64__) || defined(_M_X64))
+  // (the all-lanes masked form: the same instruction, without the plain
+  // form's deliberately uninitialized operand that GCC 12 warns about)
   __m256 a;
   std::memcpy(&a, &f, sizeof a);
   const __m512d d = _mm512_maskz_cvtps_pd(0xFF, a);
@@ -344,6 +305,16 @@ inline VecD widen_lanes(VecF f) {
 #endif
   VecD v;
   std::memcpy(&v, &d, sizeof v);
+  return v;
+}
+// kVecLanes values of p as doubles (exact).
+template <class T>
+inline VecD load_lanes(const T* p) {
+  return widen_lanes(load_floats(p));
+}
+inline VecD load_lanes(const double* p) {
+  VecD v;
+  std::memcpy(&v, p, sizeof v);
   return v;
 }
 // The lanes of p minus k, formed in D (float for float and half-precision

@@ -316,8 +316,10 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
         t_parallel = _median_time(lambda: pcopy(y, x), repeat)
         t_copy = min(t_numpy, t_parallel)
         # one pass that only reads x, beside the copy: what a second read of
-        # x costs (the two-pass ops' physical limit; see docs/performance.md)
-        t_read = _median_time(lambda: pcopy.read(x), repeat) if pcopy.kind == "openmp" else None
+        # x costs (training and backward read x twice)
+        t_read = (_median_time(lambda: pcopy.read(x), repeat) if pcopy.kind == "openmp"
+                  else None)
+        in_llc = llc is not None and x.nbytes <= llc
         rows_layout = axis % len(shp) == len(shp) - 1  # channels last, or (N, C)
         trm, trv = rm.copy(), rv.copy()
         ops = {
@@ -388,7 +390,7 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
                 "op": op, "shape": list(shp), "layout": label, "axis": axis,
                 "dtype": dt.name, "threads": nthreads, "bnorm_s": t_b, "copy_s": t_copy,
                 "copy_numpy_s": t_numpy, "copy_parallel_s": t_parallel, "read_s": t_read,
-                "read_over_copy": (t_read / t_copy) if t_read else None,
+                "read_over_copy": (t_read / t_copy) if t_read else None, "in_llc": in_llc,
                 "floor_copies": n_copies, "floor_ratio": floor, "reference_s": t_r,
                 "torch_s": t_t, "speedup_vs_torch": (t_t / t_b) if t_t else None,
                 "torch_floor_ratio": torch_floor, "compile_s": t_c,
@@ -434,8 +436,7 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
         summary["geomean_speedup_vs_torch_train_and_backward"] = geo
         print(f"geometric-mean speedup over PyTorch, training forward and backward: "
               f"{geo:.2f}x; slowest case {min(speedups):.2f}x")
-    reads = [(r["read_over_copy"], llc is not None and
-              int(np.prod(r["shape"])) * dt.itemsize <= llc)
+    reads = [(r["read_over_copy"], r["in_llc"])
              for r in results_ops if r["op"] == "inference" and r["read_over_copy"]]
     for fits, where in ((True, "within"), (False, "larger than")):
         got = [q for q, f in reads if f == fits]
@@ -447,8 +448,9 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
         f"{op} {summary[f'min_floor_ratio_' + op.replace(' ', '_')]:.2f}"
         for op in OPS if f"min_floor_ratio_{op.replace(' ', '_')}" in summary))
     print("floor = copies x the time of the faster copy (numpy.copyto, or a memcpy on "
-          f"{nthreads} {pcopy.kind} thread(s)) / time; 1.0 = as fast as a copy. Copies: 1 for inference "
-          "and training, 1.5 for backward; channels-last tensors larger than the "
+          f"{nthreads} {pcopy.kind} thread(s)) / time; 1.0 = as fast as a copy. "
+          "Copies: 1 for inference and training, 1.5 for backward; "
+          "channels-last tensors larger than the "
           "last-level cache 1.5 and 2.5 (a second read); fwd+bwd the sum. "
           f"1t=Nt: outputs bitwise equal for 1 and {other} threads")
     bar = _bar(results_ops + [r for r in results if r["op"] == "fwd+bwd"], summary,
@@ -462,7 +464,8 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
     if json_path:
         doc = {"bnorm": bnorm.__version__, "isa": _core.kernel_isa(),
                "threads": nthreads, "dtype": dt.name, "repeat": repeat,
-               "floor_copy": pcopy.kind, "torch": getattr(torch, "__version__", None), "cases": results,
+               "floor_copy": pcopy.kind, "torch": getattr(torch, "__version__", None),
+               "cases": results,
                "summary": summary}
         if json_path == "-":
             json.dump(doc, sys.stdout, indent=1)
