@@ -27,6 +27,30 @@ std::atomic<int> g_requested_threads{0};
 std::mutex g_pool_mutex;
 HostPool g_pool;
 
+// The pool's condition variables. On POSIX systems, pthread's own: it is
+// what std::condition_variable wraps, and libstdc++ 12 gave that wrapper's
+// wait a new symbol version (GLIBCXX_3.4.30), which alone would make the
+// wheel need a newer C++ runtime than anything else in it (docs/wheels.md).
+#ifdef BNORM_HAVE_ATFORK
+class CondVar {
+ public:
+  CondVar() { pthread_cond_init(&c_, nullptr); }
+  ~CondVar() { pthread_cond_destroy(&c_); }
+  CondVar(const CondVar&) = delete;
+  CondVar& operator=(const CondVar&) = delete;
+  template <class Done>
+  void wait(std::unique_lock<std::mutex>& lock, Done done) {
+    while (!done()) pthread_cond_wait(&c_, lock.mutex()->native_handle());
+  }
+  void notify_all() { pthread_cond_broadcast(&c_); }
+
+ private:
+  pthread_cond_t c_;
+};
+#else
+using CondVar = std::condition_variable;
+#endif
+
 // bnorm's own pool for forked children (threading.hpp, fork_pool): worker
 // threads that take the tasks of one parallel-for at a time, the calling
 // thread taking tasks too. Tasks never wait for one another, so a second
@@ -101,7 +125,7 @@ class ForkPool {
 
   std::mutex job_mutex_;  // one parallel-for at a time
   std::mutex m_;
-  std::condition_variable wake_, finished_;
+  CondVar wake_, finished_;
   uint64_t generation_ = 0;
   bnorm_task_fn task_ = nullptr;
   void* ctx_ = nullptr;
