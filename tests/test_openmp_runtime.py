@@ -57,3 +57,20 @@ def test_one_openmp_runtime_beside_torch_in_either_import_order(first):
     assert got["openmp"] == got["gomp"], got         # and threadpoolctl sees that one
     assert got["held"] == [1, 2, 2, 1]               # each library's own count holds
     assert got["limited"] == [1, 1]                  # threadpoolctl limits both
+
+
+def test_the_package_carries_no_renamed_openmp_runtime():
+    # auditwheel's default would graft libgomp under a new name and SONAME
+    # (bnorm.libs/libgomp-<hash>.so.1.0.0): a second runtime beside PyTorch's.
+    # A wheel carries it as bnorm/lib/libgomp.so.1, SONAME libgomp.so.1.
+    import bnorm
+    from pathlib import Path
+    pkg = Path(bnorm.__file__).parent
+    renamed = [p.name for p in pkg.parent.glob("bnorm.libs/*gomp*")]
+    assert not renamed, renamed
+    bundled = pkg / "lib" / "libgomp.so.1"
+    if bundled.exists():
+        data = bundled.read_bytes()
+        assert b"libgomp.so.1\0" in data            # its SONAME string, unchanged
+        lib = (pkg / "lib" / "libbnorm.so.0").read_bytes()
+        assert b"$ORIGIN" in lib                     # libbnorm finds it beside itself

@@ -47,18 +47,24 @@ cdef extern from *:
 openmp = bool(bnorm_copy_openmp())
 
 
-cdef inline void _piece(Py_ssize_t k, int threads, Py_ssize_t step, Py_ssize_t total,
-                        Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
-    """[lo, hi): piece k of `threads` pieces of `step` units (the last one
-    takes the rest) of a range of `total` units."""
-    lo[0] = k * step
-    if lo[0] > total:
-        lo[0] = total
-    hi[0] = lo[0] + step
-    if hi[0] > total or k == threads - 1:
-        hi[0] = total
+cdef inline Py_ssize_t _piece_lo(Py_ssize_t k, Py_ssize_t step, Py_ssize_t total) noexcept nogil:
+    """Where piece k of pieces of `step` units of a range of `total` units
+    starts (the last one takes the rest: _piece_hi)."""
+    return total if k * step > total else k * step
 
 
+cdef inline Py_ssize_t _piece_hi(Py_ssize_t k, int threads, Py_ssize_t step,
+                                 Py_ssize_t total) noexcept nogil:
+    """Where piece k of `threads` such pieces ends."""
+    cdef Py_ssize_t hi = _piece_lo(k, step, total) + step
+    return total if hi > total or k == threads - 1 else hi
+
+
+# (the bounds are assigned, not written through pointers, in the prange
+# bodies: only a variable assigned in the body is private to each thread;
+# lo and hi passed by address were shared, and with more threads than cores
+# one thread's piece could take another's bounds: a piece not copied or read,
+# seen under qemu with 8 threads)
 def parallel_copy(dst, src, int threads):
     """dst[...] = src (two C-contiguous arrays of one size in bytes) with
     `threads` OpenMP threads; returns how many threads the team had."""
@@ -79,7 +85,8 @@ def parallel_copy(dst, src, int threads):
         step = 64
     with nogil:
         for k in prange(threads, num_threads=threads, schedule="static", chunksize=1):
-            _piece(k, threads, step, total, &lo, &hi)
+            lo = _piece_lo(k, step, total)
+            hi = _piece_hi(k, threads, step, total)
             if hi > lo:
                 memcpy(d + lo, s + lo, hi - lo)
             if k == 0:
@@ -104,6 +111,7 @@ def parallel_read(src, int threads):
     cdef uint64_t acc = 0
     with nogil:
         for k in prange(threads, num_threads=threads, schedule="static", chunksize=1):
-            _piece(k, threads, step, n, &lo, &hi)
+            lo = _piece_lo(k, step, n)
+            hi = _piece_hi(k, threads, step, n)
             acc |= bnorm_read_words(w + lo, hi - lo)
     return acc
