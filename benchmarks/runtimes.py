@@ -111,9 +111,8 @@ def main(argv=None):
     header = (f"{'case':<9} {'shape':<17} {'ov-native':>10} {'ov-bnorm':>10} {'ort':>10} "
               f"{'bnorm':>10}   {'ov-native/ov-bnorm':>18} {'ort/ov-bnorm':>12}")
     print(header)
-    # bnorm's own NumPy call first, on its OpenMP threads: once the extension
-    # has run, bnorm's work goes to OpenVINO's threads process-wide (the
-    # extension's bnorm_set_parallel_for), its NumPy calls included
+    # bnorm's own NumPy call first, on its OpenMP threads, before OpenVINO's
+    # and ONNX Runtime's thread teams exist
     bnorm_best, bnorm_out = {}, {}
     for name, shape, axis in CASES:
         _, _, p = onnx_models(shape, axis)

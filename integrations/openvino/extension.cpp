@@ -14,10 +14,11 @@
 // rank >= 2; the per-channel inputs and outputs are float32 (float64 for
 // float64 data), as bnorm's C API takes them.
 //
-// Threads: the first call hands bnorm's parallel work to OpenVINO's own
-// (TBB) threads through bnorm_set_parallel_for: no second pool runs beside
-// the runtime's. bnorm_openvino_threads_seen() reports how many distinct
-// threads have run bnorm tasks so far (the test reads it).
+// Threads: while one of these operations runs, bnorm's parallel work goes to
+// OpenVINO's own (TBB) threads through bnorm_set_parallel_for, so no second
+// pool runs beside the runtime's; outside them bnorm is left as it was.
+// bnorm_openvino_threads_seen() reports how many distinct threads have run
+// bnorm tasks so far (the test reads it).
 #include <atomic>
 #include <cstdint>
 #include <mutex>
@@ -46,13 +47,30 @@ void on_openvino_threads(void*, int64_t n, bnorm_task_fn task, void* task_contex
   });
 }
 
-void use_openvino_threads() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    const int threads = parallel_get_max_threads();
-    bnorm_set_parallel_for(&on_openvino_threads, nullptr, threads > 0 ? threads : 1);
-  });
-}
+// While an operation of this extension runs, bnorm's parallel work goes to
+// OpenVINO's threads; when none runs, bnorm is as the process had it (its
+// OpenMP threads for a NumPy call, say). Counted, so that concurrent
+// inference streams share the setting: the first in sets it, the last out
+// takes it back. The thread count is the arena's of the stream that set it.
+std::mutex g_scope_mutex;
+int g_in_flight = 0;
+
+class OnOpenVinoThreads {
+ public:
+  OnOpenVinoThreads() {
+    std::lock_guard<std::mutex> lock(g_scope_mutex);
+    if (g_in_flight++ == 0) {
+      const int threads = parallel_get_max_threads();
+      bnorm_set_parallel_for(&on_openvino_threads, nullptr, threads > 0 ? threads : 1);
+    }
+  }
+  ~OnOpenVinoThreads() {
+    std::lock_guard<std::mutex> lock(g_scope_mutex);
+    if (--g_in_flight == 0) bnorm_set_parallel_for(nullptr, nullptr, 0);
+  }
+  OnOpenVinoThreads(const OnOpenVinoThreads&) = delete;
+  OnOpenVinoThreads& operator=(const OnOpenVinoThreads&) = delete;
+};
 
 void check(bnorm_status status, const char* what) {
   if (status != BNORM_OK) OPENVINO_THROW("bnorm: ", what, ": ", bnorm_status_string(status));
@@ -138,9 +156,8 @@ class BnormOp : public ov::op::Op {
     for (size_t k = 0; k < channel_outputs; ++k) set_output_type(1 + k, pt, ov::PartialShape{channels});
   }
 
-  // Output 0 shaped like X; the split of X; bnorm on OpenVINO's threads.
+  // Output 0 shaped like X, the rest per channel; the split of X.
   Split prepare(ov::TensorVector& outputs, const ov::TensorVector& inputs) const {
-    use_openvino_threads();
     const auto& shape = inputs[0].get_shape();
     outputs[0].set_shape(shape);
     const Split s = split(shape, axis_);
@@ -167,6 +184,7 @@ class BatchNormInference : public BnormOp {
   }
   bool evaluate(ov::TensorVector& outputs, const ov::TensorVector& inputs) const override {
     const Split s = prepare(outputs, inputs);
+    const OnOpenVinoThreads on_openvino_threads_now;
     check(bnorm_forward_inference(data_dtype(inputs[0].get_element_type()), s.outer, s.channels,
                                   s.inner, inputs[0].data(), outputs[0].data(), inputs[3].data(),
                                   inputs[4].data(), inputs[1].data(), inputs[2].data(), epsilon_),
@@ -194,6 +212,7 @@ class BatchNormAddReluInference : public BnormOp {
   }
   bool evaluate(ov::TensorVector& outputs, const ov::TensorVector& inputs) const override {
     const Split s = prepare(outputs, inputs);
+    const OnOpenVinoThreads on_openvino_threads_now;
     check(bnorm_forward_inference_fused(
               data_dtype(inputs[0].get_element_type()), s.outer, s.channels, s.inner,
               inputs[0].data(), inputs[1].data(), outputs[0].data(), inputs[4].data(),
@@ -221,6 +240,7 @@ class BatchNormTraining : public BnormOp {
   }
   bool evaluate(ov::TensorVector& outputs, const ov::TensorVector& inputs) const override {
     const Split s = prepare(outputs, inputs);
+    const OnOpenVinoThreads on_openvino_threads_now;
     check(bnorm_forward_training(data_dtype(inputs[0].get_element_type()), s.outer, s.channels,
                                  s.inner, inputs[0].data(), outputs[0].data(), inputs[1].data(),
                                  inputs[2].data(), outputs[1].data(), outputs[2].data(), nullptr,
