@@ -5,7 +5,10 @@ the process's thread count, and the time per iteration of
   torch   a training step of a small CNN with PyTorch's own batch norm,
   bnorm   bnorm's training forward and backward on a NumPy tensor,
   mixed   both in one loop (each iteration: the torch step, then the bnorm
-          calls), against the sum of the two alone.
+          calls), against the sum of the two alone,
+  control the same for the torch step and a NumPy loop in place of bnorm
+          (one thread, no OpenMP, bytes of the same order): what sharing
+          the caches and memory costs with no second thread team at all.
 
 Two OpenMP runtimes in one process keep two teams of spinning threads on
 the same cores: the mixed loop would then be slower than the sum (each
@@ -48,9 +51,19 @@ def bnorm_step():
     y, mean, invstd = bnorm.batch_norm_train(x, g, b)
     bnorm.batch_norm_backward(y, x, mean, invstd, g)
 
+out = np.empty_like(x)
+
+def numpy_step():   # the control: memory traffic of bnorm's size, no threads
+    for _ in range(4):
+        np.multiply(x, 1.0001, out=out)
+
 def mixed():
     torch_step()
     bnorm_step()
+
+def mixed_numpy():
+    torch_step()
+    numpy_step()
 
 def per_iter(f, n=20):
     f()
@@ -61,7 +74,8 @@ def per_iter(f, n=20):
 
 best = {}
 for _ in range(repeat):   # interleaved, so that machine load hits all three
-    for name, f in (("torch", torch_step), ("bnorm", bnorm_step), ("mixed", mixed)):
+    for name, f in (("torch", torch_step), ("bnorm", bnorm_step), ("mixed", mixed),
+                    ("numpy", numpy_step), ("mixed_numpy", mixed_numpy)):
         best[name] = min(best.get(name, 1e9), per_iter(f))
 maps = open("/proc/self/maps").read().splitlines()
 gomp = sorted({l.split()[-1] for l in maps if "libgomp" in l.rsplit("/", 1)[-1]})
@@ -88,13 +102,14 @@ def main(argv=None):
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"{'import order':<14} {'libgomp mapped':>14} {'threadpoolctl openmp':>21} "
           f"{'OS threads':>10} {'torch ms':>9} {'bnorm ms':>9} {'mixed ms':>9} "
-          f"{'mixed/(sum)':>11}")
+          f"{'mixed/(sum)':>11} {'control':>8}")
     for r in rows:
         ratio = r["mixed"] / (r["torch"] + r["bnorm"])
         r["mixed_over_sum"] = ratio
+        r["control_over_sum"] = control = r["mixed_numpy"] / (r["torch"] + r["numpy"])
         print(f"{' then '.join(r['order']):<14} {len(r['gomp']):>14} {len(r['openmp']):>21} "
               f"{r['threads']:>10} {r['torch'] * 1e3:>9.2f} {r['bnorm'] * 1e3:>9.2f} "
-              f"{r['mixed'] * 1e3:>9.2f} {ratio:>11.2f}")
+              f"{r['mixed'] * 1e3:>9.2f} {ratio:>11.2f} {control:>8.2f}")
     for r in rows:
         for path in r["gomp"]:
             print(f"  {' then '.join(r['order'])}: {path}")
