@@ -6,10 +6,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 build="$(mktemp -d "${TMPDIR:-/tmp}/bnorm-aarch64.XXXXXX")"
-cmake -S "$root" -B "$build" -DCMAKE_SYSTEM_NAME=Linux \
-  -DCMAKE_SYSTEM_PROCESSOR=aarch64 \
-  -DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc \
-  -DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++ \
+cmake -S "$root" -B "$build" \
+  -DCMAKE_TOOLCHAIN_FILE="$root/packaging/aarch64-toolchain.cmake" \
   -DBNORM_BUILD_TESTS=ON >/dev/null
 cmake --build "$build" -j2 >/dev/null
 export QEMU_LD_PREFIX=/usr/aarch64-linux-gnu
