@@ -428,9 +428,17 @@ def batch_norm_backward(dy, x, save_mean, save_invstd, weight=None, *, axis=1,
                                 out)
         if r is not None:
             return r
-    relu = _activation(activation)
     if not isinstance(residual, (bool, np.bool_)):
         raise TypeError(f"residual must be True or False, got {type(residual).__name__}")
+    return _backward_fused(dy, x, save_mean, save_invstd, weight, axis, training,
+                           activation, y, bias, residual, out)
+
+
+def _backward_fused(dy, x, save_mean, save_invstd, weight, axis, training, activation, y,
+                    bias, residual, out, dresidual_out=None):
+    """batch_norm_backward's general path; ``dresidual_out`` (with
+    residual=True): an array, laid out as x, that receives dresidual."""
+    relu = _activation(activation)
     x = _data(x, "x")
     others = [(_data(dy, "dy"), "dy")]
     if y is not None:
@@ -452,7 +460,9 @@ def batch_norm_backward(dy, x, save_mean, save_invstd, weight=None, *, axis=1,
     if not frozen:
         _check_training_size(x, vx)
     dx = _out(out, x, vx)
-    dres = vx.empty() if residual else None
+    dres = None
+    if residual:
+        dres = vx.empty() if dresidual_out is None else _out(dresidual_out, x, vx)
     a.update(dy=vdy.flat, x=vx.flat, y=vy, out=dx, dresidual=dres)
     _core.backward(_spec.BACKWARD.pack(a), vx.outer, vx.channels, vx.inner, frozen, relu)
     if residual:

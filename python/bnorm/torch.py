@@ -50,8 +50,9 @@ try:
 except ImportError:  # bfloat16 tensors then go to PyTorch's kernel
     _ml = None
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "batch_norm",
-           "convert", "convert_sync_batchnorm"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "BatchNormAct1d", "BatchNormAct2d",
+           "BatchNormAct3d", "SyncBatchNorm", "batch_norm", "batch_norm_act", "convert",
+           "convert_sync_batchnorm", "fuse"]
 
 _DATA = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -408,6 +409,305 @@ def convert(model: torch.nn.Module) -> torch.nn.Module:
         if new is not None:
             module.__class__ = new
     return model
+
+
+# ---- batch norm fused with a residual addition and a ReLU ---------------------------
+# y = relu?(BN(x) + residual?) in bnorm's one pass, and its backward in one
+# pass: what bnorm.torch.fuse puts into a model. The ReLU's mask comes from x
+# and the statistics when there is no residual (so the output need not be
+# kept for the backward), else from y.
+
+def _act_supported(x: Tensor, residual: Optional[Tensor], running_mean, running_var,
+                   weight, bias) -> bool:
+    if not _supported(x, running_mean, running_var, weight, bias):
+        return False
+    return residual is None or (residual.device == x.device and residual.dtype == x.dtype
+                                and residual.shape == x.shape)
+
+
+def _residual_like(residual: Optional[Tensor], x: Tensor) -> Optional[np.ndarray]:
+    if residual is None:
+        return None
+    r = _laid_out_like(residual.detach().resolve_conj().resolve_neg(), x)
+    return _np(_memory_order(r)[0])
+
+
+def _act_train_impl(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor],
+                    bias: Optional[Tensor], running_mean: Optional[Tensor],
+                    running_var: Optional[Tensor], momentum: float, eps: float, relu: bool,
+                    in_place: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    x = _dense(x.resolve_conj().resolve_neg())
+    pdtype = _param_dtype(x.dtype)
+    y = _output_like(x)
+    xs, axis = _memory_order(x)
+    ys, _ = _memory_order(y)
+    tracked = running_mean is not None and running_var is not None
+    if in_place:
+        new_mean, new_var = running_mean, running_var
+    else:
+        new_mean = running_mean.clone() if tracked else x.new_empty((0,), dtype=pdtype)
+        new_var = running_var.clone() if tracked else x.new_empty((0,), dtype=pdtype)
+    _, mean, invstd = _bn.batch_norm_train(
+        _np(xs), _param(weight, pdtype), _param(bias, pdtype), eps, axis=axis,
+        running_mean=_np(new_mean) if tracked else None,
+        running_var=_np(new_var) if tracked else None, momentum=momentum, out=_np(ys),
+        activation="relu" if relu else None, residual=_residual_like(residual, x))
+    return y, torch.from_numpy(mean), torch.from_numpy(invstd), new_mean, new_var
+
+
+def _act_train_functional(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor],
+                          bias: Optional[Tensor], running_mean: Optional[Tensor],
+                          running_var: Optional[Tensor], momentum: float, eps: float,
+                          relu: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _act_train_impl(x, residual, weight, bias, running_mean, running_var, momentum,
+                           eps, relu)
+
+
+_act_train_op = torch.library.custom_op("bnorm::batch_norm_act_train", _act_train_functional,
+                                        mutates_args=(), device_types="cpu")
+
+
+@_act_train_op.register_fake
+def _(x, residual, weight, bias, running_mean, running_var, momentum, eps, relu):
+    pdtype = _param_dtype(x.dtype)
+    c = x.shape[1]
+    tracked = running_mean is not None and running_var is not None
+    return (_output_like(x), x.new_empty((c,), dtype=pdtype), x.new_empty((c,), dtype=pdtype),
+            torch.empty_like(running_mean) if tracked else x.new_empty((0,), dtype=pdtype),
+            torch.empty_like(running_var) if tracked else x.new_empty((0,), dtype=pdtype))
+
+
+def _act_infer_impl(x: Tensor, residual: Optional[Tensor], running_mean: Tensor,
+                    running_var: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                    eps: float, relu: bool) -> Tensor:
+    x = _dense(x.resolve_conj().resolve_neg())
+    pdtype = _param_dtype(x.dtype)
+    y = _output_like(x)
+    xs, axis = _memory_order(x)
+    ys, _ = _memory_order(y)
+    _bn.batch_norm(_np(xs), _param(running_mean, pdtype), _param(running_var, pdtype),
+                   _param(weight, pdtype), _param(bias, pdtype), eps=eps, axis=axis,
+                   out=_np(ys), activation="relu" if relu else None,
+                   residual=_residual_like(residual, x))
+    return y
+
+
+_act_infer_op = torch.library.custom_op("bnorm::batch_norm_act_infer", _act_infer_impl,
+                                        mutates_args=(), device_types="cpu")
+
+
+@_act_infer_op.register_fake
+def _(x, residual, running_mean, running_var, weight, bias, eps, relu):
+    return _output_like(x)
+
+
+def _act_backward_impl(dy: Tensor, x: Tensor, y: Optional[Tensor], mean: Tensor,
+                       invstd: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                       training: bool, relu: bool,
+                       residual: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    x = _dense(x.resolve_conj().resolve_neg())
+    pdtype = _param_dtype(x.dtype)
+    dx = _output_like(x)
+    dres = _output_like(x) if residual else x.new_empty((0,))
+    dys, axis = _memory_order(_laid_out_like(dy.resolve_conj().resolve_neg(), x))
+    xs, _ = _memory_order(x)
+    ys = None if y is None else _np(_memory_order(_laid_out_like(y, x))[0])
+    _, dw, db, *rest = _bn._backward_fused(
+        _np(dys), _np(xs), _param(mean, pdtype), _param(invstd, pdtype),
+        _param(weight, pdtype), axis, training, "relu" if relu else None, ys,
+        _param(bias, pdtype) if relu and y is None else None, residual,
+        _np(_memory_order(dx)[0]),
+        dresidual_out=_np(_memory_order(dres)[0]) if residual else None)
+    return dx, torch.from_numpy(dw), torch.from_numpy(db), dres
+
+
+_act_backward_op = torch.library.custom_op("bnorm::batch_norm_act_backward",
+                                           _act_backward_impl, mutates_args=(),
+                                           device_types="cpu")
+
+
+@_act_backward_op.register_fake
+def _(dy, x, y, mean, invstd, weight, bias, training, relu, residual):
+    pdtype = _param_dtype(x.dtype)
+    c = x.shape[1]
+    return (_output_like(x), x.new_empty((c,), dtype=pdtype), x.new_empty((c,), dtype=pdtype),
+            _output_like(x) if residual else x.new_empty((0,)))
+
+
+def _act_save(ctx, x, residual, weight, bias, mean, invstd, y, relu):
+    """The fused backward's inputs: x, weight, bias and the statistics, and
+    the output y only when the ReLU mask cannot be recomputed from x (a
+    residual was added)."""
+    ctx.param_dtypes = (None if weight is None else weight.dtype,
+                        None if bias is None else bias.dtype)
+    ctx.relu, ctx.residual = relu, residual is not None
+    keep_y = relu and residual is not None
+    ctx.save_for_backward(x, weight, bias, mean, invstd, y if keep_y else None)
+
+
+def _act_backward(ctx, grad_y, training, backward, iw, ib):
+    """(dx, dresidual, dweight, dbias) for the inputs (x, residual, and
+    weight and bias at iw and ib)."""
+    x, weight, bias, mean, invstd, y = ctx.saved_tensors
+    dx, dw, db, dres = backward(grad_y, x, y, mean, invstd, weight, bias, training, ctx.relu,
+                                ctx.residual)
+    gx, gw, gb = _grads(ctx, dx, dw, db, iw, ib)
+    return gx, (dres if ctx.residual and ctx.needs_input_grad[1] else None), gw, gb
+
+
+def _act_train_setup(ctx, inputs, output):
+    x, residual, weight, bias = inputs[:4]
+    y, mean, invstd, new_mean, new_var = output
+    ctx.mark_non_differentiable(mean, invstd, new_mean, new_var)
+    _act_save(ctx, x, residual, weight, bias, mean, invstd, y, inputs[8])
+
+
+def _act_train_backward(ctx, grad_y, *unused):
+    gx, gr, gw, gb = _act_backward(ctx, grad_y, True, torch.ops.bnorm.batch_norm_act_backward,
+                                   2, 3)
+    return gx, gr, gw, gb, None, None, None, None, None
+
+
+torch.library.register_autograd("bnorm::batch_norm_act_train", _act_train_backward,
+                                setup_context=_act_train_setup)
+
+
+def _act_frozen_stats(x, running_mean, running_var, eps):
+    pdtype = _param_dtype(x.dtype)
+    mean = running_mean.detach().to(pdtype, copy=True)
+    invstd = torch.rsqrt(running_var.detach().to(torch.float64) + eps).to(pdtype)
+    return mean, invstd
+
+
+def _act_infer_setup(ctx, inputs, output):
+    x, residual, running_mean, running_var, weight, bias, eps, relu = inputs
+    mean, invstd = _act_frozen_stats(x, running_mean, running_var, eps)
+    _act_save(ctx, x, residual, weight, bias, mean, invstd, output, relu)
+
+
+def _act_infer_backward(ctx, grad_y):
+    gx, gr, gw, gb = _act_backward(ctx, grad_y, False, torch.ops.bnorm.batch_norm_act_backward,
+                                   4, 5)
+    return gx, gr, None, None, gw, gb, None, None
+
+
+torch.library.register_autograd("bnorm::batch_norm_act_infer", _act_infer_backward,
+                                setup_context=_act_infer_setup)
+
+
+class _EagerActTrain(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, residual, weight, bias, running_mean, running_var, momentum, eps, relu):
+        y, mean, invstd, _, _ = _act_train_impl(x, residual, weight, bias, running_mean,
+                                                running_var, momentum, eps, relu, in_place=True)
+        ctx.mark_non_differentiable(mean, invstd)
+        _act_save(ctx, x, residual, weight, bias, mean, invstd, y, relu)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        gx, gr, gw, gb = _act_backward(ctx, grad_y, True, _act_backward_impl, 2, 3)
+        return gx, gr, gw, gb, None, None, None, None, None
+
+
+class _EagerActInfer(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, residual, running_mean, running_var, weight, bias, eps, relu):
+        y = _act_infer_impl(x, residual, running_mean, running_var, weight, bias, eps, relu)
+        _act_infer_setup(ctx, (x, residual, running_mean, running_var, weight, bias, eps, relu),
+                         y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        gx, gr, gw, gb = _act_backward(ctx, grad_y, False, _act_backward_impl, 4, 5)
+        return gx, gr, None, None, gw, gb, None, None
+
+
+def batch_norm_act(input: Tensor, running_mean: Optional[Tensor],
+                   running_var: Optional[Tensor], weight: Optional[Tensor] = None,
+                   bias: Optional[Tensor] = None, training: bool = False,
+                   momentum: float = 0.1, eps: float = 1e-5, *,
+                   residual: Optional[Tensor] = None, activation: Optional[str] = "relu") -> Tensor:
+    """``act(F.batch_norm(input, ...) + residual)`` as one bnorm op, forward
+    and backward: ``residual`` None or a tensor of input's shape and dtype,
+    ``activation`` "relu" or None. Falls back to PyTorch's ops where bnorm
+    does not compute the batch norm."""
+    if activation not in (None, "relu"):
+        raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+    relu = activation == "relu"
+    if not _act_supported(input, residual, running_mean, running_var, weight, bias):
+        y = torch.nn.functional.batch_norm(input, running_mean, running_var, weight, bias,
+                                           training, momentum, eps)
+        if residual is not None:
+            y = y + residual
+        return torch.relu(y) if relu else y
+    compiling = _compiling()
+    grads = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (input, residual, weight, bias))
+    direct = not compiling and not grads
+    if training:
+        if direct:
+            return _act_train_impl(input, residual, weight, bias, running_mean, running_var,
+                                   float(momentum), float(eps), relu, in_place=True)[0]
+        if not compiling:
+            return _EagerActTrain.apply(input, residual, weight, bias, running_mean,
+                                        running_var, float(momentum), float(eps), relu)
+        y, _, _, new_mean, new_var = torch.ops.bnorm.batch_norm_act_train(
+            input, residual, weight, bias, running_mean, running_var, float(momentum),
+            float(eps), relu)
+        if running_mean is not None and running_var is not None:
+            with torch.no_grad():
+                running_mean.copy_(new_mean)
+                running_var.copy_(new_var)
+        return y
+    if running_mean is None or running_var is None:
+        raise ValueError("running_mean and running_var are required when training=False")
+    if direct:
+        return _act_infer_impl(input, residual, running_mean, running_var, weight, bias,
+                               float(eps), relu)
+    infer = torch.ops.bnorm.batch_norm_act_infer if compiling else _EagerActInfer.apply
+    return infer(input, residual, running_mean, running_var, weight, bias, float(eps), relu)
+
+
+class _ActForward:
+    """A batch norm module that also adds a residual (``forward(input,
+    residual=None)``) and applies its ``activation`` ("relu" or None), as
+    one op: what ``bnorm.torch.fuse`` makes of a batch norm and what follows
+    it."""
+
+    activation: Optional[str] = "relu"
+
+    def forward(self, input: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        self._check_input_dim(input)
+        factor, use_batch_stats, running_mean, running_var = _module_step(self)
+        return batch_norm_act(input, running_mean, running_var, self.weight, self.bias,
+                              use_batch_stats, factor, self.eps, residual=residual,
+                              activation=self.activation)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", activation={self.activation!r}"
+
+
+class BatchNormAct1d(_ActForward, torch.nn.BatchNorm1d):
+    """BatchNorm1d + residual + activation as one op (see bnorm.torch.fuse)."""
+
+
+class BatchNormAct2d(_ActForward, torch.nn.BatchNorm2d):
+    """BatchNorm2d + residual + activation as one op (see bnorm.torch.fuse)."""
+
+
+class BatchNormAct3d(_ActForward, torch.nn.BatchNorm3d):
+    """BatchNorm3d + residual + activation as one op (see bnorm.torch.fuse)."""
+
+
+def fuse(model: torch.nn.Module) -> torch.nn.Module:
+    """A model computing the same function as ``model`` in which each batch
+    norm followed by a ReLU, by a residual addition, or by both, runs as one
+    bnorm op (forward and backward). See ``bnorm._fuse`` for the patterns
+    found and what happens where the model does not trace."""
+    from . import _fuse
+    return _fuse.fuse(model)
 
 
 # ---- synchronized batch norm on CPU tensors (torch.distributed, e.g. gloo) ----------

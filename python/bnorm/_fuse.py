@@ -1,0 +1,235 @@
+"""``bnorm.torch.fuse``: batch norm and what follows it as one bnorm op.
+
+The model is traced with ``torch.fx`` (batch norm modules are leaves). In
+the graph, a call of a batch norm module whose output has no other use than
+the next node is fused with that node when the node is
+
+- a ReLU (``nn.ReLU``, ``F.relu``, ``torch.relu``, ``.relu()``, in place or
+  not): ``y = relu(BN(x))``;
+- an addition of another tensor (``+``, ``+=``, ``torch.add`` without
+  ``alpha``, ``.add()``; ``.add_()`` and ``+=`` only with the batch norm's
+  output on the left, so no other tensor is changed in place), itself
+  followed by a ReLU that is its only use: ``y = relu(BN(x) + r)``; or not
+  followed by one: ``y = BN(x) + r``.
+
+The batch norm becomes a ``BatchNormAct1d/2d/3d`` that shares the original
+module's parameters and buffers (the same tensors: an optimizer over either
+model's parameters trains both, and ``state_dict`` keys are unchanged, so a
+checkpoint of one loads into the other). The ReLU and addition nodes are
+removed. The original model is not changed.
+
+Not fused, and left as they are (computed by PyTorch's modules, or by bnorm's
+if the model was converted): a batch norm module called more than once, or
+whose output has other uses; other activations (ReLU6, LeakyReLU, ...:
+bnorm's fused kernels have the ReLU only); batch norm subclasses other than
+PyTorch's and bnorm's plain ones (SyncBatchNorm, say).
+
+Where the whole model does not trace (data-dependent control flow, say),
+each child module is fused on its own, recursively, and the modules that
+did not trace are left as they are. The returned model's
+``bnorm_fusions`` attribute maps each batch norm's qualified name to what
+was made of it: "relu", "add+relu", "add", or "unfused: <reason>".
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from typing import Dict, Optional
+
+import torch
+from torch import fx, nn
+
+from . import torch as _bt
+
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_ACT_CLASS = {nn.BatchNorm1d: _bt.BatchNormAct1d, nn.BatchNorm2d: _bt.BatchNormAct2d,
+              nn.BatchNorm3d: _bt.BatchNormAct3d}
+
+
+def _plain_bn(m: nn.Module) -> Optional[type]:
+    """The torch.nn batch norm class m is (PyTorch's or bnorm's plain
+    subclass), or None."""
+    for base in _BN:
+        if type(m) is base or type(m) is {nn.BatchNorm1d: _bt.BatchNorm1d,
+                                          nn.BatchNorm2d: _bt.BatchNorm2d,
+                                          nn.BatchNorm3d: _bt.BatchNorm3d}[base]:
+            return base
+    return None
+
+
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer with every batch norm module a leaf (bnorm's are
+    not in torch.nn, so fx would trace into them)."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            return True
+        return super().is_leaf_module(m, qualname)
+
+
+def _is_relu(node: fx.Node, modules: Dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return type(modules.get(node.target)) is nn.ReLU
+    if node.op == "call_function":
+        return node.target in (torch.relu, torch.relu_, nn.functional.relu) and len(node.args) >= 1
+    if node.op == "call_method":
+        return node.target in ("relu", "relu_")
+    return False
+
+
+def _added(node: fx.Node, bn: fx.Node) -> Optional[fx.Node]:
+    """The other tensor of an addition `node` of bn's output, or None when
+    node is not such an addition (or one that would change another tensor
+    in place)."""
+    if node.kwargs or len(node.args) != 2:
+        return None
+    a, b = node.args
+    in_place = False
+    if node.op == "call_function" and node.target in (operator.add, torch.add):
+        pass
+    elif node.op == "call_function" and node.target is operator.iadd:
+        in_place = True
+    elif node.op == "call_method" and node.target == "add":
+        pass
+    elif node.op == "call_method" and node.target == "add_":
+        in_place = True
+    else:
+        return None
+    if a is bn and isinstance(b, fx.Node) and b is not bn:
+        return b
+    if b is bn and isinstance(a, fx.Node) and not in_place:
+        return a
+    return None
+
+
+def _only_user(node: fx.Node) -> Optional[fx.Node]:
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None
+
+
+def _share_state(bn: nn.Module, cls: type, activation: Optional[str]) -> nn.Module:
+    """A module of class cls with bn's parameters, buffers and settings (the
+    same tensors), and its own containers so that the original is untouched."""
+    new = copy.copy(bn)
+    new._parameters = dict(bn._parameters)
+    new._buffers = dict(bn._buffers)
+    new._modules = dict(bn._modules)
+    new.__class__ = cls
+    new.activation = activation
+    return new
+
+
+def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, module)
+
+
+def _fuse_graph(gm: fx.GraphModule, prefix: str, report: Dict[str, str]) -> None:
+    modules = dict(gm.named_modules())
+    calls: Dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module":
+            continue
+        bn = modules.get(node.target)
+        base = _plain_bn(bn) if bn is not None else None
+        if base is None:
+            if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                report[prefix + node.target] = f"unfused: {type(bn).__name__} is not fused"
+            continue
+        name = prefix + node.target
+        if calls[node.target] != 1:
+            report[name] = "unfused: the module is called more than once"
+            continue
+        if len(node.args) != 1 or node.kwargs:
+            report[name] = "unfused: called with more than its input"
+            continue
+        nxt = _only_user(node)
+        if nxt is None:
+            report[name] = "unfused: its output has several uses" if node.users else \
+                "unfused: its output is not used"
+            continue
+        if _is_relu(nxt, modules):
+            nxt.replace_all_uses_with(node)
+            gm.graph.erase_node(nxt)
+            _set_module(gm, node.target, _share_state(bn, _ACT_CLASS[base], "relu"))
+            report[name] = "relu"
+            continue
+        other = _added(nxt, node)
+        if other is None:
+            what = nxt.target if isinstance(nxt.target, str) else getattr(
+                nxt.target, "__name__", str(nxt.target))
+            if nxt.op == "call_module":
+                what = type(modules.get(nxt.target)).__name__
+            report[name] = f"unfused: followed by {what}, which has no fused kernel"
+            continue
+        after = _only_user(nxt)
+        relu = after is not None and _is_relu(after, modules)
+        # the batch norm moves to where the addition was, after both inputs
+        nxt.prepend(node)
+        node.args = (node.args[0], other)
+        end = after if relu else nxt
+        end.replace_all_uses_with(node)
+        if relu:
+            gm.graph.erase_node(after)
+        gm.graph.erase_node(nxt)
+        _set_module(gm, node.target, _share_state(bn, _ACT_CLASS[base], "relu" if relu else None))
+        report[name] = "add+relu" if relu else "add"
+    gm.graph.lint()
+    gm.recompile()
+
+
+def _structure_copy(m: nn.Module, memo: Dict[int, nn.Module]) -> nn.Module:
+    """m and its submodules as new module objects (sharing the parameter and
+    buffer tensors, and each other the way m's do) in the same order, so that
+    a fused model lists its parameters as the original does."""
+    if id(m) in memo:
+        return memo[id(m)]
+    new = copy.copy(m)
+    memo[id(m)] = new
+    new._parameters = dict(m._parameters)
+    new._buffers = dict(m._buffers)
+    new._modules = {k: None if c is None else _structure_copy(c, memo)
+                    for k, c in m._modules.items()}
+    return new
+
+
+def _fuse(model: nn.Module, prefix: str, report: Dict[str, str]) -> nn.Module:
+    if isinstance(model, nn.modules.batchnorm._BatchNorm):
+        return model  # on its own: nothing to fuse it with (the caller says why)
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as e:  # the model does not trace: fuse its children
+        new = copy.copy(model)
+        new._modules = dict(model._modules)
+        reason = f"{type(e).__name__}: {e}".splitlines()[0][:120]
+        for child_name, child in model.named_children():
+            new._modules[child_name] = _fuse(child, prefix + child_name + ".", report)
+        for name, m in model.named_modules(prefix=prefix.rstrip(".")):
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and name not in report:
+                report[name] = f"unfused: the module around it does not trace ({reason})"
+        return new
+    root = _structure_copy(model, {})
+    gm = fx.GraphModule(root, graph, model.__class__.__name__)
+    # the whole module tree in the original's order (GraphModule keeps only
+    # the modules the graph calls, in the graph's order)
+    gm._modules = root._modules
+    gm._parameters.update(root._parameters)
+    gm._buffers.update(root._buffers)
+    gm.training = model.training
+    _fuse_graph(gm, prefix, report)
+    return gm
+
+
+def fuse(model: nn.Module) -> nn.Module:
+    report: Dict[str, str] = {}
+    out = _fuse(model, "", report)
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and name not in report:
+            report[name] = ("unfused: a batch norm on its own" if m is model else
+                            "unfused: not called in the traced forward")
+    out.bnorm_fusions = dict(sorted(report.items()))
+    return out
