@@ -198,6 +198,67 @@ BNORM_API bnorm_status bnorm_backward_ws(
   });
 }
 
+BNORM_API bnorm_status bnorm_backward_from_output(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void* dy, const void* y, const void* invstd, const void* weight,
+    const void* bias, void* dx, void* dweight, void* dbias, int32_t activation,
+    double param, uint32_t flags) {
+  return bnorm_backward_from_output_ws(dtype, outer, channels, inner, dy, y, invstd, weight,
+                                       bias, dx, dweight, dbias, activation, param, flags,
+                                       nullptr, 0);
+}
+
+BNORM_API bnorm_status bnorm_backward_from_output_ws(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void* dy, const void* y, const void* invstd, const void* weight,
+    const void* bias, void* dx, void* dweight, void* dbias, int32_t activation,
+    double param, uint32_t flags, void* workspace, size_t workspace_bytes) {
+  int64_t es, n;
+  const bnorm_status st = check_tensor(dtype, outer, channels, inner, false, &es, &n);
+  if (st != BNORM_OK) return st;
+  if (!dy || !y || !invstd) return BNORM_ERROR_NULL_POINTER;
+  if ((flags & ~uint32_t(BNORM_FLAG_FROZEN_STATS)) != 0) return BNORM_ERROR_INVALID_FLAGS;
+  const bool frozen = (flags & BNORM_FLAG_FROZEN_STATS) != 0;
+  if (activation != BNORM_ACT_IDENTITY && activation != BNORM_ACT_LEAKY_RELU &&
+      activation != BNORM_ACT_ELU)
+    return BNORM_ERROR_INVALID_ARGUMENT;
+  if (activation != BNORM_ACT_IDENTITY && !(std::isfinite(param) && param > 0))
+    return BNORM_ERROR_INVALID_ARGUMENT;
+  if (!frozen && (channels == 0 || outer * inner <= 1)) return BNORM_ERROR_TOO_FEW_VALUES;
+  const int64_t data = n * es, par = channels * param_size_of(dtype);
+  // dx may be exactly dy or exactly y
+  const Span outs[] = {{dx, data}, {dweight, par}, {dbias, par},
+                       workspace_span(workspace, workspace_bytes)};
+  const Span ins[] = {{dy, data}, {y, data}, {invstd, par}, {weight, par}, {bias, par}};
+  if (any_forbidden_overlap_data(outs, 4, 1, ins, 5, 2)) return BNORM_ERROR_OVERLAP;
+  if (weight) {
+    bool ok = true;
+    with_type(dtype, [&](auto t) {
+      using P = Param<decltype(t)>;
+      const P* w = static_cast<const P*>(weight);
+      for (int64_t c = 0; c < channels; ++c)
+        ok = ok && std::isfinite(static_cast<double>(w[c])) && w[c] != P(0);
+    });
+    if (!ok) return BNORM_ERROR_INVALID_ARGUMENT;
+  }
+  if (n == 0) {  // frozen statistics and no data: the sums are 0
+    with_type(dtype, [&](auto t) {
+      using P = Param<decltype(t)>;
+      for (int64_t c = 0; c < channels; ++c) {
+        if (dweight) static_cast<P*>(dweight)[c] = P(0);
+        if (dbias) static_cast<P*>(dbias)[c] = P(0);
+      }
+    });
+    return BNORM_OK;
+  }
+  return run_kernel(BNORM_OP_BACKWARD_FROM_OUTPUT, dtype, outer, channels, inner, workspace,
+                    workspace_bytes, [&](auto& a) {
+    set(a.dy, dy), set(a.y, y), set(a.out, dx), set(a.invstd, invstd);
+    set(a.weight, weight), set(a.bias, bias), set(a.dweight, dweight), set(a.dbias, dbias);
+    a.frozen = frozen, a.act = activation, a.act_param = param;
+  });
+}
+
 BNORM_API bnorm_status bnorm_workspace_size(int32_t op, bnorm_dtype dtype, int64_t outer,
                                             int64_t channels, int64_t inner,
                                             int32_t threads, size_t* bytes) {

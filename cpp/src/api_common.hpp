@@ -135,7 +135,7 @@ bnorm_status guarded(F&& f) {
 
 // Whether op is one of the BNORM_OP_* codes.
 inline bool valid_op(int op) {
-  return op >= BNORM_OP_FORWARD_TRAINING && op <= BNORM_OP_FORWARD_INFERENCE;
+  return op >= BNORM_OP_FORWARD_TRAINING && op <= BNORM_OP_BACKWARD_FROM_OUTPUT;
 }
 
 // The checks every op on a tensor starts with: the dtype, then the sizes
@@ -182,6 +182,7 @@ auto kernel_for(int op) {
     case BNORM_OP_FORWARD_NORMALIZE: return k.forward_apply;
     case BNORM_OP_BACKWARD_REDUCE: return k.backward_sums;
     case BNORM_OP_BACKWARD_APPLY: return k.backward_apply;
+    case BNORM_OP_BACKWARD_FROM_OUTPUT: return k.backward_from_output;
     default: return k.forward_inference;
   }
 }

@@ -25,7 +25,8 @@
   X(moments)             \
   X(forward_apply)       \
   X(backward_sums)       \
-  X(backward_apply)
+  X(backward_apply)      \
+  X(backward_from_output)
 
 namespace bnorm {
 
@@ -70,6 +71,8 @@ struct CallOf {
   bool unbiased = true;  // running variance with Bessel's correction
   bool relu = false;
   bool frozen = false;   // backward through fixed statistics
+  int act = 0;           // backward_from_output: BNORM_ACT_*, and its parameter
+  double act_param = 0;
 };
 template <class T>
 using Call = CallOf<T, Param<T>>;

@@ -62,6 +62,10 @@ inline WorkSizes work_sizes(int op, const Plan& p, int nt, int64_t param_size) {
       break;
     case BNORM_OP_FORWARD_NORMALIZE: w.coef = 3 * C * param_size; break;
     case BNORM_OP_BACKWARD_APPLY: w.coef = 4 * C * param_size; break;
+    case BNORM_OP_BACKWARD_FROM_OUTPUT:
+      w.partials = p.groups * C * int64_t(sizeof(Sums));
+      w.coef = 5 * C * param_size;  // k, r, q, 1 / gamma, beta
+      break;
     default: break;  // BNORM_OP_FORWARD_INFERENCE: nothing
   }
   return w;

@@ -18,7 +18,8 @@ from ._core import get_num_threads as _get_num_threads
 from ._core import set_num_threads as _set_num_threads
 from ._core import version_string as _version_string
 from ._fold import fold_batch_norm, inference_scale_shift
-from ._functional import batch_norm, batch_norm_backward, batch_norm_train
+from ._functional import (batch_norm, batch_norm_backward, batch_norm_backward_from_output,
+                          batch_norm_train)
 from ._layer import BatchNorm
 from ._population import PopulationStats
 
@@ -40,6 +41,7 @@ __all__ = [
     "PopulationStats",
     "batch_norm",
     "batch_norm_backward",
+    "batch_norm_backward_from_output",
     "batch_norm_train",
     "fold_batch_norm",
     "get_cmake_dir",

@@ -54,6 +54,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                             "of forward+backward (compiles once per shape: minutes)")
     bench.add_argument("--reference", action="store_true",
                        help="also time the NumPy reference (always on with --quick)")
+    bench.add_argument("--model", default=None, metavar="NAME",
+                       help="a whole network's training and inference step instead "
+                            "(resnet18, resnet50, mobilenet_v2, densenet_small, "
+                            "resnet18_leaky): native, convert, fuse (and --compile), "
+                            "float32 and bfloat16 autocast (or --dtype), NCHW and "
+                            "channels_last (or --layout)")
+    bench.add_argument("--batch", type=int, default=16, help="--model: batch size (16)")
+    bench.add_argument("--size", type=int, default=224, help="--model: image size (224)")
+    bench.add_argument("--rounds", type=int, default=5,
+                       help="--model: timed steps per configuration, interleaved (5)")
     demo = sub.add_parser("demo", help="the paper's first experiment in miniature: "
                                         "sigmoid networks with and without batch norm "
                                         "on handwritten digits (needs bnorm[demo])")
@@ -91,6 +101,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.threads is not None and args.threads < 1:
             parser.error("--threads must be >= 1")
         with reporting(args.report, list(argv if argv is not None else sys.argv[1:])):
+            if args.model is not None:
+                from .tools import models
+                if args.model not in models.MODELS:
+                    parser.error(f"--model: one of {', '.join(models.MODELS)}")
+                if args.batch < 2 or args.size < 32 or args.rounds < 1:
+                    parser.error("--batch >= 2, --size >= 32 and --rounds >= 1, please")
+                given = argv if argv is not None else sys.argv[1:]
+                dtypes = ("float32", "bfloat16")
+                if any(a.startswith("--dtype") for a in given):
+                    if args.dtype not in dtypes:
+                        parser.error("--model: --dtype float32 or bfloat16 (autocast)")
+                    dtypes = (args.dtype,)
+                formats = {"both": ("nchw", "channels_last"), "nchw": ("nchw",),
+                           "nhwc": ("channels_last",)}[args.layout]
+                from .tools.modelbench import run as run_model
+                return run_model(args.model, batch=args.batch, size=args.size,
+                                 rounds=args.rounds, threads=args.threads,
+                                 with_compile=args.with_compile, dtypes=dtypes,
+                                 formats=formats, json_path=args.json_path)
             if args.fused:
                 from .tools.fusedbench import run as run_fused
                 return run_fused(quick=args.quick, threads=args.threads, dtype=args.dtype,

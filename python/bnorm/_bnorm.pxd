@@ -122,6 +122,16 @@ cdef extern from "bnorm/bnorm.h" nogil:
         const void *var, const void *weight, const void *bias, double eps,
         uint32_t flags)
 
+    int32_t BNORM_ACT_IDENTITY
+    int32_t BNORM_ACT_LEAKY_RELU
+    int32_t BNORM_ACT_ELU
+
+    bnorm_status bnorm_backward_from_output(
+        bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+        const void *dy, const void *y, const void *invstd, const void *weight,
+        const void *bias, void *dx, void *dweight, void *dbias, int32_t activation,
+        double param, uint32_t flags)
+
     bnorm_status bnorm_backward_fused(
         bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
         const void *dy, const void *x, const void *y, const void *mean,

@@ -1,4 +1,4 @@
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -29,6 +29,9 @@ def forward_inference(arrays: Tuple[Optional[np.ndarray], ...], outer: int, chan
                       eps: float, relu: bool = ...) -> None: ...
 def backward(arrays: Tuple[Optional[np.ndarray], ...], outer: int, channels: int, inner: int,
              frozen: bool, relu: bool = ...) -> None: ...
+ACTIVATIONS: Dict[str, int]
+def backward_from_output(arrays: Tuple[Optional[np.ndarray], ...], outer: int, channels: int,
+                         inner: int, frozen: bool, activation: int, param: float) -> None: ...
 def fast_inference(x: object, mean: object, var: object, weight: object,
                    bias: object, eps: object, axis: object,
                    out: object = ...) -> Optional[np.ndarray]: ...

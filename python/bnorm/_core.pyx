@@ -318,6 +318,7 @@ cdef _Rules _MOMENTS = _Rules(_spec.MOMENTS)
 cdef _Rules _NORMALIZE = _Rules(_spec.NORMALIZE)
 cdef _Rules _BACKWARD_REDUCE = _Rules(_spec.BACKWARD_REDUCE)
 cdef _Rules _BACKWARD_APPLY = _Rules(_spec.BACKWARD_APPLY)
+cdef _Rules _FROM_OUTPUT = _Rules(_spec.FROM_OUTPUT)
 cdef _Rules _SCALE_SHIFT = _Rules(_spec.SCALE_SHIFT)
 cdef _Rules _FOLD = _Rules(_spec.FOLD)
 
@@ -381,6 +382,25 @@ def backward(tuple arrays, int64_t outer, int64_t channels, int64_t inner,
     with nogil:
         st = _backward(dt, outer, channels, inner, p, flags)
     _check(st, _BACKWARD.op)
+
+
+ACTIVATIONS = {"identity": BNORM_ACT_IDENTITY, "leaky_relu": BNORM_ACT_LEAKY_RELU,
+               "elu": BNORM_ACT_ELU}
+
+
+def backward_from_output(tuple arrays, int64_t outer, int64_t channels, int64_t inner,
+                         bint frozen, int32_t activation, double param):
+    """Arrays in the order of ``bnorm._spec.FROM_OUTPUT``; activation one of
+    ACTIVATIONS' codes."""
+    cdef void* p[MAX_ARGS]
+    cdef bnorm_dtype dt = _pointers(_FROM_OUTPUT, arrays, outer * channels * inner, channels,
+                                    p)
+    cdef uint32_t flags = BNORM_FLAG_FROZEN_STATS if frozen else 0
+    cdef bnorm_status st
+    with nogil:
+        st = bnorm_backward_from_output(dt, outer, channels, inner, p[0], p[1], p[2], p[3],
+                                        p[4], p[5], p[6], p[7], activation, param, flags)
+    _check(st, _FROM_OUTPUT.op)
 
 
 def inference_scale_shift(tuple arrays, double eps):

@@ -12,7 +12,8 @@ import numpy as np
 
 from . import _core, _spec
 
-__all__ = ["batch_norm", "batch_norm_train", "batch_norm_backward"]
+__all__ = ["batch_norm", "batch_norm_train", "batch_norm_backward",
+           "batch_norm_backward_from_output"]
 
 _DATA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # and the half types:
 _HALF = np.dtype(np.float16)
@@ -468,3 +469,40 @@ def _backward_fused(dy, x, save_mean, save_invstd, weight, axis, training, activ
     if residual:
         return vx.like(dx), a["dweight"], a["dbias"], vx.like(dres)
     return vx.like(dx), a["dweight"], a["dbias"]
+
+
+def batch_norm_backward_from_output(dy, y, save_invstd, weight=None, bias=None, *, axis=1,
+                                    activation="leaky_relu", activation_param=0.01,
+                                    training=True, out=None):
+    """The backward of ``y = act(BN(x))`` from the output ``y`` alone (In-Place
+    Activated Batch Norm): ``(dx, dweight, dbias)``, x not needed.
+
+    ``weight`` and ``bias`` are the forward's scale and shift (every scale
+    nonzero: In-Place ABN uses ``|weight| + eps``), ``save_invstd`` its
+    ``1/sqrt(var + eps)``; ``dweight`` is the gradient of that scale.
+    ``activation``: "leaky_relu" (slope ``activation_param`` > 0), "elu"
+    (alpha ``activation_param`` > 0) or "identity". ``training=False``: the
+    statistics were constants (pass 1/sqrt(running_var + eps)). ``out=``
+    receives dx and may be ``dy`` or ``y`` itself (in place).
+    """
+    if not isinstance(activation, str) or activation.lower() not in _core.ACTIVATIONS:
+        raise ValueError("activation must be 'leaky_relu', 'elu' or 'identity', got "
+                         f"{activation!r}")
+    code = _core.ACTIVATIONS[activation.lower()]
+    param = float(activation_param) if activation.lower() != "identity" else 0.0
+    if activation.lower() != "identity" and not (math.isfinite(param) and param > 0):
+        raise ValueError(f"activation_param must be finite and > 0, got {activation_param!r}")
+    y = _data(y, "y")
+    vy, (vdy,) = _views(y, axis, out, [(_data(dy, "dy"), "dy")])
+    pdtype = _param_dtype(y.dtype)
+    if save_invstd is None:
+        raise ValueError("save_invstd is required")
+    a = _channel_args(_spec.FROM_OUTPUT, dict(save_invstd=save_invstd, weight=weight,
+                                              bias=bias), vy, pdtype)
+    if training:
+        _check_training_size(y, vy)
+    dx = _out(out, y, vy)  # (may be y, or dy: in place)
+    a.update(dy=vdy.flat, y=vy.flat, out=dx)
+    _core.backward_from_output(_spec.FROM_OUTPUT.pack(a), vy.outer, vy.channels, vy.inner,
+                               not training, code, param)
+    return vy.like(dx), a["dweight"], a["dbias"]

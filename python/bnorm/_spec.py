@@ -103,6 +103,11 @@ BACKWARD_APPLY = _spec(
     "dy:data x:data save_mean:channel save_invstd:channel weight:channel? "
     "sum_dy:sums sum_dy_xmu:sums out:data/out? dweight:channel/out? dbias:channel/out?")
 
+FROM_OUTPUT = _spec(
+    "bnorm_backward_from_output", "batch norm backward from the output",
+    "dy:data y:data save_invstd:channel weight:channel? bias:channel? out:data/out? "
+    "dweight:channel/out? dbias:channel/out?")
+
 # Folding works in the parameters' own dtype: "channel" is that dtype here,
 # and "data" the layer's weight (outer * C * inner values).
 SCALE_SHIFT = _spec(
@@ -116,4 +121,4 @@ FOLD = _spec(
     "weight:channel? bias:channel? folded_weight:data/out folded_bias:channel/out")
 
 ALL = (TRAINING, INFERENCE, BACKWARD, MOMENTS, NORMALIZE, BACKWARD_REDUCE,
-       BACKWARD_APPLY, SCALE_SHIFT, FOLD)
+       BACKWARD_APPLY, FROM_OUTPUT, SCALE_SHIFT, FOLD)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["batch_norm", "batch_norm_train", "batch_norm_backward"]
+__all__ = ["batch_norm", "batch_norm_train", "batch_norm_backward",
+           "batch_norm_backward_from_output"]
 
 
 def _layout(x, axis):
@@ -105,3 +106,38 @@ def batch_norm_backward(dy, x, save_mean, save_invstd, weight=None, *, axis=1,
             + dvar * (-2.0 * (x64 - mu)).sum(axis=batch_axes, keepdims=True) / m
         dx = dxhat / np.sqrt(var_eps) + dvar * 2.0 * (x64 - mu) / m + dmu / m
     return dx.astype(x.dtype), dgamma.astype(x.dtype), dbeta.astype(x.dtype)
+
+
+def batch_norm_backward_from_output(dy, y, save_invstd, weight=None, bias=None, *, axis=1,
+                                    activation="leaky_relu", activation_param=0.01,
+                                    training=True):
+    """In-Place ABN's backward (Rota Bulo et al. 2018, section 3.2): x̂ from
+    y through the inverse activation, then the backward above written in x̂.
+    Returns (dx, dgamma, dbeta)."""
+    y, batch_axes, per_channel = _layout(y, axis)
+    y64 = y.astype(np.float64)
+    g = np.asarray(dy, dtype=np.float64)
+    m = y64.size // y.shape[axis]
+    a = float(activation_param)
+    if activation == "leaky_relu":
+        z = np.where(y64 > 0, y64, y64 / a)
+        g = np.where(y64 > 0, g, g * a)
+    elif activation == "elu":
+        z = np.where(y64 > 0, y64, np.log1p(np.where(y64 > 0, 0.0, y64) / a))
+        g = np.where(y64 > 0, g, g * (y64 + a))
+    elif activation == "identity":
+        z = y64
+    else:
+        raise ValueError(f"unknown activation {activation!r}")
+    gamma = per_channel(weight, 1.0)
+    beta = per_channel(bias, 0.0)
+    invstd = per_channel(save_invstd, 1.0)
+    xhat = (z - beta) / gamma
+    dbeta = g.sum(axis=batch_axes)
+    dgamma = (g * xhat).sum(axis=batch_axes)
+    if training:
+        dx = gamma * invstd * (g - dbeta.reshape(gamma.shape) / m
+                               - xhat * dgamma.reshape(gamma.shape) / m)
+    else:
+        dx = gamma * invstd * g
+    return dx.astype(y.dtype), dgamma.astype(y.dtype), dbeta.astype(y.dtype)

@@ -98,7 +98,7 @@
 #include <stdint.h>
 
 #define BNORM_VERSION_MAJOR 0
-#define BNORM_VERSION_MINOR 3
+#define BNORM_VERSION_MINOR 4
 #define BNORM_VERSION_PATCH 0
 
 #define BNORM_VERSION_NUMBER \
@@ -429,6 +429,60 @@ BNORM_API bnorm_status bnorm_backward_fused(
     void *dweight, void *dbias, void *dresidual, uint32_t flags);
 
 /* ------------------------------------------------------------------------ */
+/* In-Place Activated Batch Norm: the backward from the output (since 0.4)  */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Rota Bulo, Porzi and Kontschieder (CVPR 2018): when batch norm is followed
+ * by an invertible activation and its scale gamma is nonzero, the output
+ * y = act(BN(x)) alone gives the backward everything it needs, so a network
+ * need not keep x (often the output of a convolution) for it: with
+ *   z    = act^-1(y),  xhat = (z - beta) / gamma,  g = dy * act'(z)
+ * per channel over its m values,
+ *   dbias   = sum(g),   dweight = sum(g * xhat)     (the gradient of gamma)
+ *   dx      = gamma * invstd * (g - dbias / m - xhat * dweight / m)
+ * or dx = gamma * invstd * g with BNORM_FLAG_FROZEN_STATS. The activations
+ * (with their parameter a):
+ */
+#define BNORM_ACT_IDENTITY   0 /* y = z                                    */
+#define BNORM_ACT_LEAKY_RELU 2 /* y = z > 0 ? z : a * z, a > 0             */
+#define BNORM_ACT_ELU        3 /* y = z > 0 ? z : a * (exp(z) - 1), a > 0  */
+/* act'(z) is read from y: 1 where y > 0, else a (leaky ReLU) or y + a (ELU,
+ * a * exp(z)), as PyTorch's leaky_relu and elu backward from their result
+ * do. (The value 1 is left for the ReLU, which has no inverse.) */
+
+/*
+ * The backward of y = act(BN(x)) from y.
+ *
+ *   dy, y                outer*channels*inner elements of dtype: the
+ *                        gradient and the forward's output.
+ *   invstd               the forward's 1/sqrt(var + eps) (save_invstd of
+ *                        bnorm_forward_training; or of the running variance
+ *                        with BNORM_FLAG_FROZEN_STATS), `channels` values.
+ *   weight, bias         gamma and beta of the forward, or NULL for 1 and 0;
+ *                        every gamma nonzero and finite (In-Place ABN uses
+ *                        |weight| + eps).
+ *   dx                   output, or NULL; may be exactly dy or exactly y (in
+ *                        place).
+ *   dweight, dbias       outputs (the gradients of gamma and beta), or NULL;
+ *                        they overlap no other buffer.
+ *   activation, param    BNORM_ACT_IDENTITY (param ignored), _LEAKY_RELU or
+ *                        _ELU with param > 0 and finite.
+ *   flags                0 or BNORM_FLAG_FROZEN_STATS.
+ *
+ * Errors: NULL_POINTER (dy, y or invstd), INVALID_SIZE, UNSUPPORTED_DTYPE,
+ * TOO_FEW_VALUES (training mode, m <= 1 or no channels), INVALID_FLAGS,
+ * INVALID_ARGUMENT (an unknown activation, a parameter that is not > 0, a
+ * gamma that is 0 or not finite), OVERLAP, OUT_OF_MEMORY.
+ * bnorm_backward_from_output_ws (below) takes a caller-owned workspace.
+ */
+BNORM_API bnorm_status bnorm_backward_from_output(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void *dy, const void *y, const void *invstd, const void *weight,
+    const void *bias, void *dx, void *dweight, void *dbias, int32_t activation,
+    double param, uint32_t flags);
+
+/* ------------------------------------------------------------------------ */
 /* Inference helpers                                                        */
 /* ------------------------------------------------------------------------ */
 
@@ -654,6 +708,7 @@ BNORM_API bnorm_status bnorm_backward_apply(
 #define BNORM_OP_BACKWARD_REDUCE   5 /* bnorm_backward_reduce(_ws)         */
 #define BNORM_OP_BACKWARD_APPLY    6 /* bnorm_backward_apply(_ws)          */
 #define BNORM_OP_FORWARD_INFERENCE 7 /* always 0 bytes: none is needed     */
+#define BNORM_OP_BACKWARD_FROM_OUTPUT 8 /* bnorm_backward_from_output (0.4) */
 
 /*
  * Writes into *bytes the workspace that operation `op` needs on a tensor
@@ -686,6 +741,13 @@ BNORM_API bnorm_status bnorm_backward_ws(
     const void *invstd, const void *weight, const void *bias, void *dx,
     void *dweight, void *dbias, void *dresidual, uint32_t flags,
     void *workspace, size_t workspace_bytes);
+
+/* bnorm_backward_from_output with a caller-owned workspace (since 0.4). */
+BNORM_API bnorm_status bnorm_backward_from_output_ws(
+    bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
+    const void *dy, const void *y, const void *invstd, const void *weight,
+    const void *bias, void *dx, void *dweight, void *dbias, int32_t activation,
+    double param, uint32_t flags, void *workspace, size_t workspace_bytes);
 
 /* bnorm_moments with a caller-owned workspace. */
 BNORM_API bnorm_status bnorm_moments_ws(

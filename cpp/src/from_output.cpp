@@ -1,0 +1,248 @@
+// The backward of y = act(BN(x)) from the output y alone (In-Place
+// Activated Batch Norm, Rota Bulo et al. 2018): x is not needed, because
+// with an invertible activation and a nonzero scale gamma, y gives back
+//   z    = act^-1(y)                   (the batch norm's output)
+//   xhat = (z - beta) / gamma          (the normalized input)
+//   g    = dy * act'(z)                (the gradient reaching the batch norm)
+// from which, per channel over its m values,
+//   dbias = sum(g),  dweight = sum(g * xhat),
+//   dx    = gamma * invstd * (g - dbias / m - xhat * dweight / m)
+// (or gamma * invstd * g with frozen statistics).
+//
+// reduce(FromOutputReducer) + finish(FromOutputFinish) + apply(FromOutputOp)
+// on the engine (engine.hpp). Per value everything is computed in double
+// from y, dy and per-channel coefficients, the same way in both passes; the
+// sums are accumulated in a fixed order (eight interleaved partial sums per
+// planar run, one per channel along the rows of a channels-last tile), so
+// the instruction sets and thread counts all give the same bits.
+#include <algorithm>
+#include <cmath>
+
+#include "engine.hpp"
+#include "kernels.hpp"
+
+namespace bnorm {
+namespace BNORM_ISA_NS {
+namespace {
+
+// z = act^-1(y) and the derivative act'(z), as a function of y.
+template <int A>
+inline void invert(double yv, double a, double* z, double* d) {
+  if constexpr (A == BNORM_ACT_LEAKY_RELU) {
+    const bool pos = yv > 0.0;
+    *z = pos ? yv : yv / a;
+    *d = pos ? 1.0 : a;
+  } else if constexpr (A == BNORM_ACT_ELU) {
+    // y = a * (exp(z) - 1) for z <= 0, so z = log1p(y / a) and
+    // act'(z) = a * exp(z) = y + a
+    const bool pos = yv > 0.0;
+    *z = pos ? yv : std::log1p(yv / a);
+    *d = pos ? 1.0 : yv + a;
+  } else {
+    (void)a;
+    *z = yv;
+    *d = 1.0;
+  }
+}
+
+// Per value: g and xhat from dy, y and the channel's 1 / gamma and beta.
+template <int A>
+inline void recover(double dyv, double yv, double a, double ig, double beta, double* g,
+                    double* xhat) {
+  double z, d;
+  invert<A>(yv, a, &z, &d);
+  *g = dyv * d;
+  *xhat = (z - beta) * ig;
+}
+
+// The coefficient arrays, in the workspace: k = gamma * invstd, r = k *
+// sum(g) / m, q = k * sum(g * xhat) / m, then 1 / gamma and beta (set
+// before the reduction, which reads them).
+constexpr int kFromOutputCoefs = 5;
+
+template <int A, class T>
+struct FromOutputReducer {
+  using Acc = Sums;
+  static constexpr int64_t kInBytes = 2 * sizeof(T);  // dy and y
+  using P = Param<T>;
+  const T* dy;
+  const T* y;
+  const P* ig;
+  const P* beta;
+  double a;
+
+  void group(const Plan& p, int64_t c0, int64_t cw, int64_t g, Sums* out, double*) const {
+    int64_t u0, u1;
+    p.group_range(g, &u0, &u1);
+    if (p.rows) {
+      // channels along the row, each its own chain in row order (in blocks
+      // of kChannelBlock: the engine may ask for all channels at once)
+      int64_t r0, r1, unused;
+      p.rows_unit(u0, &r0, &unused);
+      p.rows_unit(u1 - 1, &unused, &r1);
+      const int64_t C = p.channels;
+      double sa[kChannelBlock], sb[kChannelBlock], cig[kChannelBlock], cb[kChannelBlock];
+      for (int64_t b0 = 0; b0 < cw; b0 += kChannelBlock) {
+        const int64_t bw = std::min(kChannelBlock, cw - b0), cs = c0 + b0;
+        for (int64_t j = 0; j < bw; ++j) {
+          sa[j] = sb[j] = 0.0;
+          cig[j] = static_cast<double>(ig[cs + j]);
+          cb[j] = static_cast<double>(beta[cs + j]);
+        }
+        for (int64_t r = r0; r < r1; ++r) {
+          const T* gr = dy + r * C + cs;
+          const T* yr = y + r * C + cs;
+          BNORM_SIMD
+          for (int64_t j = 0; j < bw; ++j) {
+            double gv, xh;
+            recover<A>(static_cast<double>(ld(gr, j)), static_cast<double>(ld(yr, j)), a,
+                       cig[j], cb[j], &gv, &xh);
+            sa[j] += gv;
+            sb[j] += gv * xh;
+          }
+        }
+        for (int64_t j = 0; j < bw; ++j) out[b0 + j] = Sums{sa[j], sb[j]};
+      }
+      return;
+    }
+    const int64_t stride = p.channels * p.inner;
+    for (int64_t j = 0; j < cw; ++j) {
+      const int64_t c = c0 + j;
+      const double cig = static_cast<double>(ig[c]), cb = static_cast<double>(beta[c]);
+      constexpr int L = 8;
+      double la[L] = {}, lb[L] = {};
+      for (int64_t u = u0; u < u1; ++u) {
+        int64_t o0, o1, lo, hi;
+        p.planar_unit(u, &o0, &o1, &lo, &hi);
+        for (int64_t o = o0; o < o1; ++o) {
+          const int64_t off = o * stride + c * p.inner + lo;
+          const T* gr = dy + off;
+          const T* yr = y + off;
+          const int64_t n = hi - lo;
+          int64_t i = 0;
+          for (; i + L <= n; i += L) {
+#pragma GCC unroll 8
+            for (int k = 0; k < L; ++k) {
+              double gv, xh;
+              recover<A>(static_cast<double>(ld(gr, i + k)), static_cast<double>(ld(yr, i + k)),
+                         a, cig, cb, &gv, &xh);
+              la[k] += gv;
+              lb[k] += gv * xh;
+            }
+          }
+          for (int k = 0; i < n; ++i, ++k) {
+            double gv, xh;
+            recover<A>(static_cast<double>(ld(gr, i)), static_cast<double>(ld(yr, i)), a, cig,
+                       cb, &gv, &xh);
+            la[k] += gv;
+            lb[k] += gv * xh;
+          }
+        }
+      }
+      out[j] = Sums{((la[0] + la[1]) + (la[2] + la[3])) + ((la[4] + la[5]) + (la[6] + la[7])),
+                    ((lb[0] + lb[1]) + (lb[2] + lb[3])) + ((lb[4] + lb[5]) + (lb[6] + lb[7]))};
+    }
+  }
+};
+
+// Channel c's coefficients of dx and its gradients of weight and bias.
+template <class P>
+struct FromOutputFinish {
+  const P *invstd, *weight;
+  P* const* arrays;
+  P *dweight, *dbias;
+  double m;
+  bool frozen;
+  void operator()(int64_t c0, int64_t cw, const Sums* tot) const {
+    for (int64_t j = 0; j < cw; ++j) {
+      const int64_t c = c0 + j;
+      const double gamma = weight ? static_cast<double>(weight[c]) : 1.0;
+      const double k = gamma * static_cast<double>(invstd[c]);
+      arrays[0][c] = static_cast<P>(k);
+      arrays[1][c] = frozen ? P(0) : static_cast<P>(k * tot[j].g / m);
+      arrays[2][c] = frozen ? P(0) : static_cast<P>(k * tot[j].gx / m);
+      if (dbias) dbias[c] = static_cast<P>(tot[j].g);
+      if (dweight) dweight[c] = static_cast<P>(tot[j].gx);
+    }
+  }
+};
+
+// dx = (g * k - r) - xhat * q from dy and y (in0 = dy, in1 = y; dx may be
+// either: each value's inputs are read before its output is written).
+template <int A, class T>
+struct FromOutputOp {
+  static constexpr int K = kFromOutputCoefs;
+  static constexpr int kArrays = 3;  // dy, y, dx
+  using P = Param<T>;
+  const T* dy;
+  const T* y;
+  T* dx;
+  double a;
+
+  template <class Coef>
+  void span(int64_t off, int64_t n, const Coef& k) const {
+    const T* g = dy + off;
+    const T* ys = y + off;
+    T* d = dx + off;
+    each(d, n, [&](int64_t i) {
+      double gv, xh;
+      recover<A>(static_cast<double>(ld(g, i)), static_cast<double>(ld(ys, i)), a,
+                 static_cast<double>(k(3, i)), static_cast<double>(k(4, i)), &gv, &xh);
+      const double v = (gv * static_cast<double>(k(0, i)) - static_cast<double>(k(1, i))) -
+                       xh * static_cast<double>(k(2, i));
+      st(d, i, static_cast<P>(v));
+    });
+  }
+  void run(int64_t off, int64_t n, P* const* c, int64_t j) const {
+    P kv[K];
+    for (int q = 0; q < K; ++q) kv[q] = c[q][j];
+    span(off, n, [&](int q, int64_t) { return kv[q]; });
+  }
+  void row(int64_t off, int64_t cw, P* const* c) const {
+    span(off, cw, [&](int q, int64_t i) { return c[q][i]; });
+  }
+  bool row4(int64_t, int64_t, int64_t, P* const*) const { return false; }
+};
+
+template <int A, class T>
+void from_output(const Plan& p, const Call<T>& a, const Work& w) {
+  using P = Param<T>;
+  const int64_t C = p.channels;
+  const int64_t total = p.outer * C * p.inner;
+  P* arrays[kFromOutputCoefs];
+  for (int i = 0; i < kFromOutputCoefs; ++i) arrays[i] = static_cast<P*>(w.coef) + i * C;
+  for (int64_t c = 0; c < C; ++c) {
+    const double gamma = a.weight ? static_cast<double>(a.weight[c]) : 1.0;
+    arrays[3][c] = static_cast<P>(1.0 / gamma);
+    arrays[4][c] = a.bias ? a.bias[c] : P(0);
+  }
+  const double m = static_cast<double>(p.outer * p.inner);
+  const bool write = a.out != nullptr && total > 0;
+  const bool need_sums = total > 0 && (a.dweight || a.dbias || (write && !a.frozen));
+  const FromOutputReducer<A, T> red{a.dy, a.y, arrays[3], arrays[4], a.act_param};
+  const FromOutputFinish<P> finish{a.invstd, a.weight, arrays, a.dweight, a.dbias, m, a.frozen};
+  const FromOutputOp<A, T> op{a.dy, a.y, a.out, a.act_param};
+  const StoredCoefs<P, kFromOutputCoefs> fill{arrays};
+  const Apply<T, FromOutputOp<A, T>, StoredCoefs<P, kFromOutputCoefs>> apply{op, fill};
+  const int64_t block =
+      need_sums && write
+          ? p.whole_block(w.threads, red.kInBytes, apply.kBytes, l2_cache_bytes())
+          : 0;
+  run_engine(p, red, finish, apply, write, block, need_sums, w);
+}
+
+}  // namespace
+
+template <class T>
+void backward_from_output(const Plan& p, const Call<T>& a, const Work& w) {
+  switch (a.act) {
+    case BNORM_ACT_LEAKY_RELU: from_output<BNORM_ACT_LEAKY_RELU>(p, a, w); break;
+    case BNORM_ACT_ELU: from_output<BNORM_ACT_ELU>(p, a, w); break;
+    default: from_output<BNORM_ACT_IDENTITY>(p, a, w); break;
+  }
+}
+
+BNORM_INSTANTIATE_KERNEL(backward_from_output)
+
+}  // namespace BNORM_ISA_NS
+}  // namespace bnorm

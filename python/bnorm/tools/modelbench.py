@@ -1,0 +1,284 @@
+"""``python -m bnorm bench --model NAME``: whole networks, as a user meets
+bnorm.
+
+For one of the networks of ``bnorm.tools.models`` it runs, side by side in
+one process, configurations that differ in one thing each:
+
+  native     PyTorch's own batch norm
+  convert    ``bnorm.torch.convert``: bnorm computes each batch norm
+  fuse       ``bnorm.torch.fuse``: batch norm + ReLU and batch norm + add
+             (+ ReLU) as one bnorm op
+  iabn       (``resnet18_leaky`` only) every BatchNorm2d + LeakyReLU an
+             In-Place ABN (``bnorm.torch.InPlaceABN``)
+  compile    ``torch.compile`` of native and of fuse (``--compile``)
+
+each in float32 and under bfloat16 autocast, with NCHW and channels_last
+input. Per configuration:
+
+  train      a training step (forward, backward, SGD with momentum), median
+             over the rounds; the configurations take turns in each round,
+             so drift hits all alike
+  infer      an inference step (eval mode, no_grad)
+  speedup    native's time / this one's (same dtype and format)
+  saved      the bytes autograd holds for the backward after the forward
+             (saved-tensor hooks; each storage once, parameters excluded)
+  peak       the growth of the resident set during one training step above
+             what was resident before it (VmHWM after resetting it)
+  bn share   from one profiled step (eager only): the time of batch norm,
+             the activations after it and the residual additions (forward
+             and backward), over the step
+  ceiling    Amdahl's limit: 1 / ((1 - f) + f / s), f native's bn share and
+             s native's bn time over this configuration's, both profiled
+
+A measurement, never a pass/fail test: timings on a shared 2-core machine
+move 20-40% between runs, which is why the configurations are interleaved.
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import json
+import os
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+
+import bnorm
+import bnorm.torch as bt
+
+from . import models
+
+# the ops that batch norm and what fuses with it account for, in PyTorch's
+# profiler: forward ops and autograd nodes, PyTorch's and bnorm's
+_BN_OPS = {
+    "aten::batch_norm", "NativeBatchNormBackward0", "aten::native_batch_norm_backward",
+    "aten::relu", "aten::relu_", "ReluBackward0", "aten::threshold_backward",
+    "aten::hardtanh", "aten::hardtanh_", "HardtanhBackward0",
+    "aten::leaky_relu", "aten::leaky_relu_", "LeakyReluBackward0", "LeakyReluBackward1",
+    "aten::add", "AddBackward0",
+    "_EagerTrain", "_EagerTrainBackward", "_EagerInfer", "_EagerInferBackward",
+    "_EagerActTrain", "_EagerActTrainBackward", "_EagerActInfer", "_EagerActInferBackward",
+    "_InPlaceABNFunction", "_InPlaceABNFunctionBackward",
+}
+
+
+def _bn_time_us(prof) -> float:
+    """The CPU time of the top-most events of _BN_OPS (their children not
+    counted again)."""
+    total = 0.0
+    for e in prof.events():
+        if e.name not in _BN_OPS:
+            continue
+        p, nested = e.cpu_parent, False
+        while p is not None:
+            if p.name in _BN_OPS:
+                nested = True
+                break
+            p = p.cpu_parent
+        if not nested:
+            total += e.cpu_time_total
+    return total
+
+
+def _rss_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _reset_peak() -> bool:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class Config:
+    def __init__(self, variant: str, compiled: bool, dtype: str, fmt: str, base: nn.Module,
+                 num_classes: int):
+        self.variant, self.compiled, self.dtype, self.fmt = variant, compiled, dtype, fmt
+        self.name = f"{variant}{'+compile' if compiled else ''}"
+        model = copy.deepcopy(base)
+        if variant == "convert":
+            bt.convert(model)
+        elif variant == "fuse":
+            model = bt.fuse(model)
+        elif variant == "iabn":
+            model = bt.convert_inplace_abn(model)
+        if fmt == "channels_last":
+            model = model.to(memory_format=torch.channels_last)
+        self.module = model
+        self.run = torch.compile(model) if compiled else model
+        self.opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        self.loss = nn.CrossEntropyLoss()
+        self.train_times: List[float] = []
+        self.infer_times: List[float] = []
+        self.saved = self.peak = None
+        self.bn_us = self.step_us = None
+
+    def autocast(self):
+        if self.dtype == "bfloat16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def train_step(self, x, target):
+        self.module.train()
+        self.opt.zero_grad(set_to_none=True)
+        with self.autocast():
+            out = self.run(x)
+        self.loss(out.float(), target).backward()
+        self.opt.step()
+
+    def infer_step(self, x):
+        self.module.eval()
+        with torch.no_grad(), self.autocast():
+            self.run(x)
+
+    def saved_bytes(self, x, target) -> int:
+        """Bytes autograd holds for the backward once the forward is done:
+        every saved tensor's storage once, parameters and buffers excluded."""
+        self.module.train()
+        params = {p.untyped_storage().data_ptr() for p in self.module.parameters()}
+        params |= {b.untyped_storage().data_ptr() for b in self.module.buffers()}
+        seen: Dict[int, int] = {}
+
+        def pack(t):
+            s = t.untyped_storage()
+            if s.data_ptr() not in params:
+                seen[s.data_ptr()] = s.nbytes()
+            return t
+        self.opt.zero_grad(set_to_none=True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), self.autocast():
+            out = self.run(x)
+        self.loss(out.float(), target).backward()
+        self.opt.zero_grad(set_to_none=True)
+        return sum(seen.values())
+
+
+def _fmt_ms(ts: List[float]) -> str:
+    if not ts:
+        return "-"
+    return f"{statistics.median(ts) * 1e3:8.1f}"
+
+
+def run(name: str = "resnet18", batch: int = 16, size: int = 224, rounds: int = 5,
+        threads: Optional[int] = None, with_compile: bool = False,
+        dtypes=("float32", "bfloat16"), formats=("nchw", "channels_last"),
+        variants: Optional[List[str]] = None, json_path: Optional[str] = None,
+        num_classes: int = 1000) -> int:
+    if threads is not None:
+        torch.set_num_threads(threads)
+        bnorm.set_num_threads(threads)
+    torch.manual_seed(0)
+    base = models.build(name, num_classes)
+    if variants is None:
+        variants = ["native", "convert", "fuse"] + (["iabn"] if name == "resnet18_leaky" else [])
+    if "bfloat16" in dtypes:
+        try:
+            import ml_dtypes  # noqa: F401
+        except ImportError:
+            print("bfloat16 needs ml_dtypes (pip install ml_dtypes): skipped")
+            dtypes = tuple(d for d in dtypes if d != "bfloat16")
+    configs: List[Config] = []
+    for dtype in dtypes:
+        for fmt in formats:
+            for v in variants:
+                configs.append(Config(v, False, dtype, fmt, base, num_classes))
+            if with_compile:
+                for v in ("native", "fuse"):
+                    configs.append(Config(v, True, dtype, fmt, base, num_classes))
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.randn(batch, 3, size, size, generator=g)
+    target = torch.randint(0, num_classes, (batch,), generator=g)
+    xs = {"nchw": x0, "channels_last": x0.to(memory_format=torch.channels_last)}
+    print(f"bnorm {bnorm.__version__}, torch {torch.__version__}, {name}, batch {batch}, "
+          f"{size}x{size}, {torch.get_num_threads()} torch thread(s), "
+          f"{bnorm.get_num_threads()} bnorm thread(s), {len(configs)} configurations, "
+          f"{rounds} rounds")
+    t_start = time.perf_counter()
+    for c in configs:  # warm up (and compile) before anything is timed
+        t0 = time.perf_counter()
+        for _ in range(2):
+            c.train_step(xs[c.fmt], target)
+            c.infer_step(xs[c.fmt])
+        if c.compiled:
+            print(f"  compiled {c.name} {c.dtype} {c.fmt} in {time.perf_counter() - t0:.0f} s",
+                  flush=True)
+    for c in configs:
+        c.saved = c.saved_bytes(xs[c.fmt], target)
+        if _reset_peak():
+            before = _rss_bytes("VmRSS")
+            c.train_step(xs[c.fmt], target)
+            c.peak = _rss_bytes("VmHWM") - before
+        if not c.compiled:
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                t0 = time.perf_counter()
+                c.train_step(xs[c.fmt], target)
+                c.step_us = (time.perf_counter() - t0) * 1e6
+            c.bn_us = _bn_time_us(prof)
+    for r in range(rounds):
+        for c in configs:
+            t0 = time.perf_counter()
+            c.train_step(xs[c.fmt], target)
+            c.train_times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            c.infer_step(xs[c.fmt])
+            c.infer_times.append(time.perf_counter() - t0)
+        print(f"  round {r + 1}/{rounds} done ({time.perf_counter() - t_start:.0f} s)",
+              flush=True)
+
+    natives = {(c.dtype, c.fmt): c for c in configs if c.variant == "native" and not c.compiled}
+    header = (f"{'config':<16} {'dtype':<9} {'format':<14} {'train ms':>9} {'range':>13} "
+              f"{'speedup':>8} {'infer ms':>9} {'speedup':>8} {'saved MB':>9} {'peak MB':>8} "
+              f"{'bn share':>9} {'ceiling':>8}")
+    print(header)
+    print("-" * len(header))
+    rows = []
+    for c in configs:
+        nat = natives.get((c.dtype, c.fmt))
+        tr = statistics.median(c.train_times)
+        inf = statistics.median(c.infer_times)
+        sp = statistics.median(nat.train_times) / tr if nat else None
+        spi = statistics.median(nat.infer_times) / inf if nat else None
+        share = ceiling = None
+        if not c.compiled and c.bn_us is not None and nat is not None and nat.bn_us:
+            share = c.bn_us / c.step_us
+            f = nat.bn_us / nat.step_us
+            s = nat.bn_us / c.bn_us if c.bn_us > 0 else float("inf")
+            ceiling = 1.0 / ((1 - f) + f / s)
+        rows.append(dict(config=c.name, variant=c.variant, compiled=c.compiled, dtype=c.dtype,
+                         format=c.fmt, train_ms=[t * 1e3 for t in c.train_times],
+                         infer_ms=[t * 1e3 for t in c.infer_times], train_speedup=sp,
+                         infer_speedup=spi, saved_bytes=c.saved, peak_rss_bytes=c.peak,
+                         bn_share=share, ceiling=ceiling,
+                         profiled_step_us=c.step_us, profiled_bn_us=c.bn_us))
+        rng = f"{min(c.train_times) * 1e3:.0f}-{max(c.train_times) * 1e3:.0f}"
+        print(f"{c.name:<16} {c.dtype:<9} {c.fmt:<14} {tr * 1e3:9.1f} {rng:>13} "
+              f"{(f'{sp:.2f}x' if sp else '-'):>8} {inf * 1e3:9.1f} "
+              f"{(f'{spi:.2f}x' if spi else '-'):>8} {c.saved / 2**20:9.1f} "
+              f"{(f'{c.peak / 2**20:.0f}' if c.peak is not None else '-'):>8} "
+              f"{(f'{share:.1%}' if share is not None else '-'):>9} "
+              f"{(f'{ceiling:.2f}x' if ceiling is not None else '-'):>8}")
+    print(f"({time.perf_counter() - t_start:.0f} s; speedups against native of the same dtype "
+          "and format; bn share and ceiling from one profiled step each)")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(dict(model=name, batch=batch, size=size, rounds=rounds,
+                           threads=torch.get_num_threads(), bnorm=bnorm.__version__,
+                           torch=torch.__version__, rows=rows), f, indent=1)
+        print(f"wrote {json_path}")
+    return 0
