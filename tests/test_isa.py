@@ -56,6 +56,16 @@ for dt in (np.float32, np.float64):
                            (y, sm, si, rm, rv, dx, dw, db, dxf, yi, yf, yfi, fdx, fdw, fdb,
                             fdz, rdx, rdw, mu, m2, s1, s2)):
             out[f"{dt.__name__}/{i}/{name}"] = a.tobytes().hex()
+        # the backward from the output (In-Place ABN), every activation
+        sc = np.abs(w) + dt(1e-5)
+        for act, prm in (("leaky_relu", 0.01), ("elu", 1.0), ("identity", 0.0)):
+            yo = np.maximum(y, dt(-0.999)) if act == "elu" else y
+            for tr in (True, False):
+                r = bnorm.batch_norm_backward_from_output(
+                    g, yo, si, sc, b, axis=axis, activation=act, activation_param=prm,
+                    training=tr)
+                for name, a in zip("dx dw db".split(), r):
+                    out[f"{dt.__name__}/{i}/from_output/{act}/{tr}/{name}"] = a.tobytes().hex()
 # half-precision data (float parameters): every op of the suite
 halves = [np.float16]
 try:
@@ -77,8 +87,15 @@ for dt in halves:
         yi = bnorm.batch_norm(x, rm, rv, w, b, axis=axis, activation="relu", residual=g)
         fdx, _, _ = bnorm.batch_norm_backward(g, x, sm, si, w, axis=axis,
                                               activation="relu", bias=b)
-        for name, a in zip("y sm si rm rv dx dw db yi fdx".split(),
-                           (y, sm, si, rm, rv, dx, dw, db, yi, fdx)):
+        yo = np.maximum(y, dt(-0.99))
+        od = bnorm.batch_norm_backward_from_output(g, yo, si, np.abs(w) + np.float32(1e-5), b,
+                                                   axis=axis, activation="elu",
+                                                   activation_param=1.0)
+        ol = bnorm.batch_norm_backward_from_output(g, y, si, np.abs(w) + np.float32(1e-5), b,
+                                                   axis=axis, activation="leaky_relu")
+        for name, a in zip("y sm si rm rv dx dw db yi fdx odx odw ldx ldb".split(),
+                           (y, sm, si, rm, rv, dx, dw, db, yi, fdx, od[0], od[1], ol[0],
+                            ol[2])):
             out[f"{np.dtype(dt).name}/{i}/{name}"] = a.tobytes().hex()
 print(json.dumps({"isa": _core.kernel_isa(), "results": out}))
 """

@@ -29,6 +29,12 @@ each child module is fused on its own, recursively, and the modules that
 did not trace are left as they are. The returned model's
 ``bnorm_fusions`` attribute maps each batch norm's qualified name to what
 was made of it: "relu", "add+relu", "add", or "unfused: <reason>".
+
+``bnorm.torch.convert_inplace_abn`` traces the same way and makes every
+BatchNorm2d an ``InPlaceABN`` (sharing its tensors): with the LeakyReLU or
+ELU after it folded in where there is one (slope or alpha > 0), else with
+activation "identity"; computed in place where the batch norm is the only
+use of its input. Its report is ``bnorm_conversions``.
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ class _Tracer(fx.Tracer):
     not in torch.nn, so fx would trace into them)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if isinstance(m, (nn.modules.batchnorm._BatchNorm, _bt.InPlaceABN)):
             return True
         return super().is_leaf_module(m, qualname)
 
@@ -178,8 +184,6 @@ def _fuse_graph(gm: fx.GraphModule, prefix: str, report: Dict[str, str]) -> None
         gm.graph.erase_node(nxt)
         _set_module(gm, node.target, _share_state(bn, _ACT_CLASS[base], "relu" if relu else None))
         report[name] = "add+relu" if relu else "add"
-    gm.graph.lint()
-    gm.recompile()
 
 
 def _structure_copy(m: nn.Module, memo: Dict[int, nn.Module]) -> nn.Module:
@@ -197,7 +201,7 @@ def _structure_copy(m: nn.Module, memo: Dict[int, nn.Module]) -> nn.Module:
     return new
 
 
-def _fuse(model: nn.Module, prefix: str, report: Dict[str, str]) -> nn.Module:
+def _fuse(model: nn.Module, prefix: str, report: Dict[str, str], graph_pass) -> nn.Module:
     if isinstance(model, nn.modules.batchnorm._BatchNorm):
         return model  # on its own: nothing to fuse it with (the caller says why)
     try:
@@ -207,7 +211,8 @@ def _fuse(model: nn.Module, prefix: str, report: Dict[str, str]) -> nn.Module:
         new._modules = dict(model._modules)
         reason = f"{type(e).__name__}: {e}".splitlines()[0][:120]
         for child_name, child in model.named_children():
-            new._modules[child_name] = _fuse(child, prefix + child_name + ".", report)
+            new._modules[child_name] = _fuse(child, prefix + child_name + ".", report,
+                                             graph_pass)
         for name, m in model.named_modules(prefix=prefix.rstrip(".")):
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and name not in report:
                 report[name] = f"unfused: the module around it does not trace ({reason})"
@@ -220,16 +225,89 @@ def _fuse(model: nn.Module, prefix: str, report: Dict[str, str]) -> nn.Module:
     gm._parameters.update(root._parameters)
     gm._buffers.update(root._buffers)
     gm.training = model.training
-    _fuse_graph(gm, prefix, report)
+    graph_pass(gm, prefix, report)
+    gm.graph.lint()
+    gm.recompile()
     return gm
 
 
-def fuse(model: nn.Module) -> nn.Module:
+def _is_act(node: fx.Node, modules: Dict[str, nn.Module]):
+    """(activation, parameter) of In-Place ABN that node applies, or None:
+    LeakyReLU with a slope > 0, ELU with alpha > 0."""
+    if node.op == "call_module":
+        m = modules.get(node.target)
+        if type(m) is nn.LeakyReLU and m.negative_slope > 0:
+            return "leaky_relu", float(m.negative_slope)
+        if type(m) is nn.ELU and m.alpha > 0:
+            return "elu", float(m.alpha)
+        return None
+    if node.op == "call_function" and node.target in (nn.functional.leaky_relu,
+                                                       nn.functional.leaky_relu_):
+        slope = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01)
+        if isinstance(slope, (int, float)) and slope > 0:
+            return "leaky_relu", float(slope)
+    return None
+
+
+def _iabn_graph(gm: fx.GraphModule, prefix: str, report: Dict[str, str]) -> None:
+    modules = dict(gm.named_modules())
+    calls: Dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module":
+            continue
+        bn = modules.get(node.target)
+        if type(bn) not in (nn.BatchNorm2d, _bt.BatchNorm2d):
+            if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                report[prefix + node.target] = f"unconverted: {type(bn).__name__}"
+            continue
+        name = prefix + node.target
+        if calls[node.target] != 1 or len(node.args) != 1 or node.kwargs:
+            report[name] = "unconverted: called more than once, or with more than its input"
+            continue
+        if bn.momentum is None or not bn.track_running_stats:
+            report[name] = "unconverted: In-Place ABN needs a momentum and running statistics"
+            continue
+        act, param = "identity", 0.01
+        nxt = _only_user(node)
+        found = _is_act(nxt, modules) if nxt is not None else None
+        if found is not None:
+            act, param = found
+            nxt.replace_all_uses_with(node)
+            gm.graph.erase_node(nxt)
+        src = node.args[0]
+        inplace = isinstance(src, fx.Node) and src.op not in ("placeholder", "get_attr") \
+            and len(src.users) == 1
+        new = _bt.InPlaceABN(bn.num_features, bn.eps, bn.momentum, bn.affine, act, param,
+                             inplace=inplace)
+        for k in ("weight", "bias"):
+            new._parameters[k] = bn._parameters.get(k)
+        for k in ("running_mean", "running_var", "num_batches_tracked"):
+            new._buffers[k] = bn._buffers.get(k)
+        new.train(bn.training)
+        _set_module(gm, node.target, new)
+        report[name] = act + ("" if inplace else " (not in place: its input has other uses)")
+
+
+def _run(model: nn.Module, graph_pass, missing: str):
     report: Dict[str, str] = {}
-    out = _fuse(model, "", report)
+    out = _fuse(model, "", report, graph_pass)
     for name, m in model.named_modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and name not in report:
-            report[name] = ("unfused: a batch norm on its own" if m is model else
-                            "unfused: not called in the traced forward")
-    out.bnorm_fusions = dict(sorted(report.items()))
+            report[name] = (f"{missing}: a batch norm on its own" if m is model else
+                            f"{missing}: not called in the traced forward")
+    return out, dict(sorted(report.items()))
+
+
+def convert_inplace_abn(model: nn.Module) -> nn.Module:
+    out, report = _run(model, _iabn_graph, "unconverted")
+    out.bnorm_conversions = report
+    return out
+
+
+def fuse(model: nn.Module) -> nn.Module:
+    out, report = _run(model, _fuse_graph, "unfused")
+    out.bnorm_fusions = report
     return out

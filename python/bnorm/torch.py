@@ -51,8 +51,8 @@ except ImportError:  # bfloat16 tensors then go to PyTorch's kernel
     _ml = None
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "BatchNormAct1d", "BatchNormAct2d",
-           "BatchNormAct3d", "SyncBatchNorm", "batch_norm", "batch_norm_act", "convert",
-           "convert_sync_batchnorm", "fuse"]
+           "BatchNormAct3d", "InPlaceABN", "SyncBatchNorm", "batch_norm", "batch_norm_act",
+           "convert", "convert_inplace_abn", "convert_sync_batchnorm", "fuse"]
 
 _DATA = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -708,6 +708,317 @@ def fuse(model: torch.nn.Module) -> torch.nn.Module:
     found and what happens where the model does not trace."""
     from . import _fuse
     return _fuse.fuse(model)
+
+
+# ---- In-Place Activated Batch Norm --------------------------------------------------
+# y = act(BN(x)) with scale |weight| + eps, computed into x's memory in eager
+# training, and a backward that reads y alone (bnorm_backward_from_output):
+# autograd keeps y and the per-channel statistics, never x.
+
+_IABN_ACTIVATIONS = ("leaky_relu", "elu", "identity")
+
+
+def _iabn_scale(weight: Optional[Tensor], c: int, eps: float, pdtype: torch.dtype,
+                like: Tensor) -> Tensor:
+    """The forward's scale |weight| + eps (1 without weight), in pdtype."""
+    if weight is None:
+        return torch.ones(c, dtype=pdtype, device=like.device)
+    return weight.detach().to(pdtype).abs() + eps
+
+
+def _iabn_activate(y: Tensor, activation: str, param: float) -> None:
+    if activation == "leaky_relu":
+        torch.nn.functional.leaky_relu_(y, param)
+    elif activation == "elu":
+        torch.nn.functional.elu_(y, param)
+
+
+def _iabn_train_impl(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                     running_mean: Optional[Tensor], running_var: Optional[Tensor],
+                     momentum: float, eps: float, activation: str, param: float,
+                     into: Optional[Tensor] = None, in_place_stats: bool = False):
+    x = _dense(x.resolve_conj().resolve_neg())
+    pdtype = _param_dtype(x.dtype)
+    y = _output_like(x) if into is None else into
+    xs, axis = _memory_order(x)
+    ys, _ = _memory_order(y)
+    tracked = running_mean is not None and running_var is not None
+    if in_place_stats:
+        new_mean, new_var = running_mean, running_var
+    else:
+        new_mean = running_mean.clone() if tracked else x.new_empty((0,), dtype=pdtype)
+        new_var = running_var.clone() if tracked else x.new_empty((0,), dtype=pdtype)
+    scale = _iabn_scale(weight, x.shape[1], eps, pdtype, x)
+    _, mean, invstd = _bn.batch_norm_train(
+        _np(xs), _np(scale), _param(bias, pdtype), eps, axis=axis,
+        running_mean=_np(new_mean) if tracked else None,
+        running_var=_np(new_var) if tracked else None, momentum=momentum, out=_np(ys))
+    _iabn_activate(y, activation, param)
+    return y, torch.from_numpy(mean), torch.from_numpy(invstd), new_mean, new_var
+
+
+def _iabn_train_functional(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                           running_mean: Optional[Tensor], running_var: Optional[Tensor],
+                           momentum: float, eps: float, activation: str,
+                           param: float) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _iabn_train_impl(x, weight, bias, running_mean, running_var, momentum, eps,
+                            activation, param)
+
+
+_iabn_train_op = torch.library.custom_op("bnorm::inplace_abn_train", _iabn_train_functional,
+                                         mutates_args=(), device_types="cpu")
+
+
+@_iabn_train_op.register_fake
+def _(x, weight, bias, running_mean, running_var, momentum, eps, activation, param):
+    pdtype = _param_dtype(x.dtype)
+    c = x.shape[1]
+    tracked = running_mean is not None and running_var is not None
+    return (_output_like(x), x.new_empty((c,), dtype=pdtype), x.new_empty((c,), dtype=pdtype),
+            torch.empty_like(running_mean) if tracked else x.new_empty((0,), dtype=pdtype),
+            torch.empty_like(running_var) if tracked else x.new_empty((0,), dtype=pdtype))
+
+
+def _iabn_infer_impl(x: Tensor, running_mean: Tensor, running_var: Tensor,
+                     weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
+                     activation: str, param: float, into: Optional[Tensor] = None) -> Tensor:
+    x = _dense(x.resolve_conj().resolve_neg())
+    pdtype = _param_dtype(x.dtype)
+    y = _output_like(x) if into is None else into
+    xs, axis = _memory_order(x)
+    ys, _ = _memory_order(y)
+    scale = _iabn_scale(weight, x.shape[1], eps, pdtype, x)
+    _bn.batch_norm(_np(xs), _param(running_mean, pdtype), _param(running_var, pdtype),
+                   _np(scale), _param(bias, pdtype), eps=eps, axis=axis, out=_np(ys))
+    _iabn_activate(y, activation, param)
+    return y
+
+
+def _iabn_infer_functional(x: Tensor, running_mean: Tensor, running_var: Tensor,
+                           weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
+                           activation: str, param: float) -> Tensor:
+    return _iabn_infer_impl(x, running_mean, running_var, weight, bias, eps, activation, param)
+
+
+_iabn_infer_op = torch.library.custom_op("bnorm::inplace_abn_infer", _iabn_infer_functional,
+                                         mutates_args=(), device_types="cpu")
+
+
+@_iabn_infer_op.register_fake
+def _(x, running_mean, running_var, weight, bias, eps, activation, param):
+    return _output_like(x)
+
+
+def _from_output_impl(dy: Tensor, y: Tensor, invstd: Tensor, scale: Tensor,
+                      bias: Optional[Tensor], training: bool, activation: str,
+                      param: float) -> Tuple[Tensor, Tensor, Tensor]:
+    pdtype = _param_dtype(y.dtype)
+    dx = _output_like(y)
+    dys, axis = _memory_order(_laid_out_like(dy.resolve_conj().resolve_neg(), y))
+    ys, _ = _memory_order(y)
+    dxs, _ = _memory_order(dx)
+    _, dscale, db = _bn.batch_norm_backward_from_output(
+        _np(dys), _np(ys), _param(invstd, pdtype), _param(scale, pdtype),
+        _param(bias, pdtype), axis=axis, activation=activation, activation_param=param,
+        training=training, out=_np(dxs))
+    return dx, torch.from_numpy(dscale), torch.from_numpy(db)
+
+
+_from_output_op = torch.library.custom_op("bnorm::batch_norm_backward_from_output",
+                                          _from_output_impl, mutates_args=(),
+                                          device_types="cpu")
+
+
+@_from_output_op.register_fake
+def _(dy, y, invstd, scale, bias, training, activation, param):
+    pdtype = _param_dtype(y.dtype)
+    c = y.shape[1]
+    return _output_like(y), y.new_empty((c,), dtype=pdtype), y.new_empty((c,), dtype=pdtype)
+
+
+def _iabn_save(ctx, y, weight, bias, invstd, eps, activation, param, training):
+    ctx.param_dtypes = (None if weight is None else weight.dtype,
+                        None if bias is None else bias.dtype)
+    ctx.iabn = (float(eps), activation, float(param), training)
+    ctx.save_for_backward(y, weight, bias, invstd)
+
+
+def _iabn_backward(ctx, grad_y, backward, iw, ib):
+    """(dx, dweight, dbias): dweight is the scale's gradient times sign(weight)
+    (the derivative of |weight|, 0 at 0)."""
+    y, weight, bias, invstd = ctx.saved_tensors
+    eps, activation, param, training = ctx.iabn
+    pdtype = _param_dtype(y.dtype)
+    scale = _iabn_scale(weight, y.shape[1], eps, pdtype, y)
+    dx, dscale, db = backward(grad_y, y, invstd, scale, bias, training, activation, param)
+    dw = None if weight is None else dscale * torch.sign(weight.detach().to(pdtype))
+    need = ctx.needs_input_grad
+    w_dtype, b_dtype = ctx.param_dtypes
+    return (dx if need[0] else None,
+            dw.to(w_dtype) if dw is not None and need[iw] else None,
+            db.to(b_dtype) if b_dtype is not None and need[ib] else None)
+
+
+def _iabn_train_setup(ctx, inputs, output):
+    x, weight, bias, _, _, _, eps, activation, param = inputs
+    y, mean, invstd, new_mean, new_var = output
+    ctx.mark_non_differentiable(mean, invstd, new_mean, new_var)
+    _iabn_save(ctx, y, weight, bias, invstd, eps, activation, param, True)
+
+
+def _iabn_train_backward(ctx, grad_y, *unused):
+    gx, gw, gb = _iabn_backward(ctx, grad_y, torch.ops.bnorm.batch_norm_backward_from_output,
+                                1, 2)
+    return gx, gw, gb, None, None, None, None, None, None
+
+
+torch.library.register_autograd("bnorm::inplace_abn_train", _iabn_train_backward,
+                                setup_context=_iabn_train_setup)
+
+
+def _iabn_frozen_invstd(x, running_var, eps):
+    return torch.rsqrt(running_var.detach().to(torch.float64) + eps).to(_param_dtype(x.dtype))
+
+
+def _iabn_infer_setup(ctx, inputs, output):
+    x, _, running_var, weight, bias, eps, activation, param = inputs
+    _iabn_save(ctx, output, weight, bias, _iabn_frozen_invstd(x, running_var, eps), eps,
+               activation, param, False)
+
+
+def _iabn_infer_backward(ctx, grad_y):
+    gx, gw, gb = _iabn_backward(ctx, grad_y, torch.ops.bnorm.batch_norm_backward_from_output,
+                                3, 4)
+    return gx, None, None, gw, gb, None, None, None
+
+
+torch.library.register_autograd("bnorm::inplace_abn_infer", _iabn_infer_backward,
+                                setup_context=_iabn_infer_setup)
+
+
+class _InPlaceABNFunction(torch.autograd.Function):
+    """Eager training and eval with gradients: the output written over the
+    input (marked dirty), the running statistics updated in place."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps,
+                activation, param, inplace):
+        into = x if inplace and _memory_order(x) is not None else None
+        if training:
+            y, _, invstd, _, _ = _iabn_train_impl(x, weight, bias, running_mean, running_var,
+                                                  momentum, eps, activation, param, into=into,
+                                                  in_place_stats=True)
+        else:
+            y = _iabn_infer_impl(x, running_mean, running_var, weight, bias, eps, activation,
+                                 param, into=into)
+            invstd = _iabn_frozen_invstd(x, running_var, eps)
+        if y is x:
+            ctx.mark_dirty(x)
+        _iabn_save(ctx, y, weight, bias, invstd, eps, activation, param, training)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        gx, gw, gb = _iabn_backward(ctx, grad_y, _from_output_impl, 1, 2)
+        return gx, gw, gb, None, None, None, None, None, None, None, None
+
+
+class InPlaceABN(torch.nn.Module):
+    """In-Place Activated Batch Norm (Rota Bulo, Porzi and Kontschieder, CVPR
+    2018), with the API of the ``inplace_abn`` package:
+
+        y = act((x - mean) / sqrt(var + eps) * (|weight| + eps) + bias)
+
+    act "leaky_relu" (slope ``activation_param``), "elu" (alpha
+    ``activation_param``) or "identity". The scale is ``|weight| + eps``, not
+    ``weight``, so that it is never 0 and the activation and the affine step
+    can be inverted: the backward recovers the normalized input from y
+    (``bnorm_backward_from_output``), and autograd keeps only y and the
+    per-channel statistics, not x -- the memory the paper saves. Gradients
+    of ``weight`` are those of ``|weight| + eps`` (0 where weight is 0).
+
+    In eager mode the output is written over the input (``inplace=True``, the
+    default): x must not be used after this module (a residual connection
+    that reads it needs ``inplace=False``); autograd refuses a backward
+    through an op that saved x. Under ``torch.compile`` the op is
+    functional. Training updates ``running_mean`` and ``running_var`` (the
+    unbiased variance) with ``momentum``. Parameters and buffers have
+    BatchNorm's names, ``num_batches_tracked`` included, so a BatchNorm2d
+    checkpoint loads (its weight then means |weight| + eps). CPU tensors of
+    float32, float64, float16 and bfloat16 (float32 parameters for the half
+    types)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: bool = True, activation: str = "leaky_relu",
+                 activation_param: float = 0.01, *, inplace: bool = True, device=None,
+                 dtype=None):
+        super().__init__()
+        if activation not in _IABN_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {_IABN_ACTIVATIONS}, got "
+                             f"{activation!r}")
+        if activation != "identity" and not float(activation_param) > 0:
+            raise ValueError("activation_param must be > 0 (the activation must be "
+                             f"invertible), got {activation_param!r}")
+        if not float(eps) > 0:
+            raise ValueError(f"eps must be > 0, got {eps!r}")
+        if momentum is None or not 0.0 <= float(momentum) <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
+        kw = dict(device=device, dtype=dtype)
+        self.num_features = int(num_features)
+        self.eps, self.momentum, self.affine = float(eps), float(momentum), bool(affine)
+        self.activation, self.activation_param = activation, float(activation_param)
+        self.inplace = bool(inplace)
+        if affine:
+            self.weight = torch.nn.Parameter(torch.ones(num_features, **kw))
+            self.bias = torch.nn.Parameter(torch.zeros(num_features, **kw))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.register_buffer("running_mean", torch.zeros(num_features, **kw))
+        self.register_buffer("running_var", torch.ones(num_features, **kw))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, activation={self.activation!r}, "
+                f"activation_param={self.activation_param}, inplace={self.inplace}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 2 or x.shape[1] != self.num_features:
+            raise ValueError(f"InPlaceABN({self.num_features}): expected an input of at least "
+                             f"2 dimensions with {self.num_features} channels, got shape "
+                             f"{tuple(x.shape)}")
+        if not _supported(x, self.running_mean, self.running_var, self.weight, self.bias):
+            raise TypeError(f"bnorm.torch.InPlaceABN: CPU tensors of float32, float64, float16 "
+                            f"or bfloat16 with float32 (float64) parameters, got {x.dtype} on "
+                            f"{x.device}")
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        args = (self.weight, self.bias, self.running_mean, self.running_var)
+        if _compiling():
+            if self.training:
+                y, _, _, new_mean, new_var = torch.ops.bnorm.inplace_abn_train(
+                    x, *args, self.momentum, self.eps, self.activation, self.activation_param)
+                with torch.no_grad():
+                    self.running_mean.copy_(new_mean)
+                    self.running_var.copy_(new_var)
+                return y
+            return torch.ops.bnorm.inplace_abn_infer(
+                x, self.running_mean, self.running_var, self.weight, self.bias, self.eps,
+                self.activation, self.activation_param)
+        return _InPlaceABNFunction.apply(x, *args, self.training, self.momentum, self.eps,
+                                         self.activation, self.activation_param, self.inplace)
+
+
+def convert_inplace_abn(model: torch.nn.Module) -> torch.nn.Module:
+    """A model in which every BatchNorm2d is an InPlaceABN: with the
+    LeakyReLU (or ELU) that follows it folded in, else with activation
+    "identity"; in place where the batch norm is its input's only use.
+    Parameters, buffers and state_dict keys are the original's (the same
+    tensors); the function differs where a weight is not |weight| + eps. See
+    ``bnorm._fuse`` for how the model is traced."""
+    from . import _fuse
+    return _fuse.convert_inplace_abn(model)
 
 
 # ---- synchronized batch norm on CPU tensors (torch.distributed, e.g. gloo) ----------
