@@ -53,6 +53,30 @@ def test_matches_the_reference(shape, axis, act, prm, training):
             assert err < tol, (name, dtype, err)
 
 
+@pytest.mark.parametrize("shape,axis", CASES)
+@pytest.mark.parametrize("act,prm", [("leaky_relu", 0.1), ("elu", 1.0), ("identity", 0.0)])
+def test_with_a_residual_matches_the_reference(shape, axis, act, prm):
+    rng = np.random.default_rng(5)
+    y, dy, inv, sc, b = make(rng, shape, axis, np.float64, act, prm)
+    r = rng.standard_normal(shape)
+    got = bnorm.batch_norm_backward_from_output(dy, y, inv, sc, b, axis=axis, activation=act,
+                                                activation_param=prm, residual=r)
+    want = reference.batch_norm_backward_from_output(dy, y, inv, sc, b, axis=axis,
+                                                     activation=act, activation_param=prm,
+                                                     residual=r)
+    assert len(got) == 4
+    for g, w_ in zip(got, want):
+        assert np.max(np.abs(g - w_)) <= 1e-12 * max(np.max(np.abs(w_)), 1.0)
+    # dresidual and dx written over the inputs: the same bits
+    if not (axis == -1 and len(shape) > 2):
+        d2, r2 = dy.copy(), r.copy()
+        out = bnorm.batch_norm_backward_from_output(d2, y, inv, sc, b, axis=axis,
+                                                    activation=act, activation_param=prm,
+                                                    residual=r2, out=r2, _dresidual_out=d2)
+        assert r2.tobytes() == got[0].tobytes() and d2.tobytes() == got[3].tobytes()
+        assert out[0] is r2
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_against_the_float64_reference(dtype):
     if dtype == "bfloat16":
@@ -234,11 +258,14 @@ def test_gradcheck_of_the_module():
         m.weight.data, m.bias.data = w.detach(), b.detach()
         m.running_mean.zero_()
         m.running_var.fill_(1)
-        return bt._InPlaceABNFunction.apply(x, w, b, m.running_mean, m.running_var, True, 0.1,
-                                            m.eps, m.activation, m.activation_param, False)
+        return bt._InPlaceABNFunction.apply(x, r, w, b, m.running_mean, m.running_var, True,
+                                            0.1, m.eps, m.activation, m.activation_param, False)
     w = m.weight.detach().clone().requires_grad_()
     b = m.bias.detach().clone().requires_grad_()
+    r = None
     torch.autograd.gradcheck(f, (x, w, b), eps=1e-6, atol=1e-5)
+    r = torch.randn(4, 3, 3, dtype=torch.float64, requires_grad=True)  # with a residual
+    torch.autograd.gradcheck(lambda x, w, b, r_: f(x, w, b), (x, w, b, r), eps=1e-6, atol=1e-5)
 
 
 @torch_needed
@@ -321,8 +348,13 @@ def test_convert_inplace_abn_of_the_leaky_resnet():
     model = models.build("resnet18_leaky", 10).double()
     conv = bt.convert_inplace_abn(model)
     rep = conv.bnorm_conversions
+    # the stem's and each block's first batch norm take their LeakyReLU; at
+    # each block's end one batch norm takes the addition and the LeakyReLU
+    # (with the other branch as its residual)
+    assert len(rep) == 20
     assert sum(v == "leaky_relu" for v in rep.values()) == 9
-    assert sum(v.startswith("identity") for v in rep.values()) == 11
+    assert sum(v == "add+leaky_relu" for v in rep.values()) == 8
+    assert sum(v == "identity" for v in rep.values()) == 3
     assert list(conv.state_dict()) == list(model.state_dict())
     assert all(p is q for p, q in zip(conv.parameters(), model.parameters()))
     # with every weight >= 0 the function is the original's but for the

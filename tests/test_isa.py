@@ -66,6 +66,10 @@ for dt in (np.float32, np.float64):
                     training=tr)
                 for name, a in zip("dx dw db".split(), r):
                     out[f"{dt.__name__}/{i}/from_output/{act}/{tr}/{name}"] = a.tobytes().hex()
+            r = bnorm.batch_norm_backward_from_output(g, yo, si, sc, b, axis=axis, activation=act,
+                                                      activation_param=prm, residual=z)
+            for name, a in zip("dx dw db dz".split(), r):
+                out[f"{dt.__name__}/{i}/from_output/{act}/res/{name}"] = a.tobytes().hex()
 # half-precision data (float parameters): every op of the suite
 halves = [np.float16]
 try:

@@ -200,19 +200,19 @@ BNORM_API bnorm_status bnorm_backward_ws(
 
 BNORM_API bnorm_status bnorm_backward_from_output(
     bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
-    const void* dy, const void* y, const void* invstd, const void* weight,
-    const void* bias, void* dx, void* dweight, void* dbias, int32_t activation,
-    double param, uint32_t flags) {
-  return bnorm_backward_from_output_ws(dtype, outer, channels, inner, dy, y, invstd, weight,
-                                       bias, dx, dweight, dbias, activation, param, flags,
-                                       nullptr, 0);
+    const void* dy, const void* y, const void* residual, const void* invstd,
+    const void* weight, const void* bias, void* dx, void* dresidual, void* dweight,
+    void* dbias, int32_t activation, double param, uint32_t flags) {
+  return bnorm_backward_from_output_ws(dtype, outer, channels, inner, dy, y, residual, invstd,
+                                       weight, bias, dx, dresidual, dweight, dbias, activation,
+                                       param, flags, nullptr, 0);
 }
 
 BNORM_API bnorm_status bnorm_backward_from_output_ws(
     bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
-    const void* dy, const void* y, const void* invstd, const void* weight,
-    const void* bias, void* dx, void* dweight, void* dbias, int32_t activation,
-    double param, uint32_t flags, void* workspace, size_t workspace_bytes) {
+    const void* dy, const void* y, const void* residual, const void* invstd,
+    const void* weight, const void* bias, void* dx, void* dresidual, void* dweight,
+    void* dbias, int32_t activation, double param, uint32_t flags, void* workspace, size_t workspace_bytes) {
   int64_t es, n;
   const bnorm_status st = check_tensor(dtype, outer, channels, inner, false, &es, &n);
   if (st != BNORM_OK) return st;
@@ -226,11 +226,13 @@ BNORM_API bnorm_status bnorm_backward_from_output_ws(
     return BNORM_ERROR_INVALID_ARGUMENT;
   if (!frozen && (channels == 0 || outer * inner <= 1)) return BNORM_ERROR_TOO_FEW_VALUES;
   const int64_t data = n * es, par = channels * param_size_of(dtype);
-  // dx may be exactly dy or exactly y
-  const Span outs[] = {{dx, data}, {dweight, par}, {dbias, par},
+  if (dresidual && !residual) return BNORM_ERROR_INVALID_ARGUMENT;
+  // dx and dresidual may each be exactly dy, y or residual
+  const Span outs[] = {{dx, data}, {dresidual, data}, {dweight, par}, {dbias, par},
                        workspace_span(workspace, workspace_bytes)};
-  const Span ins[] = {{dy, data}, {y, data}, {invstd, par}, {weight, par}, {bias, par}};
-  if (any_forbidden_overlap_data(outs, 4, 1, ins, 5, 2)) return BNORM_ERROR_OVERLAP;
+  const Span ins[] = {{dy, data}, {y, data}, {residual, data}, {invstd, par}, {weight, par},
+                      {bias, par}};
+  if (any_forbidden_overlap_data(outs, 5, 2, ins, 6, 3)) return BNORM_ERROR_OVERLAP;
   if (weight) {
     bool ok = true;
     with_type(dtype, [&](auto t) {
@@ -253,7 +255,8 @@ BNORM_API bnorm_status bnorm_backward_from_output_ws(
   }
   return run_kernel(BNORM_OP_BACKWARD_FROM_OUTPUT, dtype, outer, channels, inner, workspace,
                     workspace_bytes, [&](auto& a) {
-    set(a.dy, dy), set(a.y, y), set(a.out, dx), set(a.invstd, invstd);
+    set(a.dy, dy), set(a.y, y), set(a.residual, residual), set(a.out, dx);
+    set(a.dresidual, dresidual), set(a.invstd, invstd);
     set(a.weight, weight), set(a.bias, bias), set(a.dweight, dweight), set(a.dbias, dbias);
     a.frozen = frozen, a.act = activation, a.act_param = param;
   });

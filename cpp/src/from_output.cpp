@@ -1,13 +1,14 @@
-// The backward of y = act(BN(x)) from the output y alone (In-Place
-// Activated Batch Norm, Rota Bulo et al. 2018): x is not needed, because
-// with an invertible activation and a nonzero scale gamma, y gives back
-//   z    = act^-1(y)                   (the batch norm's output)
+// The backward of y = act(BN(x) + r) from the output y alone (In-Place
+// Activated Batch Norm, Rota Bulo et al. 2018; r an optional residual the
+// backward reads): x is not needed, because with an invertible activation
+// and a nonzero scale gamma, y gives back
+//   z    = act^-1(y) - r               (the batch norm's output)
 //   xhat = (z - beta) / gamma          (the normalized input)
 //   g    = dy * act'(z)                (the gradient reaching the batch norm)
 // from which, per channel over its m values,
 //   dbias = sum(g),  dweight = sum(g * xhat),
 //   dx    = gamma * invstd * (g - dbias / m - xhat * dweight / m)
-// (or gamma * invstd * g with frozen statistics).
+// (or gamma * invstd * g with frozen statistics), and dr = g.
 //
 // reduce(FromOutputReducer) + finish(FromOutputFinish) + apply(FromOutputOp)
 // on the engine (engine.hpp). Per value everything is computed in double
@@ -17,6 +18,7 @@
 // the instruction sets and thread counts all give the same bits.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "engine.hpp"
 #include "kernels.hpp"
@@ -45,14 +47,24 @@ inline void invert(double yv, double a, double* z, double* d) {
   }
 }
 
-// Per value: g and xhat from dy, y and the channel's 1 / gamma and beta.
+// Per value: g and xhat from dy, y, the residual r the forward added
+// before the activation (0 without one) and the channel's 1 / gamma and
+// beta.
 template <int A>
-inline void recover(double dyv, double yv, double a, double ig, double beta, double* g,
-                    double* xhat) {
+inline void recover(double dyv, double yv, double rv, double a, double ig, double beta,
+                    double* g, double* xhat) {
   double z, d;
   invert<A>(yv, a, &z, &d);
   *g = dyv * d;
-  *xhat = (z - beta) * ig;
+  *xhat = ((z - rv) - beta) * ig;
+}
+
+// r[i] as a double, or 0 without a residual.
+template <bool kRes, class T>
+inline double res_at(const T* r, int64_t i) {
+  if constexpr (kRes) return static_cast<double>(ld(r, i));
+  (void)r, (void)i;
+  return 0.0;
 }
 
 // The coefficient arrays, in the workspace: k = gamma * invstd, r = k *
@@ -60,13 +72,14 @@ inline void recover(double dyv, double yv, double a, double ig, double beta, dou
 // before the reduction, which reads them).
 constexpr int kFromOutputCoefs = 5;
 
-template <int A, class T>
+template <int A, bool kRes, class T>
 struct FromOutputReducer {
   using Acc = Sums;
-  static constexpr int64_t kInBytes = 2 * sizeof(T);  // dy and y
+  static constexpr int64_t kInBytes = (kRes ? 3 : 2) * sizeof(T);  // dy, y (and r)
   using P = Param<T>;
   const T* dy;
   const T* y;
+  const T* res;
   const P* ig;
   const P* beta;
   double a;
@@ -92,11 +105,12 @@ struct FromOutputReducer {
         for (int64_t r = r0; r < r1; ++r) {
           const T* gr = dy + r * C + cs;
           const T* yr = y + r * C + cs;
+          const T* rr = kRes ? res + r * C + cs : nullptr;
           BNORM_SIMD
           for (int64_t j = 0; j < bw; ++j) {
             double gv, xh;
-            recover<A>(static_cast<double>(ld(gr, j)), static_cast<double>(ld(yr, j)), a,
-                       cig[j], cb[j], &gv, &xh);
+            recover<A>(static_cast<double>(ld(gr, j)), static_cast<double>(ld(yr, j)),
+                       res_at<kRes>(rr, j), a, cig[j], cb[j], &gv, &xh);
             sa[j] += gv;
             sb[j] += gv * xh;
           }
@@ -118,6 +132,7 @@ struct FromOutputReducer {
           const int64_t off = o * stride + c * p.inner + lo;
           const T* gr = dy + off;
           const T* yr = y + off;
+          const T* rr = kRes ? res + off : nullptr;
           const int64_t n = hi - lo;
           int64_t i = 0;
           for (; i + L <= n; i += L) {
@@ -125,15 +140,15 @@ struct FromOutputReducer {
             for (int k = 0; k < L; ++k) {
               double gv, xh;
               recover<A>(static_cast<double>(ld(gr, i + k)), static_cast<double>(ld(yr, i + k)),
-                         a, cig, cb, &gv, &xh);
+                         res_at<kRes>(rr, i + k), a, cig, cb, &gv, &xh);
               la[k] += gv;
               lb[k] += gv * xh;
             }
           }
           for (int k = 0; i < n; ++i, ++k) {
             double gv, xh;
-            recover<A>(static_cast<double>(ld(gr, i)), static_cast<double>(ld(yr, i)), a, cig,
-                       cb, &gv, &xh);
+            recover<A>(static_cast<double>(ld(gr, i)), static_cast<double>(ld(yr, i)),
+                       res_at<kRes>(rr, i), a, cig, cb, &gv, &xh);
             la[k] += gv;
             lb[k] += gv * xh;
           }
@@ -167,30 +182,37 @@ struct FromOutputFinish {
   }
 };
 
-// dx = (g * k - r) - xhat * q from dy and y (in0 = dy, in1 = y; dx may be
-// either: each value's inputs are read before its output is written).
-template <int A, class T>
+// dx = (g * k - r) - xhat * q from dy and y (and the residual), and dres =
+// g; dx and dres may each be one of the inputs: each value's inputs are
+// read before its outputs are written. dx may be null (dres only).
+template <int A, bool kRes, class T>
 struct FromOutputOp {
   static constexpr int K = kFromOutputCoefs;
-  static constexpr int kArrays = 3;  // dy, y, dx
+  static constexpr int kArrays = kRes ? 5 : 3;  // dy, y, dx (, r, dres)
   using P = Param<T>;
   const T* dy;
   const T* y;
+  const T* res;
   T* dx;
+  T* dres;
   double a;
 
   template <class Coef>
   void span(int64_t off, int64_t n, const Coef& k) const {
     const T* g = dy + off;
     const T* ys = y + off;
-    T* d = dx + off;
-    each(d, n, [&](int64_t i) {
+    const T* rs = kRes ? res + off : nullptr;
+    T* d = dx ? dx + off : nullptr;
+    T* e = dres ? dres + off : nullptr;
+    each(d ? d : e, n, [&](int64_t i) {
       double gv, xh;
-      recover<A>(static_cast<double>(ld(g, i)), static_cast<double>(ld(ys, i)), a,
-                 static_cast<double>(k(3, i)), static_cast<double>(k(4, i)), &gv, &xh);
+      recover<A>(static_cast<double>(ld(g, i)), static_cast<double>(ld(ys, i)),
+                 res_at<kRes>(rs, i), a, static_cast<double>(k(3, i)),
+                 static_cast<double>(k(4, i)), &gv, &xh);
       const double v = (gv * static_cast<double>(k(0, i)) - static_cast<double>(k(1, i))) -
                        xh * static_cast<double>(k(2, i));
-      st(d, i, static_cast<P>(v));
+      if (e) st(e, i, static_cast<P>(gv));
+      if (d) st(d, i, static_cast<P>(v));
     });
   }
   void run(int64_t off, int64_t n, P* const* c, int64_t j) const {
@@ -204,7 +226,7 @@ struct FromOutputOp {
   bool row4(int64_t, int64_t, int64_t, P* const*) const { return false; }
 };
 
-template <int A, class T>
+template <int A, bool kRes, class T>
 void from_output(const Plan& p, const Call<T>& a, const Work& w) {
   using P = Param<T>;
   const int64_t C = p.channels;
@@ -217,13 +239,15 @@ void from_output(const Plan& p, const Call<T>& a, const Work& w) {
     arrays[4][c] = a.bias ? a.bias[c] : P(0);
   }
   const double m = static_cast<double>(p.outer * p.inner);
-  const bool write = a.out != nullptr && total > 0;
-  const bool need_sums = total > 0 && (a.dweight || a.dbias || (write && !a.frozen));
-  const FromOutputReducer<A, T> red{a.dy, a.y, arrays[3], arrays[4], a.act_param};
+  const bool write = (a.out != nullptr || a.dresidual != nullptr) && total > 0;
+  const bool need_sums =
+      total > 0 && (a.dweight || a.dbias || (a.out != nullptr && !a.frozen));
+  const FromOutputReducer<A, kRes, T> red{a.dy, a.y, a.residual, arrays[3], arrays[4],
+                                          a.act_param};
   const FromOutputFinish<P> finish{a.invstd, a.weight, arrays, a.dweight, a.dbias, m, a.frozen};
-  const FromOutputOp<A, T> op{a.dy, a.y, a.out, a.act_param};
+  const FromOutputOp<A, kRes, T> op{a.dy, a.y, a.residual, a.out, a.dresidual, a.act_param};
   const StoredCoefs<P, kFromOutputCoefs> fill{arrays};
-  const Apply<T, FromOutputOp<A, T>, StoredCoefs<P, kFromOutputCoefs>> apply{op, fill};
+  const Apply<T, FromOutputOp<A, kRes, T>, StoredCoefs<P, kFromOutputCoefs>> apply{op, fill};
   const int64_t block =
       need_sums && write
           ? p.whole_block(w.threads, red.kInBytes, apply.kBytes, l2_cache_bytes())
@@ -235,10 +259,17 @@ void from_output(const Plan& p, const Call<T>& a, const Work& w) {
 
 template <class T>
 void backward_from_output(const Plan& p, const Call<T>& a, const Work& w) {
+  const auto run = [&](auto act) {
+    constexpr int A = decltype(act)::value;
+    if (a.residual)
+      from_output<A, true>(p, a, w);
+    else
+      from_output<A, false>(p, a, w);
+  };
   switch (a.act) {
-    case BNORM_ACT_LEAKY_RELU: from_output<BNORM_ACT_LEAKY_RELU>(p, a, w); break;
-    case BNORM_ACT_ELU: from_output<BNORM_ACT_ELU>(p, a, w); break;
-    default: from_output<BNORM_ACT_IDENTITY>(p, a, w); break;
+    case BNORM_ACT_LEAKY_RELU: run(std::integral_constant<int, BNORM_ACT_LEAKY_RELU>()); break;
+    case BNORM_ACT_ELU: run(std::integral_constant<int, BNORM_ACT_ELU>()); break;
+    default: run(std::integral_constant<int, BNORM_ACT_IDENTITY>()); break;
   }
 }
 

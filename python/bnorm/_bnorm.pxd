@@ -128,9 +128,9 @@ cdef extern from "bnorm/bnorm.h" nogil:
 
     bnorm_status bnorm_backward_from_output(
         bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
-        const void *dy, const void *y, const void *invstd, const void *weight,
-        const void *bias, void *dx, void *dweight, void *dbias, int32_t activation,
-        double param, uint32_t flags)
+        const void *dy, const void *y, const void *residual, const void *invstd,
+        const void *weight, const void *bias, void *dx, void *dresidual, void *dweight,
+        void *dbias, int32_t activation, double param, uint32_t flags)
 
     bnorm_status bnorm_backward_fused(
         bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,

@@ -399,7 +399,8 @@ def backward_from_output(tuple arrays, int64_t outer, int64_t channels, int64_t 
     cdef bnorm_status st
     with nogil:
         st = bnorm_backward_from_output(dt, outer, channels, inner, p[0], p[1], p[2], p[3],
-                                        p[4], p[5], p[6], p[7], activation, param, flags)
+                                        p[4], p[5], p[6], p[7], p[8], p[9], activation, param,
+                                        flags)
     _check(st, _FROM_OUTPUT.op)
 
 

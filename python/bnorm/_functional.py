@@ -473,9 +473,12 @@ def _backward_fused(dy, x, save_mean, save_invstd, weight, axis, training, activ
 
 def batch_norm_backward_from_output(dy, y, save_invstd, weight=None, bias=None, *, axis=1,
                                     activation="leaky_relu", activation_param=0.01,
-                                    training=True, out=None):
+                                    training=True, residual=None, out=None,
+                                    _dresidual_out=None):
     """The backward of ``y = act(BN(x))`` from the output ``y`` alone (In-Place
-    Activated Batch Norm): ``(dx, dweight, dbias)``, x not needed.
+    Activated Batch Norm): ``(dx, dweight, dbias)``, x not needed. With
+    ``residual=r``, of ``y = act(BN(x) + r)``: ``(dx, dweight, dbias,
+    dresidual)``.
 
     ``weight`` and ``bias`` are the forward's scale and shift (every scale
     nonzero: In-Place ABN uses ``|weight| + eps``), ``save_invstd`` its
@@ -493,7 +496,11 @@ def batch_norm_backward_from_output(dy, y, save_invstd, weight=None, bias=None, 
     if activation.lower() != "identity" and not (math.isfinite(param) and param > 0):
         raise ValueError(f"activation_param must be finite and > 0, got {activation_param!r}")
     y = _data(y, "y")
-    vy, (vdy,) = _views(y, axis, out, [(_data(dy, "dy"), "dy")])
+    others = [(_data(dy, "dy"), "dy")]
+    if residual is not None:
+        others.append((_data(residual, "residual"), "residual"))
+    vy, vs = _views(y, axis, out, others)
+    vdy = vs[0]
     pdtype = _param_dtype(y.dtype)
     if save_invstd is None:
         raise ValueError("save_invstd is required")
@@ -502,7 +509,13 @@ def batch_norm_backward_from_output(dy, y, save_invstd, weight=None, bias=None, 
     if training:
         _check_training_size(y, vy)
     dx = _out(out, y, vy)  # (may be y, or dy: in place)
-    a.update(dy=vdy.flat, y=vy.flat, out=dx)
+    dres = None
+    if residual is not None:
+        dres = vy.empty() if _dresidual_out is None else _out(_dresidual_out, y, vy)
+    a.update(dy=vdy.flat, y=vy.flat, residual=None if residual is None else vs[1].flat,
+             out=dx, dresidual=dres)
     _core.backward_from_output(_spec.FROM_OUTPUT.pack(a), vy.outer, vy.channels, vy.inner,
                                not training, code, param)
+    if residual is not None:
+        return vy.like(dx), a["dweight"], a["dbias"], vy.like(dres)
     return vy.like(dx), a["dweight"], a["dbias"]

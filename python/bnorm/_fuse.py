@@ -271,13 +271,27 @@ def _iabn_graph(gm: fx.GraphModule, prefix: str, report: Dict[str, str]) -> None
             report[name] = "unconverted: In-Place ABN needs a momentum and running statistics"
             continue
         act, param = "identity", 0.01
+        src = node.args[0]
         nxt = _only_user(node)
         found = _is_act(nxt, modules) if nxt is not None else None
+        other = _added(nxt, node) if nxt is not None and found is None else None
         if found is not None:
             act, param = found
             nxt.replace_all_uses_with(node)
             gm.graph.erase_node(nxt)
-        src = node.args[0]
+        elif other is not None:
+            # BN + add (+ activation): the residual joins the op, which moves
+            # to where the addition was
+            after = _only_user(nxt)
+            found = _is_act(after, modules) if after is not None else None
+            nxt.prepend(node)
+            node.args = (src, other)
+            end = after if found is not None else nxt
+            end.replace_all_uses_with(node)
+            if found is not None:
+                gm.graph.erase_node(after)
+                act, param = found
+            gm.graph.erase_node(nxt)
         inplace = isinstance(src, fx.Node) and src.op not in ("placeholder", "get_attr") \
             and len(src.users) == 1
         new = _bt.InPlaceABN(bn.num_features, bn.eps, bn.momentum, bn.affine, act, param,
@@ -288,7 +302,8 @@ def _iabn_graph(gm: fx.GraphModule, prefix: str, report: Dict[str, str]) -> None
             new._buffers[k] = bn._buffers.get(k)
         new.train(bn.training)
         _set_module(gm, node.target, new)
-        report[name] = act + ("" if inplace else " (not in place: its input has other uses)")
+        report[name] = ("add+" if other is not None else "") + act + (
+            "" if inplace else " (not in place: its input has other uses)")
 
 
 def _run(model: nn.Module, graph_pass, missing: str):

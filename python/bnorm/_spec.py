@@ -105,8 +105,8 @@ BACKWARD_APPLY = _spec(
 
 FROM_OUTPUT = _spec(
     "bnorm_backward_from_output", "batch norm backward from the output",
-    "dy:data y:data save_invstd:channel weight:channel? bias:channel? out:data/out? "
-    "dweight:channel/out? dbias:channel/out?")
+    "dy:data y:data residual:data? save_invstd:channel weight:channel? bias:channel? "
+    "out:data/out? dresidual:data/out? dweight:channel/out? dbias:channel/out?")
 
 # Folding works in the parameters' own dtype: "channel" is that dtype here,
 # and "data" the layer's weight (outer * C * inner values).

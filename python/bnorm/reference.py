@@ -110,10 +110,11 @@ def batch_norm_backward(dy, x, save_mean, save_invstd, weight=None, *, axis=1,
 
 def batch_norm_backward_from_output(dy, y, save_invstd, weight=None, bias=None, *, axis=1,
                                     activation="leaky_relu", activation_param=0.01,
-                                    training=True):
+                                    training=True, residual=None):
     """In-Place ABN's backward (Rota Bulo et al. 2018, section 3.2): x̂ from
-    y through the inverse activation, then the backward above written in x̂.
-    Returns (dx, dgamma, dbeta)."""
+    y through the inverse activation (less the residual added before it, if
+    any), then the backward above written in x̂. Returns (dx, dgamma, dbeta),
+    and dresidual with a residual."""
     y, batch_axes, per_channel = _layout(y, axis)
     y64 = y.astype(np.float64)
     g = np.asarray(dy, dtype=np.float64)
@@ -132,6 +133,8 @@ def batch_norm_backward_from_output(dy, y, save_invstd, weight=None, bias=None, 
     gamma = per_channel(weight, 1.0)
     beta = per_channel(bias, 0.0)
     invstd = per_channel(save_invstd, 1.0)
+    if residual is not None:
+        z = z - np.asarray(residual, dtype=np.float64)
     xhat = (z - beta) / gamma
     dbeta = g.sum(axis=batch_axes)
     dgamma = (g * xhat).sum(axis=batch_axes)
@@ -140,4 +143,7 @@ def batch_norm_backward_from_output(dy, y, save_invstd, weight=None, bias=None, 
                                - xhat * dgamma.reshape(gamma.shape) / m)
     else:
         dx = gamma * invstd * g
+    if residual is not None:
+        return (dx.astype(y.dtype), dgamma.astype(y.dtype), dbeta.astype(y.dtype),
+                g.astype(y.dtype))
     return dx.astype(y.dtype), dgamma.astype(y.dtype), dbeta.astype(y.dtype)

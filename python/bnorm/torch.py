@@ -733,10 +733,11 @@ def _iabn_activate(y: Tensor, activation: str, param: float) -> None:
         torch.nn.functional.elu_(y, param)
 
 
-def _iabn_train_impl(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-                     running_mean: Optional[Tensor], running_var: Optional[Tensor],
-                     momentum: float, eps: float, activation: str, param: float,
-                     into: Optional[Tensor] = None, in_place_stats: bool = False):
+def _iabn_train_impl(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor],
+                     bias: Optional[Tensor], running_mean: Optional[Tensor],
+                     running_var: Optional[Tensor], momentum: float, eps: float,
+                     activation: str, param: float, into: Optional[Tensor] = None,
+                     in_place_stats: bool = False):
     x = _dense(x.resolve_conj().resolve_neg())
     pdtype = _param_dtype(x.dtype)
     y = _output_like(x) if into is None else into
@@ -752,17 +753,19 @@ def _iabn_train_impl(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]
     _, mean, invstd = _bn.batch_norm_train(
         _np(xs), _np(scale), _param(bias, pdtype), eps, axis=axis,
         running_mean=_np(new_mean) if tracked else None,
-        running_var=_np(new_var) if tracked else None, momentum=momentum, out=_np(ys))
+        running_var=_np(new_var) if tracked else None, momentum=momentum, out=_np(ys),
+        residual=_residual_like(residual, x))
     _iabn_activate(y, activation, param)
     return y, torch.from_numpy(mean), torch.from_numpy(invstd), new_mean, new_var
 
 
-def _iabn_train_functional(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-                           running_mean: Optional[Tensor], running_var: Optional[Tensor],
-                           momentum: float, eps: float, activation: str,
+def _iabn_train_functional(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor],
+                           bias: Optional[Tensor], running_mean: Optional[Tensor],
+                           running_var: Optional[Tensor], momentum: float, eps: float,
+                           activation: str,
                            param: float) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return _iabn_train_impl(x, weight, bias, running_mean, running_var, momentum, eps,
-                            activation, param)
+    return _iabn_train_impl(x, residual, weight, bias, running_mean, running_var, momentum,
+                            eps, activation, param)
 
 
 _iabn_train_op = torch.library.custom_op("bnorm::inplace_abn_train", _iabn_train_functional,
@@ -770,7 +773,7 @@ _iabn_train_op = torch.library.custom_op("bnorm::inplace_abn_train", _iabn_train
 
 
 @_iabn_train_op.register_fake
-def _(x, weight, bias, running_mean, running_var, momentum, eps, activation, param):
+def _(x, residual, weight, bias, running_mean, running_var, momentum, eps, activation, param):
     pdtype = _param_dtype(x.dtype)
     c = x.shape[1]
     tracked = running_mean is not None and running_var is not None
@@ -779,9 +782,10 @@ def _(x, weight, bias, running_mean, running_var, momentum, eps, activation, par
             torch.empty_like(running_var) if tracked else x.new_empty((0,), dtype=pdtype))
 
 
-def _iabn_infer_impl(x: Tensor, running_mean: Tensor, running_var: Tensor,
-                     weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
-                     activation: str, param: float, into: Optional[Tensor] = None) -> Tensor:
+def _iabn_infer_impl(x: Tensor, residual: Optional[Tensor], running_mean: Tensor,
+                     running_var: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                     eps: float, activation: str, param: float,
+                     into: Optional[Tensor] = None) -> Tensor:
     x = _dense(x.resolve_conj().resolve_neg())
     pdtype = _param_dtype(x.dtype)
     y = _output_like(x) if into is None else into
@@ -789,15 +793,17 @@ def _iabn_infer_impl(x: Tensor, running_mean: Tensor, running_var: Tensor,
     ys, _ = _memory_order(y)
     scale = _iabn_scale(weight, x.shape[1], eps, pdtype, x)
     _bn.batch_norm(_np(xs), _param(running_mean, pdtype), _param(running_var, pdtype),
-                   _np(scale), _param(bias, pdtype), eps=eps, axis=axis, out=_np(ys))
+                   _np(scale), _param(bias, pdtype), eps=eps, axis=axis, out=_np(ys),
+                   residual=_residual_like(residual, x))
     _iabn_activate(y, activation, param)
     return y
 
 
-def _iabn_infer_functional(x: Tensor, running_mean: Tensor, running_var: Tensor,
-                           weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
-                           activation: str, param: float) -> Tensor:
-    return _iabn_infer_impl(x, running_mean, running_var, weight, bias, eps, activation, param)
+def _iabn_infer_functional(x: Tensor, residual: Optional[Tensor], running_mean: Tensor,
+                           running_var: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                           eps: float, activation: str, param: float) -> Tensor:
+    return _iabn_infer_impl(x, residual, running_mean, running_var, weight, bias, eps,
+                            activation, param)
 
 
 _iabn_infer_op = torch.library.custom_op("bnorm::inplace_abn_infer", _iabn_infer_functional,
@@ -805,23 +811,25 @@ _iabn_infer_op = torch.library.custom_op("bnorm::inplace_abn_infer", _iabn_infer
 
 
 @_iabn_infer_op.register_fake
-def _(x, running_mean, running_var, weight, bias, eps, activation, param):
+def _(x, residual, running_mean, running_var, weight, bias, eps, activation, param):
     return _output_like(x)
 
 
-def _from_output_impl(dy: Tensor, y: Tensor, invstd: Tensor, scale: Tensor,
-                      bias: Optional[Tensor], training: bool, activation: str,
-                      param: float) -> Tuple[Tensor, Tensor, Tensor]:
+def _from_output_impl(dy: Tensor, y: Tensor, residual: Optional[Tensor], invstd: Tensor,
+                      scale: Tensor, bias: Optional[Tensor], training: bool, activation: str,
+                      param: float) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     pdtype = _param_dtype(y.dtype)
     dx = _output_like(y)
+    dres = _output_like(y) if residual is not None else y.new_empty((0,))
     dys, axis = _memory_order(_laid_out_like(dy.resolve_conj().resolve_neg(), y))
     ys, _ = _memory_order(y)
     dxs, _ = _memory_order(dx)
-    _, dscale, db = _bn.batch_norm_backward_from_output(
+    _, dscale, db, *_ = _bn.batch_norm_backward_from_output(
         _np(dys), _np(ys), _param(invstd, pdtype), _param(scale, pdtype),
         _param(bias, pdtype), axis=axis, activation=activation, activation_param=param,
-        training=training, out=_np(dxs))
-    return dx, torch.from_numpy(dscale), torch.from_numpy(db)
+        training=training, residual=_residual_like(residual, y), out=_np(dxs),
+        _dresidual_out=_np(_memory_order(dres)[0]) if residual is not None else None)
+    return dx, torch.from_numpy(dscale), torch.from_numpy(db), dres
 
 
 _from_output_op = torch.library.custom_op("bnorm::batch_norm_backward_from_output",
@@ -830,46 +838,52 @@ _from_output_op = torch.library.custom_op("bnorm::batch_norm_backward_from_outpu
 
 
 @_from_output_op.register_fake
-def _(dy, y, invstd, scale, bias, training, activation, param):
+def _(dy, y, residual, invstd, scale, bias, training, activation, param):
     pdtype = _param_dtype(y.dtype)
     c = y.shape[1]
-    return _output_like(y), y.new_empty((c,), dtype=pdtype), y.new_empty((c,), dtype=pdtype)
+    return (_output_like(y), y.new_empty((c,), dtype=pdtype), y.new_empty((c,), dtype=pdtype),
+            _output_like(y) if residual is not None else y.new_empty((0,)))
 
 
-def _iabn_save(ctx, y, weight, bias, invstd, eps, activation, param, training):
+def _iabn_save(ctx, y, residual, weight, bias, invstd, eps, activation, param, training):
+    """y, the statistics and parameters (and the residual, which the network
+    holds anyway: the input of the block); never x."""
     ctx.param_dtypes = (None if weight is None else weight.dtype,
                         None if bias is None else bias.dtype)
     ctx.iabn = (float(eps), activation, float(param), training)
-    ctx.save_for_backward(y, weight, bias, invstd)
+    ctx.save_for_backward(y, residual, weight, bias, invstd)
 
 
-def _iabn_backward(ctx, grad_y, backward, iw, ib):
-    """(dx, dweight, dbias): dweight is the scale's gradient times sign(weight)
-    (the derivative of |weight|, 0 at 0)."""
-    y, weight, bias, invstd = ctx.saved_tensors
+def _iabn_backward(ctx, grad_y, backward, ir, iw, ib):
+    """(dx, dresidual, dweight, dbias) for the inputs x, residual (at ir),
+    weight (iw) and bias (ib): dweight is the scale's gradient times
+    sign(weight) (the derivative of |weight|, 0 at 0)."""
+    y, residual, weight, bias, invstd = ctx.saved_tensors
     eps, activation, param, training = ctx.iabn
     pdtype = _param_dtype(y.dtype)
     scale = _iabn_scale(weight, y.shape[1], eps, pdtype, y)
-    dx, dscale, db = backward(grad_y, y, invstd, scale, bias, training, activation, param)
+    dx, dscale, db, dres = backward(grad_y, y, residual, invstd, scale, bias, training,
+                                    activation, param)
     dw = None if weight is None else dscale * torch.sign(weight.detach().to(pdtype))
     need = ctx.needs_input_grad
     w_dtype, b_dtype = ctx.param_dtypes
     return (dx if need[0] else None,
+            dres if residual is not None and need[ir] else None,
             dw.to(w_dtype) if dw is not None and need[iw] else None,
             db.to(b_dtype) if b_dtype is not None and need[ib] else None)
 
 
 def _iabn_train_setup(ctx, inputs, output):
-    x, weight, bias, _, _, _, eps, activation, param = inputs
+    x, residual, weight, bias, _, _, _, eps, activation, param = inputs
     y, mean, invstd, new_mean, new_var = output
     ctx.mark_non_differentiable(mean, invstd, new_mean, new_var)
-    _iabn_save(ctx, y, weight, bias, invstd, eps, activation, param, True)
+    _iabn_save(ctx, y, residual, weight, bias, invstd, eps, activation, param, True)
 
 
 def _iabn_train_backward(ctx, grad_y, *unused):
-    gx, gw, gb = _iabn_backward(ctx, grad_y, torch.ops.bnorm.batch_norm_backward_from_output,
-                                1, 2)
-    return gx, gw, gb, None, None, None, None, None, None
+    gx, gr, gw, gb = _iabn_backward(ctx, grad_y,
+                                    torch.ops.bnorm.batch_norm_backward_from_output, 1, 2, 3)
+    return gx, gr, gw, gb, None, None, None, None, None, None
 
 
 torch.library.register_autograd("bnorm::inplace_abn_train", _iabn_train_backward,
@@ -881,15 +895,15 @@ def _iabn_frozen_invstd(x, running_var, eps):
 
 
 def _iabn_infer_setup(ctx, inputs, output):
-    x, _, running_var, weight, bias, eps, activation, param = inputs
-    _iabn_save(ctx, output, weight, bias, _iabn_frozen_invstd(x, running_var, eps), eps,
-               activation, param, False)
+    x, residual, _, running_var, weight, bias, eps, activation, param = inputs
+    _iabn_save(ctx, output, residual, weight, bias, _iabn_frozen_invstd(x, running_var, eps),
+               eps, activation, param, False)
 
 
 def _iabn_infer_backward(ctx, grad_y):
-    gx, gw, gb = _iabn_backward(ctx, grad_y, torch.ops.bnorm.batch_norm_backward_from_output,
-                                3, 4)
-    return gx, None, None, gw, gb, None, None, None
+    gx, gr, gw, gb = _iabn_backward(ctx, grad_y,
+                                    torch.ops.bnorm.batch_norm_backward_from_output, 1, 4, 5)
+    return gx, gr, None, None, gw, gb, None, None, None
 
 
 torch.library.register_autograd("bnorm::inplace_abn_infer", _iabn_infer_backward,
@@ -901,26 +915,26 @@ class _InPlaceABNFunction(torch.autograd.Function):
     input (marked dirty), the running statistics updated in place."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps,
-                activation, param, inplace):
+    def forward(ctx, x, residual, weight, bias, running_mean, running_var, training, momentum,
+                eps, activation, param, inplace):
         into = x if inplace and _memory_order(x) is not None else None
         if training:
-            y, _, invstd, _, _ = _iabn_train_impl(x, weight, bias, running_mean, running_var,
-                                                  momentum, eps, activation, param, into=into,
-                                                  in_place_stats=True)
+            y, _, invstd, _, _ = _iabn_train_impl(x, residual, weight, bias, running_mean,
+                                                  running_var, momentum, eps, activation, param,
+                                                  into=into, in_place_stats=True)
         else:
-            y = _iabn_infer_impl(x, running_mean, running_var, weight, bias, eps, activation,
-                                 param, into=into)
+            y = _iabn_infer_impl(x, residual, running_mean, running_var, weight, bias, eps,
+                                 activation, param, into=into)
             invstd = _iabn_frozen_invstd(x, running_var, eps)
         if y is x:
             ctx.mark_dirty(x)
-        _iabn_save(ctx, y, weight, bias, invstd, eps, activation, param, training)
+        _iabn_save(ctx, y, residual, weight, bias, invstd, eps, activation, param, training)
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        gx, gw, gb = _iabn_backward(ctx, grad_y, _from_output_impl, 1, 2)
-        return gx, gw, gb, None, None, None, None, None, None, None, None
+        gx, gr, gw, gb = _iabn_backward(ctx, grad_y, _from_output_impl, 1, 2, 3)
+        return gx, gr, gw, gb, None, None, None, None, None, None, None, None
 
 
 class InPlaceABN(torch.nn.Module):
@@ -983,7 +997,10 @@ class InPlaceABN(torch.nn.Module):
                 f"affine={self.affine}, activation={self.activation!r}, "
                 f"activation_param={self.activation_param}, inplace={self.inplace}")
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        """act(BN(x)), or act(BN(x) + residual): a residual of x's shape and
+        dtype added before the activation (the backward reads it, so a
+        network gives the tensor it keeps anyway, e.g. a block's input)."""
         if x.dim() < 2 or x.shape[1] != self.num_features:
             raise ValueError(f"InPlaceABN({self.num_features}): expected an input of at least "
                              f"2 dimensions with {self.num_features} channels, got shape "
@@ -992,28 +1009,36 @@ class InPlaceABN(torch.nn.Module):
             raise TypeError(f"bnorm.torch.InPlaceABN: CPU tensors of float32, float64, float16 "
                             f"or bfloat16 with float32 (float64) parameters, got {x.dtype} on "
                             f"{x.device}")
+        if residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype
+                                     or residual.device != x.device):
+            raise ValueError(f"InPlaceABN: the residual must have the input's shape, dtype and "
+                             f"device ({tuple(x.shape)}, {x.dtype}), got "
+                             f"{tuple(residual.shape)}, {residual.dtype}")
         if self.training:
             self.num_batches_tracked.add_(1)
         args = (self.weight, self.bias, self.running_mean, self.running_var)
         if _compiling():
             if self.training:
                 y, _, _, new_mean, new_var = torch.ops.bnorm.inplace_abn_train(
-                    x, *args, self.momentum, self.eps, self.activation, self.activation_param)
+                    x, residual, *args, self.momentum, self.eps, self.activation,
+                    self.activation_param)
                 with torch.no_grad():
                     self.running_mean.copy_(new_mean)
                     self.running_var.copy_(new_var)
                 return y
             return torch.ops.bnorm.inplace_abn_infer(
-                x, self.running_mean, self.running_var, self.weight, self.bias, self.eps,
-                self.activation, self.activation_param)
-        return _InPlaceABNFunction.apply(x, *args, self.training, self.momentum, self.eps,
-                                         self.activation, self.activation_param, self.inplace)
+                x, residual, self.running_mean, self.running_var, self.weight, self.bias,
+                self.eps, self.activation, self.activation_param)
+        return _InPlaceABNFunction.apply(x, residual, *args, self.training, self.momentum,
+                                         self.eps, self.activation, self.activation_param,
+                                         self.inplace)
 
 
 def convert_inplace_abn(model: torch.nn.Module) -> torch.nn.Module:
     """A model in which every BatchNorm2d is an InPlaceABN: with the
-    LeakyReLU (or ELU) that follows it folded in, else with activation
-    "identity"; in place where the batch norm is its input's only use.
+    LeakyReLU (or ELU) that follows it folded in, and a residual addition
+    between the two (a ResNet block's end); else with activation "identity";
+    in place where the batch norm is its input's only use.
     Parameters, buffers and state_dict keys are the original's (the same
     tensors); the function differs where a weight is not |weight| + eps. See
     ``bnorm._fuse`` for how the model is traced."""

@@ -438,6 +438,8 @@ BNORM_API bnorm_status bnorm_backward_fused(
  * y = act(BN(x)) alone gives the backward everything it needs, so a network
  * need not keep x (often the output of a convolution) for it: with
  *   z    = act^-1(y),  xhat = (z - beta) / gamma,  g = dy * act'(z)
+ * (and with a residual added before the activation, y = act(BN(x) + r),
+ * z = act^-1(y) - r and the residual's gradient g)
  * per channel over its m values,
  *   dbias   = sum(g),   dweight = sum(g * xhat)     (the gradient of gamma)
  *   dx      = gamma * invstd * (g - dbias / m - xhat * dweight / m)
@@ -452,18 +454,23 @@ BNORM_API bnorm_status bnorm_backward_fused(
  * do. (The value 1 is left for the ReLU, which has no inverse.) */
 
 /*
- * The backward of y = act(BN(x)) from y.
+ * The backward of y = act(BN(x) + residual) from y (the residual is
+ * optional: y = act(BN(x))).
  *
  *   dy, y                outer*channels*inner elements of dtype: the
  *                        gradient and the forward's output.
+ *   residual             the forward's residual input (as many elements), or
+ *                        NULL for none: then z = act^-1(y) - residual.
  *   invstd               the forward's 1/sqrt(var + eps) (save_invstd of
  *                        bnorm_forward_training; or of the running variance
  *                        with BNORM_FLAG_FROZEN_STATS), `channels` values.
  *   weight, bias         gamma and beta of the forward, or NULL for 1 and 0;
  *                        every gamma nonzero and finite (In-Place ABN uses
  *                        |weight| + eps).
- *   dx                   output, or NULL; may be exactly dy or exactly y (in
- *                        place).
+ *   dx, dresidual        outputs, each or both NULL: dx, and the residual's
+ *                        gradient g (with a residual only). Each may be
+ *                        exactly dy, y or residual (in place), not the same
+ *                        one as the other.
  *   dweight, dbias       outputs (the gradients of gamma and beta), or NULL;
  *                        they overlap no other buffer.
  *   activation, param    BNORM_ACT_IDENTITY (param ignored), _LEAKY_RELU or
@@ -478,9 +485,9 @@ BNORM_API bnorm_status bnorm_backward_fused(
  */
 BNORM_API bnorm_status bnorm_backward_from_output(
     bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
-    const void *dy, const void *y, const void *invstd, const void *weight,
-    const void *bias, void *dx, void *dweight, void *dbias, int32_t activation,
-    double param, uint32_t flags);
+    const void *dy, const void *y, const void *residual, const void *invstd,
+    const void *weight, const void *bias, void *dx, void *dresidual, void *dweight,
+    void *dbias, int32_t activation, double param, uint32_t flags);
 
 /* ------------------------------------------------------------------------ */
 /* Inference helpers                                                        */
@@ -745,9 +752,9 @@ BNORM_API bnorm_status bnorm_backward_ws(
 /* bnorm_backward_from_output with a caller-owned workspace (since 0.4). */
 BNORM_API bnorm_status bnorm_backward_from_output_ws(
     bnorm_dtype dtype, int64_t outer, int64_t channels, int64_t inner,
-    const void *dy, const void *y, const void *invstd, const void *weight,
-    const void *bias, void *dx, void *dweight, void *dbias, int32_t activation,
-    double param, uint32_t flags, void *workspace, size_t workspace_bytes);
+    const void *dy, const void *y, const void *residual, const void *invstd,
+    const void *weight, const void *bias, void *dx, void *dresidual, void *dweight,
+    void *dbias, int32_t activation, double param, uint32_t flags, void *workspace, size_t workspace_bytes);
 
 /* bnorm_moments with a caller-owned workspace. */
 BNORM_API bnorm_status bnorm_moments_ws(
