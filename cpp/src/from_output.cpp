@@ -27,12 +27,15 @@ namespace bnorm {
 namespace BNORM_ISA_NS {
 namespace {
 
-// z = act^-1(y) and the derivative act'(z), as a function of y.
+// z = act^-1(y) and the derivative act'(z), as a function of y; a is the
+// activation's parameter and ia = 1 / a, rounded once per call (the leaky
+// ReLU's inverse multiplies by it: a select of products vectorizes, where
+// a division in a branch, or under a mask, kept these loops slow).
 template <int A>
-inline void invert(double yv, double a, double* z, double* d) {
+inline void invert(double yv, double a, double ia, double* z, double* d) {
   if constexpr (A == BNORM_ACT_LEAKY_RELU) {
     const bool pos = yv > 0.0;
-    *z = pos ? yv : yv / a;
+    *z = yv * (pos ? 1.0 : ia);
     *d = pos ? 1.0 : a;
   } else if constexpr (A == BNORM_ACT_ELU) {
     // y = a * (exp(z) - 1) for z <= 0, so z = log1p(y / a) and
@@ -45,16 +48,17 @@ inline void invert(double yv, double a, double* z, double* d) {
     *z = yv;
     *d = 1.0;
   }
+  (void)ia;
 }
 
 // Per value: g and xhat from dy, y, the residual r the forward added
 // before the activation (0 without one) and the channel's 1 / gamma and
 // beta.
 template <int A>
-inline void recover(double dyv, double yv, double rv, double a, double ig, double beta,
-                    double* g, double* xhat) {
+inline void recover(double dyv, double yv, double rv, double a, double ia, double ig,
+                    double beta, double* g, double* xhat) {
   double z, d;
-  invert<A>(yv, a, &z, &d);
+  invert<A>(yv, a, ia, &z, &d);
   *g = dyv * d;
   *xhat = ((z - rv) - beta) * ig;
 }
@@ -82,7 +86,7 @@ struct FromOutputReducer {
   const T* res;
   const P* ig;
   const P* beta;
-  double a;
+  double a, ia;
 
   void group(const Plan& p, int64_t c0, int64_t cw, int64_t g, Sums* out, double*) const {
     int64_t u0, u1;
@@ -110,7 +114,7 @@ struct FromOutputReducer {
           for (int64_t j = 0; j < bw; ++j) {
             double gv, xh;
             recover<A>(static_cast<double>(ld(gr, j)), static_cast<double>(ld(yr, j)),
-                       res_at<kRes>(rr, j), a, cig[j], cb[j], &gv, &xh);
+                       res_at<kRes>(rr, j), a, ia, cig[j], cb[j], &gv, &xh);
             sa[j] += gv;
             sb[j] += gv * xh;
           }
@@ -136,11 +140,12 @@ struct FromOutputReducer {
           const int64_t n = hi - lo;
           int64_t i = 0;
           for (; i + L <= n; i += L) {
-#pragma GCC unroll 8
+            // (across the eight partial sums: one vector operation each)
+            BNORM_SIMD
             for (int k = 0; k < L; ++k) {
               double gv, xh;
               recover<A>(static_cast<double>(ld(gr, i + k)), static_cast<double>(ld(yr, i + k)),
-                         res_at<kRes>(rr, i + k), a, cig, cb, &gv, &xh);
+                         res_at<kRes>(rr, i + k), a, ia, cig, cb, &gv, &xh);
               la[k] += gv;
               lb[k] += gv * xh;
             }
@@ -148,7 +153,7 @@ struct FromOutputReducer {
           for (int k = 0; i < n; ++i, ++k) {
             double gv, xh;
             recover<A>(static_cast<double>(ld(gr, i)), static_cast<double>(ld(yr, i)),
-                       res_at<kRes>(rr, i), a, cig, cb, &gv, &xh);
+                       res_at<kRes>(rr, i), a, ia, cig, cb, &gv, &xh);
             la[k] += gv;
             lb[k] += gv * xh;
           }
@@ -195,7 +200,7 @@ struct FromOutputOp {
   const T* res;
   T* dx;
   T* dres;
-  double a;
+  double a, ia;
 
   template <class Coef>
   void span(int64_t off, int64_t n, const Coef& k) const {
@@ -204,16 +209,35 @@ struct FromOutputOp {
     const T* rs = kRes ? res + off : nullptr;
     T* d = dx ? dx + off : nullptr;
     T* e = dres ? dres + off : nullptr;
-    each(d ? d : e, n, [&](int64_t i) {
-      double gv, xh;
+    // one loop per set of outputs (no branch on them inside a loop)
+    const auto value = [&](int64_t i, double* gv, double* v) BNORM_INLINE_LAMBDA {
+      double xh;
       recover<A>(static_cast<double>(ld(g, i)), static_cast<double>(ld(ys, i)),
-                 res_at<kRes>(rs, i), a, static_cast<double>(k(3, i)),
-                 static_cast<double>(k(4, i)), &gv, &xh);
-      const double v = (gv * static_cast<double>(k(0, i)) - static_cast<double>(k(1, i))) -
-                       xh * static_cast<double>(k(2, i));
-      if (e) st(e, i, static_cast<P>(gv));
-      if (d) st(d, i, static_cast<P>(v));
-    });
+                 res_at<kRes>(rs, i), a, ia, static_cast<double>(k(3, i)),
+                 static_cast<double>(k(4, i)), gv, &xh);
+      *v = (*gv * static_cast<double>(k(0, i)) - static_cast<double>(k(1, i))) -
+           xh * static_cast<double>(k(2, i));
+    };
+    if (d && e) {
+      each(d, n, [&](int64_t i) {
+        double gv, v;
+        value(i, &gv, &v);
+        st(e, i, static_cast<P>(gv));
+        st(d, i, static_cast<P>(v));
+      });
+    } else if (d) {
+      each(d, n, [&](int64_t i) {
+        double gv, v;
+        value(i, &gv, &v);
+        st(d, i, static_cast<P>(v));
+      });
+    } else if (e) {
+      each(e, n, [&](int64_t i) {
+        double gv, v;
+        value(i, &gv, &v);
+        st(e, i, static_cast<P>(gv));
+      });
+    }
   }
   void run(int64_t off, int64_t n, P* const* c, int64_t j) const {
     P kv[K];
@@ -242,10 +266,12 @@ void from_output(const Plan& p, const Call<T>& a, const Work& w) {
   const bool write = (a.out != nullptr || a.dresidual != nullptr) && total > 0;
   const bool need_sums =
       total > 0 && (a.dweight || a.dbias || (a.out != nullptr && !a.frozen));
+  const double ia = A == BNORM_ACT_LEAKY_RELU ? 1.0 / a.act_param : 0.0;
   const FromOutputReducer<A, kRes, T> red{a.dy, a.y, a.residual, arrays[3], arrays[4],
-                                          a.act_param};
+                                          a.act_param, ia};
   const FromOutputFinish<P> finish{a.invstd, a.weight, arrays, a.dweight, a.dbias, m, a.frozen};
-  const FromOutputOp<A, kRes, T> op{a.dy, a.y, a.residual, a.out, a.dresidual, a.act_param};
+  const FromOutputOp<A, kRes, T> op{a.dy, a.y, a.residual, a.out, a.dresidual, a.act_param,
+                                    ia};
   const StoredCoefs<P, kFromOutputCoefs> fill{arrays};
   const Apply<T, FromOutputOp<A, kRes, T>, StoredCoefs<P, kFromOutputCoefs>> apply{op, fill};
   const int64_t block =

@@ -62,8 +62,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                             "channels_last (or --layout)")
     bench.add_argument("--batch", type=int, default=16, help="--model: batch size (16)")
     bench.add_argument("--size", type=int, default=224, help="--model: image size (224)")
-    bench.add_argument("--rounds", type=int, default=5,
-                       help="--model: timed steps per configuration, interleaved (5)")
+    bench.add_argument("--rounds", type=int, default=7,
+                       help="--model: timed steps per configuration, interleaved (7)")
     demo = sub.add_parser("demo", help="the paper's first experiment in miniature: "
                                         "sigmoid networks with and without batch norm "
                                         "on handwritten digits (needs bnorm[demo])")

@@ -107,6 +107,22 @@ def _reset_peak() -> bool:
         return False
 
 
+class _quiet_stderr:
+    """The profiler's tracing library prints a line on each start and stop to
+    file descriptor 2: sent to /dev/null meanwhile."""
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+
+    def __exit__(self, *exc):
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+
+
 class Config:
     def __init__(self, variant: str, compiled: bool, dtype: str, fmt: str, base: nn.Module,
                  num_classes: int):
@@ -175,7 +191,7 @@ def _fmt_ms(ts: List[float]) -> str:
     return f"{statistics.median(ts) * 1e3:8.1f}"
 
 
-def run(name: str = "resnet18", batch: int = 16, size: int = 224, rounds: int = 5,
+def run(name: str = "resnet18", batch: int = 16, size: int = 224, rounds: int = 7,
         threads: Optional[int] = None, with_compile: bool = False,
         dtypes=("float32", "bfloat16"), formats=("nchw", "channels_last"),
         variants: Optional[List[str]] = None, json_path: Optional[str] = None,
@@ -225,7 +241,8 @@ def run(name: str = "resnet18", batch: int = 16, size: int = 224, rounds: int = 
             c.train_step(xs[c.fmt], target)
             c.peak = _rss_bytes("VmHWM") - before
         if not c.compiled:
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            with _quiet_stderr(), torch.profiler.profile(
+                    activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
                 t0 = time.perf_counter()
                 c.train_step(xs[c.fmt], target)
                 c.step_us = (time.perf_counter() - t0) * 1e6
