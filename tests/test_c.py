@@ -50,6 +50,8 @@ API = sorted([
     "bnorm_workspace_size", "bnorm_forward_training_ws", "bnorm_backward_ws",
     "bnorm_moments_ws", "bnorm_forward_normalize_ws", "bnorm_backward_reduce_ws",
     "bnorm_backward_apply_ws",
+    # 0.4: In-Place ABN's backward from the output
+    "bnorm_backward_from_output", "bnorm_backward_from_output_ws",
 ])
 
 # The shared build carries debug information for the ABI check (abidw).

@@ -3,7 +3,9 @@
  * alignments), gives bitwise the results of the call that allocates; a block
  * one byte short is refused with WORKSPACE_TOO_SMALL and a workspace over
  * any buffer of the call with OVERLAP, both before anything is written; and
- * the size query checks its arguments. Run on 1 and 2 threads, for every
+ * the size query checks its arguments (In-Place ABN's backward from the
+ * output among them, with and without a residual, frozen or not). Run on 1
+ * and 2 threads, for every
  * dtype, on planar, channels-last, (N, C) and small shapes; with the
  * argument "small-cache", with the cache sizes lowered (BNORM_L2_BYTES,
  * BNORM_L3_BYTES) so that these small tensors take the large-tensor
@@ -110,6 +112,13 @@ static bnorm_status call(int op, int v, bnorm_dtype dt, const int64_t *s, void *
     case BNORM_OP_BACKWARD_REDUCE:
       return bnorm_backward_reduce_ws(dt, o, c, in, buf[DY], buf[X], buf[SM],
                                       (double *)buf[SDY], (double *)buf[SDYX], ws, wsb);
+    case BNORM_OP_BACKWARD_FROM_OUTPUT:
+      /* (SI as the scale: W has zeros, which have no inverse) */
+      return bnorm_backward_from_output_ws(
+          dt, o, c, in, buf[DY], buf[Y], v == 1 ? buf[X] : NULL, buf[SI], buf[SI], buf[B],
+          buf[DX], v == 1 ? buf[DRES] : NULL, buf[DW], buf[DB],
+          v == 0 ? BNORM_ACT_LEAKY_RELU : v == 1 ? BNORM_ACT_IDENTITY : BNORM_ACT_ELU,
+          v == 0 ? 0.1 : 5.0, v == 2 ? BNORM_FLAG_FROZEN_STATS : 0, ws, wsb);
     default:
       return bnorm_backward_apply_ws(dt, o, c, in, buf[DY], buf[X], buf[SM], buf[SI], buf[W],
                                      (const double *)buf[SDY], (const double *)buf[SDYX],
@@ -176,10 +185,11 @@ static void one(int op, int v, bnorm_dtype dt, const int64_t *s, int threads) {
     /* over an output, or over an input: refused, nothing written (the
      * span may run past the buffer: a refused call touches none of it) */
     {
-      static const int out_of[] = {0, Y, DX, MEAN, Y, SDY, DX};
+      static const int out_of[] = {0, Y, DX, MEAN, Y, SDY, DX, 0, DX};
+      static const int in_of[] = {0, X, X, X, X, X, X, 0, Y};
       CHECK(call(op, v, dt, s, buf[out_of[op]] + 8, need) == BNORM_ERROR_OVERLAP);
-      CHECK(call(op, v, dt, s, buf[X] + 8, need) == BNORM_ERROR_OVERLAP);
-      CHECK(call(op, v, dt, s, buf[X], need) == BNORM_ERROR_OVERLAP);
+      CHECK(call(op, v, dt, s, buf[in_of[op]] + 8, need) == BNORM_ERROR_OVERLAP);
+      CHECK(call(op, v, dt, s, buf[in_of[op]], need) == BNORM_ERROR_OVERLAP);
     }
     CHECK(same_as(before));
     refused += 4;
@@ -206,7 +216,7 @@ int main(int argc, char **argv) {
   CHECK(bnorm_workspace_size(BNORM_OP_BACKWARD, BNORM_FLOAT32, 8, 4, 9, 0, NULL) ==
         BNORM_ERROR_NULL_POINTER);
   CHECK(bnorm_workspace_size(0, BNORM_FLOAT32, 8, 4, 9, 0, &b) == BNORM_ERROR_INVALID_ARGUMENT);
-  CHECK(bnorm_workspace_size(8, BNORM_FLOAT32, 8, 4, 9, 0, &b) == BNORM_ERROR_INVALID_ARGUMENT);
+  CHECK(bnorm_workspace_size(9, BNORM_FLOAT32, 8, 4, 9, 0, &b) == BNORM_ERROR_INVALID_ARGUMENT);
   CHECK(bnorm_workspace_size(1, (bnorm_dtype)99, 8, 4, 9, 0, &b) ==
         BNORM_ERROR_UNSUPPORTED_DTYPE);
   CHECK(bnorm_workspace_size(1, BNORM_FLOAT32, -1, 4, 9, 0, &b) == BNORM_ERROR_INVALID_SIZE);
@@ -235,9 +245,14 @@ int main(int argc, char **argv) {
     bnorm_set_num_threads(i);
     for (d = 0; d < 4; ++d)
       for (k = 0; k < sizeof kShapes / sizeof kShapes[0]; ++k)
-        for (op = BNORM_OP_FORWARD_TRAINING; op <= BNORM_OP_BACKWARD_APPLY; ++op)
-          for (v = 0; v < (op == BNORM_OP_BACKWARD ? 3 : op == 1 ? 2 : 1); ++v)
+        for (op = BNORM_OP_FORWARD_TRAINING; op <= BNORM_OP_BACKWARD_FROM_OUTPUT; ++op) {
+          if (op == BNORM_OP_FORWARD_INFERENCE) continue; /* (needs none) */
+          for (v = 0; v < (op == BNORM_OP_BACKWARD || op == BNORM_OP_BACKWARD_FROM_OUTPUT
+                               ? 3
+                               : op == 1 ? 2 : 1);
+               ++v)
             one(op, v, kDtypes[d], kShapes[k], i);
+        }
   }
 
   /* a block sized for one thread is too small for a two-thread call of a
