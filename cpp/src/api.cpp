@@ -180,13 +180,7 @@ BNORM_API bnorm_status bnorm_backward_ws(
     // frozen statistics (training needs values): no data, so the sums are
     // 0; and no plan, whose products of outer and inner could overflow
     // when channels == 0
-    with_type(dtype, [&](auto t) {
-      using P = Param<decltype(t)>;
-      for (int64_t c = 0; c < channels; ++c) {
-        if (dweight) static_cast<P*>(dweight)[c] = P(0);
-        if (dbias) static_cast<P*>(dbias)[c] = P(0);
-      }
-    });
+    zero_channel_outputs(dtype, channels, dweight, dbias);
     return BNORM_OK;
   }
   return run_kernel(BNORM_OP_BACKWARD, dtype, outer, channels, inner, workspace,
@@ -244,13 +238,7 @@ BNORM_API bnorm_status bnorm_backward_from_output_ws(
     if (!ok) return BNORM_ERROR_INVALID_ARGUMENT;
   }
   if (n == 0) {  // frozen statistics and no data: the sums are 0
-    with_type(dtype, [&](auto t) {
-      using P = Param<decltype(t)>;
-      for (int64_t c = 0; c < channels; ++c) {
-        if (dweight) static_cast<P*>(dweight)[c] = P(0);
-        if (dbias) static_cast<P*>(dbias)[c] = P(0);
-      }
-    });
+    zero_channel_outputs(dtype, channels, dweight, dbias);
     return BNORM_OK;
   }
   return run_kernel(BNORM_OP_BACKWARD_FROM_OUTPUT, dtype, outer, channels, inner, workspace,

@@ -165,6 +165,19 @@ inline bnorm_status check_training(uint32_t flags, uint32_t known, double eps,
   return BNORM_OK;
 }
 
+// The gradients of weight and bias of a backward over no values: 0 (each
+// output may be null).
+inline void zero_channel_outputs(bnorm_dtype dtype, int64_t channels, void* dweight,
+                                 void* dbias) {
+  with_type(dtype, [&](auto t) {
+    using P = Param<decltype(t)>;
+    for (int64_t c = 0; c < channels; ++c) {
+      if (dweight) static_cast<P*>(dweight)[c] = P(0);
+      if (dbias) static_cast<P*>(dbias)[c] = P(0);
+    }
+  });
+}
+
 // d = s, a caller's untyped pointer as the pointer type of d's field.
 template <class D, class S>
 inline void set(D*& d, S* s) {

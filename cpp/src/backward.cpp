@@ -98,9 +98,11 @@ void backward_with(const Plan& p, const Call<T>& a, const Work& w, const Op& op)
 template <int M, bool kRes, class T>
 void backward_masked(const Plan& p, const Call<T>& a, const Work& w) {
   if (a.frozen)
-    backward_with<M>(p, a, w, DxMaskOp<T, M, true, kRes>{a.dy, a.x, a.y, a.out, a.dresidual});
+    backward_with<M>(p, a, w,
+                     DxMaskOp<T, M, true, kRes>{{}, a.dy, a.x, a.y, a.out, a.dresidual});
   else
-    backward_with<M>(p, a, w, DxMaskOp<T, M, false, kRes>{a.dy, a.x, a.y, a.out, a.dresidual});
+    backward_with<M>(p, a, w,
+                     DxMaskOp<T, M, false, kRes>{{}, a.dy, a.x, a.y, a.out, a.dresidual});
 }
 
 }  // namespace

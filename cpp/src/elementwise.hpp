@@ -228,12 +228,29 @@ struct ScaleFormula : FormulaShape<1, 1, false, false> {  // k
 template <class T>
 using ScaleOp = Map<ScaleFormula, T>;
 
+// run, row and row4 for the sweep, of a map written as one
+// span(off, n, k), k(q, i) the q-th coefficient of index i's channel; no
+// four-row form.
+template <class Derived, class P, int K>
+struct SpanMap {
+  void run(int64_t off, int64_t n, P* const* c, int64_t j) const {
+    P kv[K];
+    for (int q = 0; q < K; ++q) kv[q] = c[q][j];
+    static_cast<const Derived*>(this)->span(off, n, [&](int q, int64_t) { return kv[q]; });
+  }
+  void row(int64_t off, int64_t cw, P* const* c) const {
+    static_cast<const Derived*>(this)->span(off, cw,
+                                            [&](int q, int64_t i) { return c[q][i]; });
+  }
+  bool row4(int64_t, int64_t, int64_t, P* const*) const { return false; }
+};
+
 // Backward fused with a ReLU (and a residual input): g = dy where the mask M
 // is open (mask.hpp), else 0; dx = (g * k - r) - (x - mean) * q, or g * k
 // with frozen statistics; the residual's gradient dres = g when kRes.
 // Coefficients: k, r, mean, q, then fm, fs, fb (the forward's, for kMaskX).
 template <class T, int M, bool kFrozen, bool kRes>
-struct DxMaskOp {
+struct DxMaskOp : SpanMap<DxMaskOp<T, M, kFrozen, kRes>, Param<T>, M == kMaskX ? 7 : 4> {
   static constexpr int K = M == kMaskX ? 7 : 4;
   // dy, x, dx (y, dres)
   static constexpr int kArrays = 3 + (M == kMaskY) + kRes;
@@ -276,15 +293,6 @@ struct DxMaskOp {
       each(e, n, [&](int64_t i) { st(e, i, open(i, ld(xs, i))); });
     }
   }
-  void run(int64_t off, int64_t n, P* const* c, int64_t j) const {
-    P kv[K];
-    for (int q = 0; q < K; ++q) kv[q] = c[q][j];
-    span(off, n, [&](int q, int64_t) { return kv[q]; });
-  }
-  void row(int64_t off, int64_t cw, P* const* c) const {
-    span(off, cw, [&](int q, int64_t i) { return c[q][i]; });
-  }
-  bool row4(int64_t, int64_t, int64_t, P* const*) const { return false; }
 };
 
 // Coefficients read from K precomputed arrays of `channels` values.

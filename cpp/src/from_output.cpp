@@ -191,7 +191,7 @@ struct FromOutputFinish {
 // g; dx and dres may each be one of the inputs: each value's inputs are
 // read before its outputs are written. dx may be null (dres only).
 template <int A, bool kRes, class T>
-struct FromOutputOp {
+struct FromOutputOp : SpanMap<FromOutputOp<A, kRes, T>, Param<T>, kFromOutputCoefs> {
   static constexpr int K = kFromOutputCoefs;
   static constexpr int kArrays = kRes ? 5 : 3;  // dy, y, dx (, r, dres)
   using P = Param<T>;
@@ -239,15 +239,6 @@ struct FromOutputOp {
       });
     }
   }
-  void run(int64_t off, int64_t n, P* const* c, int64_t j) const {
-    P kv[K];
-    for (int q = 0; q < K; ++q) kv[q] = c[q][j];
-    span(off, n, [&](int q, int64_t) { return kv[q]; });
-  }
-  void row(int64_t off, int64_t cw, P* const* c) const {
-    span(off, cw, [&](int q, int64_t i) { return c[q][i]; });
-  }
-  bool row4(int64_t, int64_t, int64_t, P* const*) const { return false; }
 };
 
 template <int A, bool kRes, class T>
@@ -270,8 +261,8 @@ void from_output(const Plan& p, const Call<T>& a, const Work& w) {
   const FromOutputReducer<A, kRes, T> red{a.dy, a.y, a.residual, arrays[3], arrays[4],
                                           a.act_param, ia};
   const FromOutputFinish<P> finish{a.invstd, a.weight, arrays, a.dweight, a.dbias, m, a.frozen};
-  const FromOutputOp<A, kRes, T> op{a.dy, a.y, a.residual, a.out, a.dresidual, a.act_param,
-                                    ia};
+  const FromOutputOp<A, kRes, T> op{{}, a.dy, a.y, a.residual, a.out, a.dresidual,
+                                    a.act_param, ia};
   const StoredCoefs<P, kFromOutputCoefs> fill{arrays};
   const Apply<T, FromOutputOp<A, kRes, T>, StoredCoefs<P, kFromOutputCoefs>> apply{op, fill};
   const int64_t block =

@@ -131,28 +131,44 @@ def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, leaf, module)
 
 
-def _fuse_graph(gm: fx.GraphModule, prefix: str, report: Dict[str, str]) -> None:
-    modules = dict(gm.named_modules())
+def _module_calls(gm: fx.GraphModule) -> Dict[str, int]:
+    """How many times the graph calls each module."""
     calls: Dict[str, int] = {}
     for node in gm.graph.nodes:
         if node.op == "call_module":
             calls[node.target] = calls.get(node.target, 0) + 1
+    return calls
+
+
+def _bn_calls(gm: fx.GraphModule, prefix: str, report: Dict[str, str], word: str,
+              accept):
+    """(node, module, name) of each call of a batch norm module that
+    accept(module) takes, called once and with its input alone; the others
+    get a line in the report ("<word>: why")."""
+    modules = dict(gm.named_modules())
+    calls = _module_calls(gm)
     for node in list(gm.graph.nodes):
         if node.op != "call_module":
             continue
         bn = modules.get(node.target)
-        base = _plain_bn(bn) if bn is not None else None
-        if base is None:
-            if isinstance(bn, nn.modules.batchnorm._BatchNorm):
-                report[prefix + node.target] = f"unfused: {type(bn).__name__} is not fused"
+        if not isinstance(bn, nn.modules.batchnorm._BatchNorm):
             continue
         name = prefix + node.target
-        if calls[node.target] != 1:
-            report[name] = "unfused: the module is called more than once"
-            continue
-        if len(node.args) != 1 or node.kwargs:
-            report[name] = "unfused: called with more than its input"
-            continue
+        if not accept(bn):
+            report[name] = f"{word}: {type(bn).__name__} is not converted"
+        elif calls[node.target] != 1:
+            report[name] = f"{word}: the module is called more than once"
+        elif len(node.args) != 1 or node.kwargs:
+            report[name] = f"{word}: called with more than its input"
+        else:
+            yield node, bn, name
+
+
+def _fuse_graph(gm: fx.GraphModule, prefix: str, report: Dict[str, str]) -> None:
+    modules = dict(gm.named_modules())
+    for node, bn, name in _bn_calls(gm, prefix, report, "unfused",
+                                    lambda m: _plain_bn(m) is not None):
+        base = _plain_bn(bn)
         nxt = _only_user(node)
         if nxt is None:
             report[name] = "unfused: its output has several uses" if node.users else \
@@ -251,22 +267,8 @@ def _is_act(node: fx.Node, modules: Dict[str, nn.Module]):
 
 def _iabn_graph(gm: fx.GraphModule, prefix: str, report: Dict[str, str]) -> None:
     modules = dict(gm.named_modules())
-    calls: Dict[str, int] = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
-    for node in list(gm.graph.nodes):
-        if node.op != "call_module":
-            continue
-        bn = modules.get(node.target)
-        if type(bn) not in (nn.BatchNorm2d, _bt.BatchNorm2d):
-            if isinstance(bn, nn.modules.batchnorm._BatchNorm):
-                report[prefix + node.target] = f"unconverted: {type(bn).__name__}"
-            continue
-        name = prefix + node.target
-        if calls[node.target] != 1 or len(node.args) != 1 or node.kwargs:
-            report[name] = "unconverted: called more than once, or with more than its input"
-            continue
+    for node, bn, name in _bn_calls(gm, prefix, report, "unconverted",
+                                    lambda m: type(m) in (nn.BatchNorm2d, _bt.BatchNorm2d)):
         if bn.momentum is None or not bn.track_running_stats:
             report[name] = "unconverted: In-Place ABN needs a momentum and running statistics"
             continue

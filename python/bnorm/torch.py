@@ -127,6 +127,32 @@ def _laid_out_like(dy: Tensor, x: Tensor) -> Tensor:
     return dy if dy.stride() == x.stride() else _output_like(x).copy_(dy)
 
 
+def _new_running(x: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
+                 in_place: bool) -> Tuple[bool, Tensor, Tensor]:
+    """(tracked, new_mean, new_var): where a training forward writes the
+    updated running statistics. In place (eager calls): the buffers
+    themselves; else copies, returned by the functional operator, or
+    (0,)-shaped tensors without running statistics."""
+    tracked = running_mean is not None and running_var is not None
+    if in_place:
+        return tracked, running_mean, running_var
+    pdtype = _param_dtype(x.dtype)
+    if not tracked:
+        return False, x.new_empty((0,), dtype=pdtype), x.new_empty((0,), dtype=pdtype)
+    return True, running_mean.clone(), running_var.clone()
+
+
+def _train_fake(x: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor]):
+    """The fake (meta) outputs of a training forward operator: (y, mean,
+    invstd, new_running_mean, new_running_var)."""
+    pdtype = _param_dtype(x.dtype)
+    c = x.shape[1]
+    tracked = running_mean is not None and running_var is not None
+    return (_output_like(x), x.new_empty((c,), dtype=pdtype), x.new_empty((c,), dtype=pdtype),
+            torch.empty_like(running_mean) if tracked else x.new_empty((0,), dtype=pdtype),
+            torch.empty_like(running_var) if tracked else x.new_empty((0,), dtype=pdtype))
+
+
 # ---- the operators --------------------------------------------------------------
 
 # The training forward is a functional operator (autograd needs one): the
@@ -141,12 +167,7 @@ def _train_impl(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
     y = _output_like(x)
     xs, axis = _memory_order(x)
     ys, _ = _memory_order(y)
-    tracked = running_mean is not None and running_var is not None
-    if in_place:  # (eager calls: the buffers themselves, no copies)
-        new_mean, new_var = running_mean, running_var
-    else:
-        new_mean = running_mean.clone() if tracked else x.new_empty((0,), dtype=pdtype)
-        new_var = running_var.clone() if tracked else x.new_empty((0,), dtype=pdtype)
+    tracked, new_mean, new_var = _new_running(x, running_mean, running_var, in_place)
     _, mean, invstd = _bn.batch_norm_train(
         _np(xs), _param(weight, pdtype), _param(bias, pdtype), eps, axis=axis,
         running_mean=_np(new_mean) if tracked else None,
@@ -166,12 +187,7 @@ _train_op = torch.library.custom_op("bnorm::batch_norm_train", _train_functional
 
 @_train_op.register_fake
 def _(x, weight, bias, running_mean, running_var, momentum, eps):
-    pdtype = _param_dtype(x.dtype)
-    c = x.shape[1]
-    tracked = running_mean is not None and running_var is not None
-    return (_output_like(x), x.new_empty((c,), dtype=pdtype), x.new_empty((c,), dtype=pdtype),
-            torch.empty_like(running_mean) if tracked else x.new_empty((0,), dtype=pdtype),
-            torch.empty_like(running_var) if tracked else x.new_empty((0,), dtype=pdtype))
+    return _train_fake(x, running_mean, running_var)
 
 
 def _infer_impl(x: Tensor, running_mean: Tensor, running_var: Tensor, weight: Optional[Tensor],
@@ -441,12 +457,7 @@ def _act_train_impl(x: Tensor, residual: Optional[Tensor], weight: Optional[Tens
     y = _output_like(x)
     xs, axis = _memory_order(x)
     ys, _ = _memory_order(y)
-    tracked = running_mean is not None and running_var is not None
-    if in_place:
-        new_mean, new_var = running_mean, running_var
-    else:
-        new_mean = running_mean.clone() if tracked else x.new_empty((0,), dtype=pdtype)
-        new_var = running_var.clone() if tracked else x.new_empty((0,), dtype=pdtype)
+    tracked, new_mean, new_var = _new_running(x, running_mean, running_var, in_place)
     _, mean, invstd = _bn.batch_norm_train(
         _np(xs), _param(weight, pdtype), _param(bias, pdtype), eps, axis=axis,
         running_mean=_np(new_mean) if tracked else None,
@@ -469,12 +480,7 @@ _act_train_op = torch.library.custom_op("bnorm::batch_norm_act_train", _act_trai
 
 @_act_train_op.register_fake
 def _(x, residual, weight, bias, running_mean, running_var, momentum, eps, relu):
-    pdtype = _param_dtype(x.dtype)
-    c = x.shape[1]
-    tracked = running_mean is not None and running_var is not None
-    return (_output_like(x), x.new_empty((c,), dtype=pdtype), x.new_empty((c,), dtype=pdtype),
-            torch.empty_like(running_mean) if tracked else x.new_empty((0,), dtype=pdtype),
-            torch.empty_like(running_var) if tracked else x.new_empty((0,), dtype=pdtype))
+    return _train_fake(x, running_mean, running_var)
 
 
 def _act_infer_impl(x: Tensor, residual: Optional[Tensor], running_mean: Tensor,
@@ -743,12 +749,7 @@ def _iabn_train_impl(x: Tensor, residual: Optional[Tensor], weight: Optional[Ten
     y = _output_like(x) if into is None else into
     xs, axis = _memory_order(x)
     ys, _ = _memory_order(y)
-    tracked = running_mean is not None and running_var is not None
-    if in_place_stats:
-        new_mean, new_var = running_mean, running_var
-    else:
-        new_mean = running_mean.clone() if tracked else x.new_empty((0,), dtype=pdtype)
-        new_var = running_var.clone() if tracked else x.new_empty((0,), dtype=pdtype)
+    tracked, new_mean, new_var = _new_running(x, running_mean, running_var, in_place_stats)
     scale = _iabn_scale(weight, x.shape[1], eps, pdtype, x)
     _, mean, invstd = _bn.batch_norm_train(
         _np(xs), _np(scale), _param(bias, pdtype), eps, axis=axis,
@@ -774,12 +775,7 @@ _iabn_train_op = torch.library.custom_op("bnorm::inplace_abn_train", _iabn_train
 
 @_iabn_train_op.register_fake
 def _(x, residual, weight, bias, running_mean, running_var, momentum, eps, activation, param):
-    pdtype = _param_dtype(x.dtype)
-    c = x.shape[1]
-    tracked = running_mean is not None and running_var is not None
-    return (_output_like(x), x.new_empty((c,), dtype=pdtype), x.new_empty((c,), dtype=pdtype),
-            torch.empty_like(running_mean) if tracked else x.new_empty((0,), dtype=pdtype),
-            torch.empty_like(running_var) if tracked else x.new_empty((0,), dtype=pdtype))
+    return _train_fake(x, running_mean, running_var)
 
 
 def _iabn_infer_impl(x: Tensor, residual: Optional[Tensor], running_mean: Tensor,

@@ -41,6 +41,14 @@ def _init(model: nn.Module) -> nn.Module:
 
 # ---- ResNet ---------------------------------------------------------------------
 
+def _shortcut(cin: int, cout: int, stride: int) -> Optional[nn.Module]:
+    """A block's projection shortcut (1x1 convolution + batch norm) where its
+    input and output differ in shape, else None (the identity)."""
+    if stride == 1 and cin == cout:
+        return None
+    return nn.Sequential(_conv(cin, cout, 1, stride), nn.BatchNorm2d(cout))
+
+
 class BasicBlock(nn.Module):
     expansion = 1
 
@@ -53,9 +61,7 @@ class BasicBlock(nn.Module):
         self.conv2 = _conv(width, cout, 3)
         self.bn2 = nn.BatchNorm2d(cout)
         self.act2 = act()
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(_conv(cin, cout, 1, stride), nn.BatchNorm2d(cout))
+        self.downsample = _shortcut(cin, cout, stride)
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
@@ -80,9 +86,7 @@ class Bottleneck(nn.Module):
         self.conv3 = _conv(width, cout, 1)
         self.bn3 = nn.BatchNorm2d(cout)
         self.act3 = act()
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(_conv(cin, cout, 1, stride), nn.BatchNorm2d(cout))
+        self.downsample = _shortcut(cin, cout, stride)
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
