@@ -28,6 +28,20 @@ that ``torch.compile``, ``torch.export`` and ``torch.library.opcheck`` work:
     torch.ops.bnorm.batch_norm_backward(dy, x, mean, invstd, weight,
                                         training) -> (dx, dweight, dbias)
 
+Batch norm with what follows it, for whole networks (``fuse``):
+
+    torch.ops.bnorm.batch_norm_act_train(x, residual, weight, bias, running_mean,
+                                         running_var, momentum, eps, relu)
+    torch.ops.bnorm.batch_norm_act_infer(x, residual, running_mean, running_var,
+                                         weight, bias, eps, relu) -> y
+    torch.ops.bnorm.batch_norm_act_backward(dy, x, y, mean, invstd, weight, bias,
+                                            training, relu, residual)
+        -> (dx, dweight, dbias, dresidual)
+
+and In-Place Activated Batch Norm (``InPlaceABN``, ``convert_inplace_abn``):
+``torch.ops.bnorm.inplace_abn_train``, ``inplace_abn_infer`` and
+``batch_norm_backward_from_output``.
+
 ``SyncBatchNorm`` (a ``torch.nn.SyncBatchNorm``) synchronizes the statistics
 over a ``torch.distributed`` process group on CPU tensors (gloo), and
 ``convert_sync_batchnorm(model)`` builds it from a model's batch norms.
