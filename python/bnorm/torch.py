@@ -569,10 +569,12 @@ def _act_backward(ctx, grad_y, training, backward, iw, ib):
     """(dx, dresidual, dweight, dbias) for the inputs (x, residual, and
     weight and bias at iw and ib)."""
     x, weight, bias, mean, invstd, y = ctx.saved_tensors
+    # dresidual only when asked for: otherwise the kernel writes no tensor for it
+    want_dres = ctx.residual and ctx.needs_input_grad[1]
     dx, dw, db, dres = backward(grad_y, x, y, mean, invstd, weight, bias, training, ctx.relu,
-                                ctx.residual)
+                                want_dres)
     gx, gw, gb = _grads(ctx, dx, dw, db, iw, ib)
-    return gx, (dres if ctx.residual and ctx.needs_input_grad[1] else None), gw, gb
+    return gx, (dres if want_dres else None), gw, gb
 
 
 def _act_train_setup(ctx, inputs, output):
