@@ -13,6 +13,7 @@ pytest.importorskip("tqdm")
 from bnorm.tools.demo import run  # noqa: E402
 
 
+@pytest.mark.slow
 def test_batch_norm_network_learns_faster(tmp_path):
     out = tmp_path / "demo.png"
     r = run(steps=600, seed=0, out=str(out), quiet=True, progress=False)
@@ -30,6 +31,7 @@ def test_batch_norm_network_learns_faster(tmp_path):
     assert out.stat().st_size > 10_000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_demo_command(tmp_path):
     out = tmp_path / "fig.png"
     r = subprocess.run([sys.executable, "-m", "bnorm", "demo", "--steps", "200",

@@ -237,6 +237,7 @@ def test_sync_batch_norm_over_mpi(n):
     _check_report(r.stdout, n, "mpi")
 
 
+@pytest.mark.slow
 def test_sync_batch_norm_over_torch_gloo(tmp_path):
     pytest.importorskip("torch")
     import torch.distributed

@@ -79,16 +79,20 @@ def test_patterns_found_in_the_networks():
     assert kinds("resnet18") == {"relu": 9, "add+relu": 8, "unfused": 3}
     assert kinds("resnet50") == {"relu": 33, "add+relu": 16, "unfused": 4}
     assert kinds("densenet_small") == {"relu": 121}
-    # ReLU6 and LeakyReLU have no fused kernel: only the additions fuse
+    # MobileNetV2: the stem, every expansion and depthwise BN and the last
+    # one + ReLU6 (35); 10 projection BNs + the block's addition; the other
+    # 7 projections have neither
     mb = bt.fuse(models.build("mobilenet_v2", 10)).bnorm_fusions
-    assert sum(v == "add" for v in mb.values()) == 10
-    assert "ReLU6" in mb["features.0.1"]
+    assert kinds("mobilenet_v2") == {"relu6": 35, "add": 10, "unfused": 7}
+    assert mb["features.0.1"] == "relu6"
+    # LeakyReLU has no fused kernel here (convert_inplace_abn takes it)
     lk = bt.fuse(models.build("resnet18_leaky", 10)).bnorm_fusions
     assert "LeakyReLU" in lk["bn1"]
 
 
 # ---- the same function ------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "densenet_small"])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_fused_network_trains_like_the_original_in_float64(name, channels_last):
@@ -105,7 +109,11 @@ def test_fused_network_trains_like_the_original_in_float64(name, channels_last):
     # last stage's batch norms see 3 values per channel here)
     a = step(ref, x, opts[0])
     b = step(fused, x, opts[1])
-    assert_close_all(a, b)
+    # (MobileNetV2's depthwise layers amplify the last-bit differences of
+    # another summation order, now in all of its 52 batch norms, to ~4e-9 of
+    # a gradient's largest value)
+    tol = 1e-8 if name == "mobilenet_v2" else 1e-9
+    assert_close_all(a, b, rtol=tol, atol=tol)
     if channels_last:
         assert b[2].is_contiguous(memory_format=torch.channels_last)
     for (ka, va), (kb, vb) in zip(ref.state_dict().items(), fused.state_dict().items()):
@@ -121,9 +129,13 @@ def test_fused_network_trains_like_the_original_in_float64(name, channels_last):
         want = ref(x)
         torch.testing.assert_close(fused(x), want, rtol=1e-6, atol=1e-6 * want.abs().max().item())
     # eval mode with gradients: the frozen-statistics backward of the fused op
-    assert_close_all(step(ref, x), step(fused, x), rtol=1e-7, atol=1e-7)
+    # (MobileNetV2 channels_last: 2e-7 of the largest gradient, as for
+    # convert alone, 1.3e-7: the amplified rounding of the step before)
+    tol = 1e-6 if name == "mobilenet_v2" else 1e-7
+    assert_close_all(step(ref, x), step(fused, x), rtol=tol, atol=tol)
 
 
+@pytest.mark.slow
 def test_fused_float32_is_as_close_to_float64_as_pytorch_is():
     torch.manual_seed(0)
     m64 = models.build("resnet18", 10).double()
@@ -212,6 +224,39 @@ class Untraceable(nn.Module):
         return F.relu(self.bn(y))
 
 
+def test_relu6_patterns_compute_the_same_function():
+    """BN + ReLU6 (module and F.relu6) and BN + add + ReLU6 fuse, and give
+    the original's step in float64, train and eval, NCHW and channels_last."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 6, 3, padding=1)
+            self.bns = nn.ModuleList(nn.BatchNorm2d(6) for _ in range(3))
+            self.act = nn.ReLU6(inplace=True)
+            for bn in self.bns:  # a scale that takes values past 6
+                nn.init.uniform_(bn.weight, 3, 5)
+
+        def forward(self, x):
+            h = self.conv(x)
+            a = self.act(self.bns[0](h))               # relu6 (module)
+            b = F.relu6(self.bns[1](a))                # relu6 (function)
+            return F.relu6(self.bns[2](b) + a)         # add+relu6
+
+    torch.manual_seed(0)
+    ref = Net().double()
+    fused = bt.fuse(copy.deepcopy(ref))
+    assert list(fused.bnorm_fusions.values()) == ["relu6", "relu6", "add+relu6"]
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x = rand(4, 3, 8, 8, seed=3).to(memory_format=fmt)
+        r, f = ref.to(memory_format=fmt), fused.to(memory_format=fmt)
+        r.train(), f.train()
+        a, b = step(r, x), step(f, x)
+        assert (a[0] == 6).any() and (a[0] == 0).any()
+        assert_close_all(a, b)
+        r.eval(), f.eval()
+        assert_close_all(step(r, x), step(f, x))
+
+
 def test_a_model_that_does_not_trace_has_its_children_fused():
     torch.manual_seed(0)
     model = Untraceable().double()
@@ -227,18 +272,23 @@ def test_a_model_that_does_not_trace_has_its_children_fused():
 # ---- the operators ----------------------------------------------------------------
 
 @pytest.mark.parametrize("residual", [False, True])
-@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("activation", [None, "relu", "relu6"])
 @pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_act_against_finite_differences(residual, relu, training):
+def test_batch_norm_act_against_finite_differences(residual, activation, training):
     x = rand(3, 4, 3, 3, seed=5).requires_grad_()
     r = rand(3, 4, 3, 3, seed=6).requires_grad_() if residual else None
-    w = rand(4, seed=7).requires_grad_()
+    # (for the ReLU6, a scale that takes values past 6)
+    w = (rand(4, seed=7) * (5 if activation == "relu6" else 1)).requires_grad_()
     b = rand(4, seed=8).requires_grad_()
     rm, rv = rand(4, seed=9), rand(4, seed=10).abs() + 0.5
 
     def f(x, r, w, b):
         return bt.batch_norm_act(x, rm.clone(), rv.clone(), w, b, training, 0.1, 1e-5,
-                                 residual=r, activation="relu" if relu else None)
+                                 residual=r, activation=activation)
+    if activation == "relu6":
+        with torch.no_grad():
+            y = f(x, r, w, b)
+        assert (y == 6).any() and (y == 0).any()
     torch.autograd.gradcheck(f, (x, r, w, b), eps=1e-6, atol=1e-5)
 
 
@@ -255,13 +305,16 @@ def test_opcheck_fused_ops(dtype, fmt):
     mean, invstd = rand(c, dtype=pd, seed=6), rand(c, dtype=pd, seed=7).abs() + 0.5
     y = torch.relu(x)
     for op, args in [
-        (OPS.batch_norm_act_train.default, (x, r, w, b, rm, rv, 0.1, 1e-5, True)),
-        (OPS.batch_norm_act_train.default, (x, None, w, b, None, None, 0.1, 1e-5, True)),
-        (OPS.batch_norm_act_train.default, (x, r, None, None, rm, rv, 0.1, 1e-5, False)),
-        (OPS.batch_norm_act_infer.default, (x, r, rm, rv, w, b, 1e-5, True)),
-        (OPS.batch_norm_act_infer.default, (x, None, rm, rv, w, b, 1e-5, True)),
-        (OPS.batch_norm_act_backward.default, (dy, x, y, mean, invstd, w, b, True, True, True)),
-        (OPS.batch_norm_act_backward.default, (dy, x, None, mean, invstd, w, b, False, True,
+        (OPS.batch_norm_act_train.default, (x, r, w, b, rm, rv, 0.1, 1e-5, "relu")),
+        (OPS.batch_norm_act_train.default, (x, None, w, b, None, None, 0.1, 1e-5, "relu6")),
+        (OPS.batch_norm_act_train.default, (x, r, None, None, rm, rv, 0.1, 1e-5, "identity")),
+        (OPS.batch_norm_act_infer.default, (x, r, rm, rv, w, b, 1e-5, "relu")),
+        (OPS.batch_norm_act_infer.default, (x, None, rm, rv, w, b, 1e-5, "relu6")),
+        (OPS.batch_norm_act_backward.default, (dy, x, y, mean, invstd, w, b, True, "relu",
+                                               True)),
+        (OPS.batch_norm_act_backward.default, (dy, x, y, mean, invstd, w, b, True, "relu6",
+                                               True)),
+        (OPS.batch_norm_act_backward.default, (dy, x, None, mean, invstd, w, b, False, "relu",
                                                False)),
     ]:
         torch.library.opcheck(op, args, test_utils=(
@@ -298,6 +351,7 @@ def test_relu_without_residual_keeps_no_output_for_backward():
     y.sum().backward()
 
 
+@pytest.mark.slow
 @needs_cxx
 def test_compile_fullgraph_of_a_fused_network():
     # (a small network of ResNet blocks: BN+ReLU, BN+add+ReLU and a
@@ -318,6 +372,7 @@ def rel(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
+@pytest.mark.slow
 def test_bfloat16_autocast_step_of_a_fused_network():
     pytest.importorskip("ml_dtypes")
     torch.manual_seed(0)

@@ -150,7 +150,7 @@ def test_fused_in_place_and_layouts(rng):
 def test_fused_errors(rng):
     x = rng.standard_normal((4, 3, 5)).astype(np.float32)
     y, sm, si = bnorm.batch_norm_train(x, activation="relu")
-    with pytest.raises(ValueError, match="activation must be None or 'relu'"):
+    with pytest.raises(ValueError, match="activation must be None, 'relu' or 'relu6'"):
         bnorm.batch_norm_train(x, activation="tanh")
     with pytest.raises(ValueError, match="residual has shape"):
         bnorm.batch_norm_train(x, residual=x[:2])

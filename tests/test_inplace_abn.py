@@ -379,6 +379,7 @@ def test_convert_inplace_abn_of_the_leaky_resnet():
     torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-7, atol=1e-7 * xa.grad.abs().max())
 
 
+@pytest.mark.slow
 @torch_needed
 @needs_cxx
 def test_compile_fullgraph_of_inplace_abn():

@@ -48,6 +48,18 @@ for dt in (np.float32, np.float64):
                                                        activation="relu", y=yf, residual=True)
         rdx, rdw, _ = bnorm.batch_norm_backward(g, x, sm, si, w, axis=axis,
                                                 activation="relu", bias=b)
+        # ReLU6 (a scale of 4 puts values past both of its bounds)
+        w6 = w * dt(4)
+        y6, sm6, si6 = bnorm.batch_norm_train(x, w6, b, axis=axis, activation="relu6",
+                                              residual=z)
+        y6i = bnorm.batch_norm(x, rm, rv, w6, b, axis=axis, activation="relu6")
+        d6 = bnorm.batch_norm_backward(g, x, sm6, si6, w6, axis=axis, activation="relu6",
+                                       y=y6, residual=True)
+        r6 = bnorm.batch_norm_backward(g, x, sm6, si6, w6, axis=axis, activation="relu6",
+                                       bias=b)
+        for name, a in zip("y6 y6i d6x d6w d6b d6z r6x r6w r6b".split(),
+                           (y6, y6i, *d6, *r6)):
+            out[f"{dt.__name__}/{i}/{name}"] = a.tobytes().hex()
         from bnorm import distributed as dist
         n, mu, m2 = dist.moments(x, axis=axis)
         s1, s2 = dist.backward_reduce(g, x, sm, axis=axis)
@@ -91,6 +103,11 @@ for dt in halves:
         yi = bnorm.batch_norm(x, rm, rv, w, b, axis=axis, activation="relu", residual=g)
         fdx, _, _ = bnorm.batch_norm_backward(g, x, sm, si, w, axis=axis,
                                               activation="relu", bias=b)
+        y6 = bnorm.batch_norm(x, rm, rv, w * 4, b, axis=axis, activation="relu6", residual=g)
+        r6, _, _ = bnorm.batch_norm_backward(g, x, sm, si, w * 4, axis=axis,
+                                             activation="relu6", bias=b)
+        out[f"{np.dtype(dt).name}/{i}/y6"] = y6.tobytes().hex()
+        out[f"{np.dtype(dt).name}/{i}/r6"] = r6.tobytes().hex()
         yo = np.maximum(y, dt(-0.99))
         od = bnorm.batch_norm_backward_from_output(g, yo, si, np.abs(w) + np.float32(1e-5), b,
                                                    axis=axis, activation="elu",

@@ -103,6 +103,7 @@ def conv_bn_relu():
         torch.nn.Flatten(), torch.nn.Linear(8, 4), torch.nn.BatchNorm1d(4))
 
 
+@pytest.mark.slow
 @needs_compile
 @needs_cxx
 def test_compile_fullgraph_trains_like_eager_and_torch():
@@ -132,6 +133,7 @@ def test_compile_fullgraph_trains_like_eager_and_torch():
     torch.testing.assert_close(eager(x), ref(x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @needs_compile
 @needs_cxx
 def test_compile_dynamic_shapes():

@@ -46,6 +46,7 @@ def run_ranks(world, tmp_path):
     return [dict(np.load(tmp_path / f"rank{r}.npz")) for r in range(world)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("world", [2, 3])
 def test_sync_batchnorm_equals_one_process_on_the_whole_batch(world, tmp_path):
     ranks = run_ranks(world, tmp_path)

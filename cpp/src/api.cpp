@@ -74,9 +74,10 @@ BNORM_API bnorm_status bnorm_forward_training_ws(
   bnorm_status st = check_tensor(dtype, outer, channels, inner, false, &es, &n);
   if (st != BNORM_OK) return st;
   if (!x || !y) return BNORM_ERROR_NULL_POINTER;
-  st = check_training(flags, BNORM_FLAG_BIASED_RUNNING_VAR | BNORM_FLAG_RELU, eps,
+  st = check_training(flags, BNORM_FLAG_BIASED_RUNNING_VAR | kActivationFlags, eps,
                       running_mean, running_var, momentum);
   if (st != BNORM_OK) return st;
+  if (!valid_activation(flags)) return BNORM_ERROR_INVALID_FLAGS;
   if (channels == 0 || outer * inner <= 1) return BNORM_ERROR_TOO_FEW_VALUES;
   const int64_t data = n * es, par = channels * param_size_of(dtype);
   const Span outs[] = {{y, data}, {save_mean, par}, {save_invstd, par},
@@ -92,7 +93,8 @@ BNORM_API bnorm_status bnorm_forward_training_ws(
     set(a.save_mean, save_mean), set(a.save_invstd, save_invstd);
     set(a.running_mean, running_mean), set(a.running_var, running_var);
     a.eps = eps, a.momentum = momentum;
-    a.unbiased = !(flags & BNORM_FLAG_BIASED_RUNNING_VAR), a.relu = (flags & BNORM_FLAG_RELU) != 0;
+    a.unbiased = !(flags & BNORM_FLAG_BIASED_RUNNING_VAR);
+    set_activation(a, flags);
   });
 }
 
@@ -113,7 +115,8 @@ BNORM_API bnorm_status bnorm_forward_inference_fused(
   const bnorm_status st = check_tensor(dtype, outer, channels, inner, false, &es, &n);
   if (st != BNORM_OK) return st;
   if (!x || !y || !mean || !var) return BNORM_ERROR_NULL_POINTER;
-  if ((flags & ~uint32_t(BNORM_FLAG_RELU)) != 0) return BNORM_ERROR_INVALID_FLAGS;
+  if ((flags & ~kActivationFlags) != 0 || !valid_activation(flags))
+    return BNORM_ERROR_INVALID_FLAGS;
   if (!valid_eps(eps)) return BNORM_ERROR_INVALID_EPS;
   const int64_t data = n * es, par = channels * param_size_of(dtype);
   const Span outs[] = {{y, data}};
@@ -127,7 +130,8 @@ BNORM_API bnorm_status bnorm_forward_inference_fused(
                     [&](auto& a) {
     set(a.x, x), set(a.residual, residual), set(a.out, y);
     set(a.mean, mean), set(a.var, var), set(a.weight, weight), set(a.bias, bias);
-    a.eps = eps, a.relu = (flags & BNORM_FLAG_RELU) != 0;
+    a.eps = eps;
+    set_activation(a, flags);
   });
 }
 
@@ -164,7 +168,7 @@ BNORM_API bnorm_status bnorm_backward_ws(
   const bnorm_status st = check_tensor(dtype, outer, channels, inner, false, &es, &n);
   if (st != BNORM_OK) return st;
   if (!dy || !x || !mean || !invstd) return BNORM_ERROR_NULL_POINTER;
-  if ((flags & ~uint32_t(BNORM_FLAG_FROZEN_STATS | BNORM_FLAG_RELU)) != 0)
+  if ((flags & ~(BNORM_FLAG_FROZEN_STATS | kActivationFlags)) != 0 || !valid_activation(flags))
     return BNORM_ERROR_INVALID_FLAGS;
   const bool frozen = (flags & BNORM_FLAG_FROZEN_STATS) != 0;
   if (!frozen && (channels == 0 || outer * inner <= 1))
@@ -188,7 +192,8 @@ BNORM_API bnorm_status bnorm_backward_ws(
     set(a.dy, dy), set(a.x, x), set(a.y, y), set(a.out, dx), set(a.dresidual, dresidual);
     set(a.mean, mean), set(a.invstd, invstd), set(a.weight, weight), set(a.bias, bias);
     set(a.dweight, dweight), set(a.dbias, dbias);
-    a.frozen = frozen, a.relu = (flags & BNORM_FLAG_RELU) != 0;
+    a.frozen = frozen;
+    set_activation(a, flags);
   });
 }
 

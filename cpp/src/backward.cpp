@@ -69,9 +69,9 @@ void backward_with(const Plan& p, const Call<T>& a, const Work& w, const Op& op)
   const double m = static_cast<double>(p.outer * p.inner);
   const bool write = a.out || a.dresidual;
   const bool need_sums = total > 0 && (a.dweight || a.dbias || (write && !a.frozen));
-  const DxCoefs<P> coef(w.coef, C, M == kMaskX ? 7 : 4);
+  const DxCoefs<P> coef(w.coef, C, from_x(M) ? 7 : 4);
   SumsReducer<M, T> red{a.dy, a.x, a.mean, MaskArgs<T>{a.y}};
-  if (M == kMaskX) {
+  if (from_x(M)) {
     // the forward's coefficients from the saved statistics (AffineOp):
     // y = (x - mean) * (gamma * invstd) + beta
     for (int64_t c = 0; c < C; ++c) {
@@ -105,10 +105,47 @@ void backward_masked(const Plan& p, const Call<T>& a, const Work& w) {
                      DxMaskOp<T, M, false, kRes>{{}, a.dy, a.x, a.y, a.out, a.dresidual});
 }
 
+// dres = g, the dy that the activation let through (read from y), over
+// the whole tensor in one pass.
+template <int M, class T>
+void gradient_behind(const Call<T>& a, int64_t total, const Work& w) {
+  using P = Param<T>;
+  T* const dres = a.dresidual;
+  const T* const ys = a.y;
+  const T* const dys = a.dy;
+  parallel(w.threads, [&](int tid, int n) {
+    int64_t b, e;
+    share(total, tid, n, &b, &e);
+    // (the pointers in locals: read through `a` in the loop, they were
+    // reloaded per value, which kept it scalar: 4 GB/s)
+    T* const d = dres + b;
+    const T* const yb = ys + b;
+    const T* const gb = dys + b;
+    each(d, e - b, [&](int64_t i) {
+      st(d, i, mask_open<M>(static_cast<double>(ld(yb, i))) ? static_cast<P>(ld(gb, i)) : P(0));
+    });
+  });
+}
+
+// The activated backward (ReLU, or ReLU6 with kClip = kClip6): its mask from
+// y when given, else recomputed from x.
+template <int kClip, class T>
+void backward_activated(const Plan& p, const Call<T>& a, const Work& w) {
+  if (a.y && a.dresidual)
+    backward_masked<kMaskY | kClip, true>(p, a, w);
+  else if (a.y)
+    backward_masked<kMaskY | kClip, false>(p, a, w);
+  else if (a.dresidual)
+    backward_masked<kMaskX | kClip, true>(p, a, w);
+  else
+    backward_masked<kMaskX | kClip, false>(p, a, w);
+}
+
 }  // namespace
 
 // relu: g = dy where the forward's output y > 0 (y given) or where the
-// recomputed pre-activation is > 0 (y null); dresidual, if given, receives g.
+// recomputed pre-activation is > 0 (y null); with relu6 also only where it
+// is < 6. dresidual, if given, receives g.
 template <class T>
 void backward(const Plan& p, const Call<T>& a, const Work& w) {
   const int64_t total = p.outer * p.channels * p.inner;
@@ -125,40 +162,24 @@ void backward(const Plan& p, const Call<T>& a, const Work& w) {
     // Too large for the cache: dres = g is an output anyway, so write it in
     // one pass and run the plain backward on it (whose dx pass streams);
     // the same arithmetic as the one-pass form, so the same bits.
-    using P = Param<T>;
-    T* const dres = a.dresidual;
-    const T* const ys = a.y;
-    const T* const dys = a.dy;
-    parallel(w.threads, [&](int tid, int n) {
-      int64_t b, e;
-      share(total, tid, n, &b, &e);
-      // (the pointers in locals: read through `a` in the loop, they were
-      // reloaded per value, which kept it scalar: 4 GB/s)
-      T* const d = dres + b;
-      const T* const yb = ys + b;
-      const T* const gb = dys + b;
-      each(d, e - b, [&](int64_t i) {
-        st(d, i, static_cast<double>(ld(yb, i)) > 0.0 ? static_cast<P>(ld(gb, i)) : P(0));
-      });
-    });
+    if (a.relu6)
+      gradient_behind<kMaskY6>(a, total, w);
+    else
+      gradient_behind<kMaskY>(a, total, w);
     Call<T> plain = a;
-    plain.dy = dres;
+    plain.dy = a.dresidual;
     plain.y = nullptr;
     plain.dresidual = nullptr;
-    plain.relu = false;
+    plain.relu = plain.relu6 = false;
     backward(p, plain, w);
     return;
   }
   if (!a.relu)
     backward_masked<kNoMask, true>(p, a, w);
-  else if (a.y && a.dresidual)
-    backward_masked<kMaskY, true>(p, a, w);
-  else if (a.y)
-    backward_masked<kMaskY, false>(p, a, w);
-  else if (a.dresidual)
-    backward_masked<kMaskX, true>(p, a, w);
+  else if (a.relu6)
+    backward_activated<kClip6>(p, a, w);
   else
-    backward_masked<kMaskX, false>(p, a, w);
+    backward_activated<0>(p, a, w);
 }
 
 template <class T>

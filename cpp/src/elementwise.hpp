@@ -188,10 +188,11 @@ struct FormulaShape {
 // double), which keeps x - mean accurate in float even for data far from
 // zero (offset >> std) at the cost of three operations per value.
 //
-// Fused forms (kRes, kRelu): y = relu((x - m) * s + b + z), z the residual
-// input; relu(v) = v < 0 ? 0 : v keeps a NaN a NaN. (in0 = x, in1 = z.)
-template <bool kRes, bool kRelu>
-struct AffineFormula : FormulaShape<3, kRes ? 2 : 1, kRes || kRelu, true> {  // m, s, b
+// Fused forms (kRes, kAct): y = act((x - m) * s + b + z), z the residual
+// input; act is none (kAct 0), relu(v) = v < 0 ? 0 : v (1) or relu6(v) =
+// min(relu(v), 6) (2), each keeping a NaN a NaN. (in0 = x, in1 = z.)
+template <bool kRes, int kAct>
+struct AffineFormula : FormulaShape<3, kRes ? 2 : 1, kRes || kAct != 0, true> {  // m, s, b
   template <class V, class C>
   static V value(V x, V z, const C& k) {
     V v = (x - k(0)) * k(1) + k(2);
@@ -199,13 +200,14 @@ struct AffineFormula : FormulaShape<3, kRes ? 2 : 1, kRes || kRelu, true> {  // 
     // an add returns the one the compiler put first, which the instruction-
     // set copies need not share; with one NaN, that one)
     if constexpr (kRes) v = z != z ? z : v + z;
-    if constexpr (kRelu) v = v < V(0) ? V(0) : v;
+    if constexpr (kAct != 0) v = v < V(0) ? V(0) : v;
+    if constexpr (kAct == 2) v = v > V(6) ? V(6) : v;
     (void)z;
     return v;
   }
 };
-template <class T, bool kRes = false, bool kRelu = false>
-using AffineOp = Map<AffineFormula<kRes, kRelu>, T>;
+template <class T, bool kRes = false, int kAct = 0>
+using AffineOp = Map<AffineFormula<kRes, kAct>, T>;
 
 // Backward, training statistics: dx = (g * k - r) - (x - mean) * q.
 // (in0 = dy, in1 = x.)
@@ -250,10 +252,10 @@ struct SpanMap {
 // with frozen statistics; the residual's gradient dres = g when kRes.
 // Coefficients: k, r, mean, q, then fm, fs, fb (the forward's, for kMaskX).
 template <class T, int M, bool kFrozen, bool kRes>
-struct DxMaskOp : SpanMap<DxMaskOp<T, M, kFrozen, kRes>, Param<T>, M == kMaskX ? 7 : 4> {
-  static constexpr int K = M == kMaskX ? 7 : 4;
+struct DxMaskOp : SpanMap<DxMaskOp<T, M, kFrozen, kRes>, Param<T>, from_x(M) ? 7 : 4> {
+  static constexpr int K = from_x(M) ? 7 : 4;
   // dy, x, dx (y, dres)
-  static constexpr int kArrays = 3 + (M == kMaskY) + kRes;
+  static constexpr int kArrays = 3 + from_y(M) + kRes;
   using P = Param<T>;
   const T* dy;
   const T* x;
@@ -263,10 +265,10 @@ struct DxMaskOp : SpanMap<DxMaskOp<T, M, kFrozen, kRes>, Param<T>, M == kMaskX ?
 
   // the mask exactly as the reductions decide it (mask.hpp, masked)
   static P gate(P g, P xv, P yv, P m, P s, P b) {
-    if (M == kMaskY) return static_cast<double>(yv) > 0.0 ? g : P(0);
-    if (M == kMaskX)
-      return (static_cast<double>(xv) - static_cast<double>(m)) * static_cast<double>(s) +
-                         static_cast<double>(b) > 0.0 ? g : P(0);
+    if (from_y(M)) return mask_open<M>(static_cast<double>(yv)) ? g : P(0);
+    if (from_x(M))
+      return mask_open<M>((static_cast<double>(xv) - static_cast<double>(m)) *
+                              static_cast<double>(s) + static_cast<double>(b)) ? g : P(0);
     return g;
   }
   // n values from off, k(q, i) the q-th coefficient of index i's channel.
@@ -274,12 +276,12 @@ struct DxMaskOp : SpanMap<DxMaskOp<T, M, kFrozen, kRes>, Param<T>, M == kMaskX ?
   void span(int64_t off, int64_t n, const Coef& k) const {
     const T* g = dy + off;
     const T* xs = x + off;
-    const T* ys = M == kMaskY ? y + off : nullptr;
+    const T* ys = from_y(M) ? y + off : nullptr;
     T* d = dx ? dx + off : nullptr;
     T* e = kRes ? dres + off : nullptr;
     const auto open = [&](int64_t i, P xv) {
-      return gate(ld(g, i), xv, M == kMaskY ? ld(ys, i) : P(0), M == kMaskX ? k(4, i) : P(0),
-                  M == kMaskX ? k(5, i) : P(0), M == kMaskX ? k(6, i) : P(0));
+      return gate(ld(g, i), xv, from_y(M) ? ld(ys, i) : P(0), from_x(M) ? k(4, i) : P(0),
+                  from_x(M) ? k(5, i) : P(0), from_x(M) ? k(6, i) : P(0));
     };
     if (d) {
       each(d, n, [&](int64_t i) {

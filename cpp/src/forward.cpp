@@ -92,18 +92,23 @@ struct InferenceCoefs {
 };
 
 // f(op) with the elementwise op y = BN(x) of call a, fused with its
-// residual input and ReLU if it has them.
+// residual input and activation (ReLU or ReLU6) if it has them.
+template <int kAct, class T, class F>
+void with_affine_act(const Call<T>& a, bool stream, const F& f) {
+  if (a.residual)
+    f(AffineOp<T, true, kAct>{a.x, a.residual, a.out, stream});
+  else
+    f(AffineOp<T, false, kAct>{a.x, nullptr, a.out, stream});
+}
 template <class T, class F>
 void with_affine(const Call<T>& a, const Plan& p, const F& f) {
   const bool stream = stream_output(p.outer * p.channels * p.inner * int64_t(sizeof(T)));
-  if (a.residual && a.relu)
-    f(AffineOp<T, true, true>{a.x, a.residual, a.out, stream});
-  else if (a.residual)
-    f(AffineOp<T, true, false>{a.x, a.residual, a.out, stream});
+  if (a.relu && a.relu6)
+    with_affine_act<2>(a, stream, f);
   else if (a.relu)
-    f(AffineOp<T, false, true>{a.x, nullptr, a.out, stream});
+    with_affine_act<1>(a, stream, f);
   else
-    f(AffineOp<T>{a.x, nullptr, a.out, stream});
+    with_affine_act<0>(a, stream, f);
 }
 
 // The coefficient arrays m, s, b of the forward's map, in the workspace.

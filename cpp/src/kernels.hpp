@@ -70,6 +70,7 @@ struct CallOf {
   double eps = 0, momentum = 0;
   bool unbiased = true;  // running variance with Bessel's correction
   bool relu = false;
+  bool relu6 = false;    // with relu: min(relu, 6)
   bool frozen = false;   // backward through fixed statistics
   int act = 0;           // backward_from_output: BNORM_ACT_*, and its parameter
   double act_param = 0;

@@ -9,36 +9,56 @@
 namespace bnorm {
 namespace BNORM_ISA_NS {
 
-// The ReLU of a fused backward (BN followed by ReLU): which values' dy reach
-// the batch norm. kNoMask: all; kMaskY: where the forward's output y > 0;
-// kMaskX: where the pre-activation (x - m) * s + b > 0, recomputed in T from
-// per-channel coefficients. A masked g is 0 (selected, not multiplied: a
-// NaN dy where the ReLU was closed gives 0, as in PyTorch).
-enum MaskKind { kNoMask = 0, kMaskY = 1, kMaskX = 2 };
+// The activation of a fused backward (BN followed by ReLU or ReLU6): which
+// values' dy reach the batch norm. kNoMask: all; kMaskY: where the forward's
+// output y > 0; kMaskX: where the pre-activation (x - m) * s + b > 0,
+// recomputed in T from per-channel coefficients. With kClip6 added (ReLU6,
+// kMaskY6 and kMaskX6) also only where that value is < 6: the gradient of
+// min(max(v, 0), 6) is 0 where either bound holds (PyTorch's hardtanh
+// backward). A masked g is 0 (selected, not multiplied: a NaN dy where the
+// activation was closed gives 0, as in PyTorch).
+enum MaskKind { kNoMask = 0, kMaskY = 1, kMaskX = 2, kClip6 = 4,
+                kMaskY6 = kMaskY | kClip6, kMaskX6 = kMaskX | kClip6 };
+constexpr bool from_y(int M) { return (M & 3) == kMaskY; }
+constexpr bool from_x(int M) { return (M & 3) == kMaskX; }
+
+// Whether the activation let a value v (y, or the pre-activation) through.
+template <int M>
+inline bool mask_open(double v) {
+  if constexpr ((M & kClip6) != 0) return v > 0.0 && v < 6.0;
+  return v > 0.0;
+}
 
 // (kMaskX computes the pre-activation in double in every pass of a call, so
 // the reductions and the dx pass always agree on the mask.)
 template <int M, class T, class Q>
 inline double masked(double g, T x, T y, Q m, Q s, Q b) {
-  if (M == kMaskY) return static_cast<double>(y) > 0.0 ? g : 0.0;
-  if (M == kMaskX)
-    return (static_cast<double>(x) - static_cast<double>(m)) * static_cast<double>(s) +
-                       static_cast<double>(b) > 0.0 ? g : 0.0;
+  if (from_y(M)) return mask_open<M>(static_cast<double>(y)) ? g : 0.0;
+  if (from_x(M))
+    return mask_open<M>((static_cast<double>(x) - static_cast<double>(m)) *
+                            static_cast<double>(s) + static_cast<double>(b)) ? g : 0.0;
   (void)x, (void)y, (void)m, (void)s, (void)b;
   return g;
 }
 
 #ifdef BNORM_VECTOR_TYPES
+// g where the activation was open at v, 0 elsewhere, lane by lane.
+template <int M>
+inline VecD gate_lanes(VecD g, VecD v) {
+  if constexpr ((M & kClip6) != 0) return (v > 0.0) & (v < 6.0) ? g : VecD{};
+  return v > 0.0 ? g : VecD{};
+}
+
 // g where the mask is open, 0 elsewhere; p points at kVecLanes values of
 // y (kMaskY) or x (kMaskX), of type T.
 template <int M, class T, class Q>
 inline VecD masked(VecD g, const T* p, Q m, Q s, Q b) {
-  if constexpr (M == kMaskY) {
-    return load_lanes(p) > 0.0 ? g : VecD{};
-  } else if constexpr (M == kMaskX) {
+  if constexpr (from_y(M)) {
+    return gate_lanes<M>(g, load_lanes(p));
+  } else if constexpr (from_x(M)) {
     const VecD pre = (load_lanes(p) - static_cast<double>(m)) * static_cast<double>(s) +
                      static_cast<double>(b);
-    return pre > 0.0 ? g : VecD{};
+    return gate_lanes<M>(g, pre);
   } else {
     (void)p, (void)m, (void)s, (void)b;
     return g;

@@ -80,7 +80,7 @@ inline void add_gradients(const T* g, const T* x, int64_t n, double mean,
 #pragma GCC unroll 16
     for (int k = 0; k < kRegs; ++k) {
       const int64_t o = i + k * kVecLanes;
-      const VecD gi = masked<M>(load_lanes(g + o), M == kMaskY ? y + o : x + o, fm, fs, fb);
+      const VecD gi = masked<M>(load_lanes(g + o), from_y(M) ? y + o : x + o, fm, fs, fb);
       va.r[k] += gi;
       vb.r[k] = add_product<D>(vb.r[k], gi, deviation_lanes<D>(x + o, m0));
     }
@@ -91,7 +91,7 @@ inline void add_gradients(const T* g, const T* x, int64_t n, double mean,
   for (; i + kLanes <= n; i += kLanes) {
     for (int k = 0; k < kLanes; ++k) {
       const double gi = masked<M>(static_cast<double>(g[i + k]), x[i + k],
-                                  M == kMaskY ? y[i + k] : T(), fm, fs, fb);
+                                  from_y(M) ? y[i + k] : T(), fm, fs, fb);
       a.v[k] += gi;
       b.v[k] = add_product<D>(b.v[k], gi, deviation(x[i + k], m0));
     }
@@ -99,7 +99,7 @@ inline void add_gradients(const T* g, const T* x, int64_t n, double mean,
 #endif
   for (int k = 0; i + k < n; ++k) {
     const double gi = masked<M>(static_cast<double>(g[i + k]), x[i + k],
-                                M == kMaskY ? y[i + k] : T(), fm, fs, fb);
+                                from_y(M) ? y[i + k] : T(), fm, fs, fb);
     a.v[k] += gi;
     b.v[k] = add_product<D>(b.v[k], gi, deviation(x[i + k], m0));
   }
@@ -164,10 +164,10 @@ void planar_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
         const int64_t c = c0 + j;
         add_gradients<M>(dy + off, x + off, hi - lo, static_cast<double>(mean[c]),
                          ua[j], ub[j],
-                         M == kMaskY ? mk.y + off : nullptr,
-                         M == kMaskX ? mk.fm[c] : Param<T>(0),
-                         M == kMaskX ? mk.fs[c] : Param<T>(0),
-                         M == kMaskX ? mk.fb[c] : Param<T>(0));
+                         from_y(M) ? mk.y + off : nullptr,
+                         from_x(M) ? mk.fm[c] : Param<T>(0),
+                         from_x(M) ? mk.fs[c] : Param<T>(0),
+                         from_x(M) ? mk.fb[c] : Param<T>(0));
       }
     }
     for (int64_t j = 0; j < cw; ++j) {

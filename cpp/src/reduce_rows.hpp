@@ -77,12 +77,12 @@ inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t ro
   using D = Dev<T>;
   constexpr int64_t kChunkRows = 32;
   auto open = [&](double gv, double xv, int64_t o, int64_t j) {
-    if constexpr (M == kMaskY) {
-      return static_cast<double>(y[o]) > 0.0 ? gv : 0.0;
+    if constexpr (from_y(M)) {
+      return mask_open<M>(static_cast<double>(y[o])) ? gv : 0.0;
     } else {
       const double pre = (xv - static_cast<double>(fm[j])) * static_cast<double>(fs[j]) +
                          static_cast<double>(fb[j]);
-      return pre > 0.0 ? gv : 0.0;
+      return mask_open<M>(pre) ? gv : 0.0;
     }
   };
   for (int64_t r0 = 0; r0 < rows; r0 += kChunkRows) {
@@ -101,7 +101,7 @@ inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t ro
         vb[k] = load_lanes(b + jk);
         m[k] = load_lanes(mu + jk);
         mf[k] = __builtin_convertvector(m[k], VecF);
-        if constexpr (M == kMaskX) {
+        if constexpr (from_x(M)) {
           cm[k] = load_lanes(fm + jk);
           cs[k] = load_lanes(fs + jk);
           cb[k] = load_lanes(fb + jk);
@@ -113,10 +113,10 @@ inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t ro
           const int64_t o = r * ld + j + k * kVecLanes;
           const VecD xv = load_lanes(x + o);
           VecD gv = load_lanes(g + o);
-          if constexpr (M == kMaskY)
-            gv = load_lanes(y + o) > 0.0 ? gv : VecD{};
+          if constexpr (from_y(M))
+            gv = gate_lanes<M>(gv, load_lanes(y + o));
           else
-            gv = (xv - cm[k]) * cs[k] + cb[k] > 0.0 ? gv : VecD{};
+            gv = gate_lanes<M>(gv, (xv - cm[k]) * cs[k] + cb[k]);
           va[k] += gv;
           if constexpr (std::is_same_v<D, double>)
             vb[k] += gv * (xv - m[k]);
@@ -257,10 +257,10 @@ void rows_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
   if constexpr (M != kNoMask) {
     double* mu = scratch;
     for (int64_t j = 0; j < cw; ++j) mu[j] = static_cast<double>(mean[c0 + j]);
-    rows_gradients_masked<M>(dy + o0, x + o0, M == kMaskY ? mk.y + o0 : nullptr,
-                             r1 - r0, C, cw, mu, M == kMaskX ? mk.fm + c0 : nullptr,
-                             M == kMaskX ? mk.fs + c0 : nullptr,
-                             M == kMaskX ? mk.fb + c0 : nullptr, a, b);
+    rows_gradients_masked<M>(dy + o0, x + o0, from_y(M) ? mk.y + o0 : nullptr,
+                             r1 - r0, C, cw, mu, from_x(M) ? mk.fm + c0 : nullptr,
+                             from_x(M) ? mk.fs + c0 : nullptr,
+                             from_x(M) ? mk.fb + c0 : nullptr, a, b);
   } else {
     // x - mean formed in Dev<T> (the saved mean of float and half-precision
     // data is a float), g * (x - mean) exact in double (simd.hpp)

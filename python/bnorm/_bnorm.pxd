@@ -37,6 +37,7 @@ cdef extern from "bnorm/bnorm.h" nogil:
     uint32_t BNORM_FLAG_BIASED_RUNNING_VAR
     uint32_t BNORM_FLAG_FROZEN_STATS
     uint32_t BNORM_FLAG_RELU
+    uint32_t BNORM_FLAG_RELU6
 
     const char *bnorm_status_string(bnorm_status status)
     int bnorm_version_number()

@@ -344,16 +344,21 @@ cdef inline bnorm_status _backward(bnorm_dtype dt, int64_t o, int64_t c, int64_t
                                 p[7], p[8], p[9], p[10], flags)
 
 
-cdef inline uint32_t _flags(bint relu, uint32_t other) noexcept:
-    return other | (BNORM_FLAG_RELU if relu else 0)
+cdef inline uint32_t _flags(int act, uint32_t other) noexcept:
+    """other with the activation flag of act: 0 none, 1 ReLU, 2 ReLU6."""
+    if act == 1:
+        return other | BNORM_FLAG_RELU
+    if act == 2:
+        return other | BNORM_FLAG_RELU6
+    return other
 
 
 def forward_training(tuple arrays, int64_t outer, int64_t channels, int64_t inner,
-                     double eps, double momentum, bint unbiased=True, bint relu=False):
+                     double eps, double momentum, bint unbiased=True, int act=0):
     """Arrays in the order of ``bnorm._spec.TRAINING``."""
     cdef void* p[MAX_ARGS]
     cdef bnorm_dtype dt = _pointers(_TRAINING, arrays, outer * channels * inner, channels, p)
-    cdef uint32_t flags = _flags(relu, 0 if unbiased else BNORM_FLAG_BIASED_RUNNING_VAR)
+    cdef uint32_t flags = _flags(act, 0 if unbiased else BNORM_FLAG_BIASED_RUNNING_VAR)
     cdef bnorm_status st
     with nogil:
         st = _training(dt, outer, channels, inner, p, eps, momentum, flags)
@@ -361,11 +366,11 @@ def forward_training(tuple arrays, int64_t outer, int64_t channels, int64_t inne
 
 
 def forward_inference(tuple arrays, int64_t outer, int64_t channels, int64_t inner,
-                      double eps, bint relu=False):
+                      double eps, int act=0):
     """Arrays in the order of ``bnorm._spec.INFERENCE``."""
     cdef void* p[MAX_ARGS]
     cdef bnorm_dtype dt = _pointers(_INFERENCE, arrays, outer * channels * inner, channels, p)
-    cdef uint32_t flags = _flags(relu, 0)
+    cdef uint32_t flags = _flags(act, 0)
     cdef bnorm_status st
     with nogil:
         st = _inference(dt, outer, channels, inner, p, eps, flags)
@@ -373,11 +378,11 @@ def forward_inference(tuple arrays, int64_t outer, int64_t channels, int64_t inn
 
 
 def backward(tuple arrays, int64_t outer, int64_t channels, int64_t inner,
-             bint frozen, bint relu=False):
+             bint frozen, int act=0):
     """Arrays in the order of ``bnorm._spec.BACKWARD``."""
     cdef void* p[MAX_ARGS]
     cdef bnorm_dtype dt = _pointers(_BACKWARD, arrays, outer * channels * inner, channels, p)
-    cdef uint32_t flags = _flags(relu, BNORM_FLAG_FROZEN_STATS if frozen else 0)
+    cdef uint32_t flags = _flags(act, BNORM_FLAG_FROZEN_STATS if frozen else 0)
     cdef bnorm_status st
     with nogil:
         st = _backward(dt, outer, channels, inner, p, flags)

@@ -307,8 +307,8 @@ def batch_norm_train(x, weight=None, bias=None, eps=1e-5, *, axis=1,
     (``unbiased=False``, ONNX with ``momentum = 1 - onnx_momentum``).
 
     Fused epilogue, in the same pass: ``residual=z`` gives ``y = BN(x) + z``
-    and ``activation="relu"`` then ``y = max(y, 0)`` (the statistics are
-    those of x alone).
+    and ``activation="relu"`` then ``y = max(y, 0)``, or ``"relu6"``
+    ``y = min(max(y, 0), 6)`` (the statistics are those of x alone).
     """
     relu = _activation(activation)
     if not relu and residual is None:
@@ -338,7 +338,8 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
     semantics. ``training=False`` normalizes with the running statistics
     (required); ``training=True`` with the batch statistics, updating the
     running statistics in place when they are given. ``residual=z`` and
-    ``activation="relu"`` fuse ``y = max(BN(x) + z, 0)`` into the same pass."""
+    ``activation="relu"`` fuse ``y = max(BN(x) + z, 0)`` into the same pass
+    (``"relu6"``: ``min(max(BN(x) + z, 0), 6)``)."""
     if training:
         y, _, _ = batch_norm_train(x, weight, bias, eps, axis=axis,
                                    running_mean=running_mean,
@@ -389,13 +390,16 @@ def _pair_views(dy: np.ndarray, x: np.ndarray, axis: Any, out: Any):
     return vx, vdy
 
 
-def _activation(activation: Any) -> bool:
-    """True for a fused ReLU."""
+_FUSED_ACTIVATIONS = {"relu": 1, "relu6": 2}
+
+
+def _activation(activation: Any) -> int:
+    """The fused activation's code: 0 none, 1 ReLU, 2 ReLU6."""
     if activation is None:
-        return False
-    if isinstance(activation, str) and activation.lower() == "relu":
-        return True
-    raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+        return 0
+    if isinstance(activation, str) and activation.lower() in _FUSED_ACTIVATIONS:
+        return _FUSED_ACTIVATIONS[activation.lower()]
+    raise ValueError(f"activation must be None, 'relu' or 'relu6', got {activation!r}")
 
 
 def _residual_view(residual: Any, x: np.ndarray, view: "_View", axis: Any, out: Any):
@@ -419,7 +423,8 @@ def batch_norm_backward(dy, x, save_mean, save_invstd, weight=None, *, axis=1,
 
     The backward of the fused forward, in one pass: ``activation="relu"``
     masks dy where the forward's ReLU was closed, read from ``y=`` (the
-    forward's output; open where y > 0) or, for BN + ReLU without a residual,
+    forward's output; open where y > 0; ``"relu6"``: where 0 < y < 6) or,
+    for BN + ReLU without a residual,
     recomputed from x, the saved statistics, weight and ``bias=`` (beta).
     ``residual=True`` also returns the residual input's gradient:
     ``(dx, dweight, dbias, dresidual)``.
@@ -444,10 +449,12 @@ def _backward_fused(dy, x, save_mean, save_invstd, weight, axis, training, activ
     others = [(_data(dy, "dy"), "dy")]
     if y is not None:
         if not relu:
-            raise ValueError("y= is the ReLU mask: pass it with activation='relu'")
+            raise ValueError("y= is the activation's mask: pass it with activation='relu' "
+                             "or 'relu6'")
         others.append((_data(y, "y"), "y"))
     if relu and y is None and residual:
-        raise ValueError("with residual=True the ReLU mask cannot be recomputed from x: "
+        raise ValueError("with residual=True the activation's mask cannot be recomputed "
+                         "from x: "
                          "pass y= (the forward's output)")
     vx, vs = _views(x, axis, out, others)
     vdy = vs[0]

@@ -5,12 +5,13 @@ the graph, a call of a batch norm module whose output has no other use than
 the next node is fused with that node when the node is
 
 - a ReLU (``nn.ReLU``, ``F.relu``, ``torch.relu``, ``.relu()``, in place or
-  not): ``y = relu(BN(x))``;
+  not): ``y = relu(BN(x))``; or a ReLU6 (``nn.ReLU6``, ``F.relu6``):
+  ``y = min(max(BN(x), 0), 6)``;
 - an addition of another tensor (``+``, ``+=``, ``torch.add`` without
   ``alpha``, ``.add()``; ``.add_()`` and ``+=`` only with the batch norm's
   output on the left, so no other tensor is changed in place), itself
-  followed by a ReLU that is its only use: ``y = relu(BN(x) + r)``; or not
-  followed by one: ``y = BN(x) + r``.
+  followed by a ReLU or ReLU6 that is its only use: ``y = relu(BN(x) + r)``;
+  or not followed by one: ``y = BN(x) + r``.
 
 The batch norm becomes a ``BatchNormAct1d/2d/3d`` that shares the original
 module's parameters and buffers (the same tensors: an optimizer over either
@@ -20,15 +21,17 @@ removed. The original model is not changed.
 
 Not fused, and left as they are (computed by PyTorch's modules, or by bnorm's
 if the model was converted): a batch norm module called more than once, or
-whose output has other uses; other activations (ReLU6, LeakyReLU, ...:
-bnorm's fused kernels have the ReLU only); batch norm subclasses other than
+whose output has other uses; other activations (LeakyReLU, SiLU, ...:
+bnorm's fused kernels have the ReLU and ReLU6; ``convert_inplace_abn`` takes
+LeakyReLU and ELU); batch norm subclasses other than
 PyTorch's and bnorm's plain ones (SyncBatchNorm, say).
 
 Where the whole model does not trace (data-dependent control flow, say),
 each child module is fused on its own, recursively, and the modules that
 did not trace are left as they are. The returned model's
 ``bnorm_fusions`` attribute maps each batch norm's qualified name to what
-was made of it: "relu", "add+relu", "add", or "unfused: <reason>".
+was made of it: "relu", "relu6", "add+relu", "add+relu6", "add", or
+"unfused: <reason>".
 
 ``bnorm.torch.convert_inplace_abn`` traces the same way and makes every
 BatchNorm2d an ``InPlaceABN`` (sharing its tensors): with the LeakyReLU or
@@ -74,14 +77,20 @@ class _Tracer(fx.Tracer):
         return super().is_leaf_module(m, qualname)
 
 
-def _is_relu(node: fx.Node, modules: Dict[str, nn.Module]) -> bool:
+def _activation_of(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
+    """"relu" or "relu6" when the node applies that activation to its one
+    input, else None."""
     if node.op == "call_module":
-        return type(modules.get(node.target)) is nn.ReLU
-    if node.op == "call_function":
-        return node.target in (torch.relu, torch.relu_, nn.functional.relu) and len(node.args) >= 1
+        return {nn.ReLU: "relu", nn.ReLU6: "relu6"}.get(type(modules.get(node.target)))
+    if node.op == "call_function" and len(node.args) >= 1:
+        if node.target in (torch.relu, torch.relu_, nn.functional.relu):
+            return "relu"
+        if node.target is nn.functional.relu6:
+            return "relu6"
+        return None
     if node.op == "call_method":
-        return node.target in ("relu", "relu_")
-    return False
+        return "relu" if node.target in ("relu", "relu_") else None
+    return None
 
 
 def _added(node: fx.Node, bn: fx.Node) -> Optional[fx.Node]:
@@ -174,11 +183,12 @@ def _fuse_graph(gm: fx.GraphModule, prefix: str, report: Dict[str, str]) -> None
             report[name] = "unfused: its output has several uses" if node.users else \
                 "unfused: its output is not used"
             continue
-        if _is_relu(nxt, modules):
+        act = _activation_of(nxt, modules)
+        if act is not None:
             nxt.replace_all_uses_with(node)
             gm.graph.erase_node(nxt)
-            _set_module(gm, node.target, _share_state(bn, _ACT_CLASS[base], "relu"))
-            report[name] = "relu"
+            _set_module(gm, node.target, _share_state(bn, _ACT_CLASS[base], act))
+            report[name] = act
             continue
         other = _added(nxt, node)
         if other is None:
@@ -189,17 +199,17 @@ def _fuse_graph(gm: fx.GraphModule, prefix: str, report: Dict[str, str]) -> None
             report[name] = f"unfused: followed by {what}, which has no fused kernel"
             continue
         after = _only_user(nxt)
-        relu = after is not None and _is_relu(after, modules)
+        act = None if after is None else _activation_of(after, modules)
         # the batch norm moves to where the addition was, after both inputs
         nxt.prepend(node)
         node.args = (node.args[0], other)
-        end = after if relu else nxt
+        end = nxt if act is None else after
         end.replace_all_uses_with(node)
-        if relu:
+        if act is not None:
             gm.graph.erase_node(after)
         gm.graph.erase_node(nxt)
-        _set_module(gm, node.target, _share_state(bn, _ACT_CLASS[base], "relu" if relu else None))
-        report[name] = "add+relu" if relu else "add"
+        _set_module(gm, node.target, _share_state(bn, _ACT_CLASS[base], act))
+        report[name] = "add" if act is None else f"add+{act}"
 
 
 def _structure_copy(m: nn.Module, memo: Dict[int, nn.Module]) -> nn.Module:

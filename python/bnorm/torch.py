@@ -31,12 +31,14 @@ that ``torch.compile``, ``torch.export`` and ``torch.library.opcheck`` work:
 Batch norm with what follows it, for whole networks (``fuse``):
 
     torch.ops.bnorm.batch_norm_act_train(x, residual, weight, bias, running_mean,
-                                         running_var, momentum, eps, relu)
+                                         running_var, momentum, eps, activation)
     torch.ops.bnorm.batch_norm_act_infer(x, residual, running_mean, running_var,
-                                         weight, bias, eps, relu) -> y
+                                         weight, bias, eps, activation) -> y
     torch.ops.bnorm.batch_norm_act_backward(dy, x, y, mean, invstd, weight, bias,
-                                            training, relu, residual)
+                                            training, activation, residual)
         -> (dx, dweight, dbias, dresidual)
+
+(``activation``: "identity", "relu" or "relu6")
 
 and In-Place Activated Batch Norm (``InPlaceABN``, ``convert_inplace_abn``):
 ``torch.ops.bnorm.inplace_abn_train``, ``inplace_abn_infer`` and
@@ -441,11 +443,25 @@ def convert(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-# ---- batch norm fused with a residual addition and a ReLU ---------------------------
-# y = relu?(BN(x) + residual?) in bnorm's one pass, and its backward in one
+# ---- batch norm fused with a residual addition and a ReLU or ReLU6 ------------------
+# y = act?(BN(x) + residual?) in bnorm's one pass, and its backward in one
 # pass: what bnorm.torch.fuse puts into a model. The ReLU's mask comes from x
 # and the statistics when there is no residual (so the output need not be
 # kept for the backward), else from y.
+
+# The fused activations: the op's name of each (what the C kernels apply),
+# and PyTorch's for the fallback.
+_ACT_FALLBACK = {None: lambda y: y, "relu": torch.relu,
+                 "relu6": torch.nn.functional.relu6}
+
+
+def _bn_activation(act: str) -> Optional[str]:
+    """The op's activation ("identity", "relu", "relu6") as bnorm's NumPy
+    functions take it."""
+    if act not in ("identity", "relu", "relu6"):
+        raise ValueError(f"activation must be 'identity', 'relu' or 'relu6', got {act!r}")
+    return None if act == "identity" else act
+
 
 def _act_supported(x: Tensor, residual: Optional[Tensor], running_mean, running_var,
                    weight, bias) -> bool:
@@ -464,7 +480,7 @@ def _residual_like(residual: Optional[Tensor], x: Tensor) -> Optional[np.ndarray
 
 def _act_train_impl(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor],
                     bias: Optional[Tensor], running_mean: Optional[Tensor],
-                    running_var: Optional[Tensor], momentum: float, eps: float, relu: bool,
+                    running_var: Optional[Tensor], momentum: float, eps: float, act: str,
                     in_place: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     x = _dense(x.resolve_conj().resolve_neg())
     pdtype = _param_dtype(x.dtype)
@@ -476,16 +492,16 @@ def _act_train_impl(x: Tensor, residual: Optional[Tensor], weight: Optional[Tens
         _np(xs), _param(weight, pdtype), _param(bias, pdtype), eps, axis=axis,
         running_mean=_np(new_mean) if tracked else None,
         running_var=_np(new_var) if tracked else None, momentum=momentum, out=_np(ys),
-        activation="relu" if relu else None, residual=_residual_like(residual, x))
+        activation=_bn_activation(act), residual=_residual_like(residual, x))
     return y, torch.from_numpy(mean), torch.from_numpy(invstd), new_mean, new_var
 
 
 def _act_train_functional(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor],
                           bias: Optional[Tensor], running_mean: Optional[Tensor],
                           running_var: Optional[Tensor], momentum: float, eps: float,
-                          relu: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                          act: str) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     return _act_train_impl(x, residual, weight, bias, running_mean, running_var, momentum,
-                           eps, relu)
+                           eps, act)
 
 
 _act_train_op = torch.library.custom_op("bnorm::batch_norm_act_train", _act_train_functional,
@@ -493,13 +509,13 @@ _act_train_op = torch.library.custom_op("bnorm::batch_norm_act_train", _act_trai
 
 
 @_act_train_op.register_fake
-def _(x, residual, weight, bias, running_mean, running_var, momentum, eps, relu):
+def _(x, residual, weight, bias, running_mean, running_var, momentum, eps, act):
     return _train_fake(x, running_mean, running_var)
 
 
 def _act_infer_impl(x: Tensor, residual: Optional[Tensor], running_mean: Tensor,
                     running_var: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-                    eps: float, relu: bool) -> Tensor:
+                    eps: float, act: str) -> Tensor:
     x = _dense(x.resolve_conj().resolve_neg())
     pdtype = _param_dtype(x.dtype)
     y = _output_like(x)
@@ -507,7 +523,7 @@ def _act_infer_impl(x: Tensor, residual: Optional[Tensor], running_mean: Tensor,
     ys, _ = _memory_order(y)
     _bn.batch_norm(_np(xs), _param(running_mean, pdtype), _param(running_var, pdtype),
                    _param(weight, pdtype), _param(bias, pdtype), eps=eps, axis=axis,
-                   out=_np(ys), activation="relu" if relu else None,
+                   out=_np(ys), activation=_bn_activation(act),
                    residual=_residual_like(residual, x))
     return y
 
@@ -517,13 +533,13 @@ _act_infer_op = torch.library.custom_op("bnorm::batch_norm_act_infer", _act_infe
 
 
 @_act_infer_op.register_fake
-def _(x, residual, running_mean, running_var, weight, bias, eps, relu):
+def _(x, residual, running_mean, running_var, weight, bias, eps, act):
     return _output_like(x)
 
 
 def _act_backward_impl(dy: Tensor, x: Tensor, y: Optional[Tensor], mean: Tensor,
                        invstd: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-                       training: bool, relu: bool,
+                       training: bool, act: str,
                        residual: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     x = _dense(x.resolve_conj().resolve_neg())
     pdtype = _param_dtype(x.dtype)
@@ -534,8 +550,8 @@ def _act_backward_impl(dy: Tensor, x: Tensor, y: Optional[Tensor], mean: Tensor,
     ys = None if y is None else _np(_memory_order(_laid_out_like(y, x))[0])
     _, dw, db, *rest = _bn._backward_fused(
         _np(dys), _np(xs), _param(mean, pdtype), _param(invstd, pdtype),
-        _param(weight, pdtype), axis, training, "relu" if relu else None, ys,
-        _param(bias, pdtype) if relu and y is None else None, residual,
+        _param(weight, pdtype), axis, training, _bn_activation(act), ys,
+        _param(bias, pdtype) if act != "identity" and y is None else None, residual,
         _np(_memory_order(dx)[0]),
         dresidual_out=_np(_memory_order(dres)[0]) if residual else None)
     return dx, torch.from_numpy(dw), torch.from_numpy(db), dres
@@ -547,21 +563,21 @@ _act_backward_op = torch.library.custom_op("bnorm::batch_norm_act_backward",
 
 
 @_act_backward_op.register_fake
-def _(dy, x, y, mean, invstd, weight, bias, training, relu, residual):
+def _(dy, x, y, mean, invstd, weight, bias, training, act, residual):
     pdtype = _param_dtype(x.dtype)
     c = x.shape[1]
     return (_output_like(x), x.new_empty((c,), dtype=pdtype), x.new_empty((c,), dtype=pdtype),
             _output_like(x) if residual else x.new_empty((0,)))
 
 
-def _act_save(ctx, x, residual, weight, bias, mean, invstd, y, relu):
+def _act_save(ctx, x, residual, weight, bias, mean, invstd, y, act):
     """The fused backward's inputs: x, weight, bias and the statistics, and
-    the output y only when the ReLU mask cannot be recomputed from x (a
-    residual was added)."""
+    the output y only when the activation's mask cannot be recomputed from x
+    (a residual was added)."""
     ctx.param_dtypes = (None if weight is None else weight.dtype,
                         None if bias is None else bias.dtype)
-    ctx.relu, ctx.residual = relu, residual is not None
-    keep_y = relu and residual is not None
+    ctx.act, ctx.residual = act, residual is not None
+    keep_y = act != "identity" and residual is not None
     ctx.save_for_backward(x, weight, bias, mean, invstd, y if keep_y else None)
 
 
@@ -571,7 +587,7 @@ def _act_backward(ctx, grad_y, training, backward, iw, ib):
     x, weight, bias, mean, invstd, y = ctx.saved_tensors
     # dresidual only when asked for: otherwise the kernel writes no tensor for it
     want_dres = ctx.residual and ctx.needs_input_grad[1]
-    dx, dw, db, dres = backward(grad_y, x, y, mean, invstd, weight, bias, training, ctx.relu,
+    dx, dw, db, dres = backward(grad_y, x, y, mean, invstd, weight, bias, training, ctx.act,
                                 want_dres)
     gx, gw, gb = _grads(ctx, dx, dw, db, iw, ib)
     return gx, (dres if want_dres else None), gw, gb
@@ -602,9 +618,9 @@ def _act_frozen_stats(x, running_mean, running_var, eps):
 
 
 def _act_infer_setup(ctx, inputs, output):
-    x, residual, running_mean, running_var, weight, bias, eps, relu = inputs
+    x, residual, running_mean, running_var, weight, bias, eps, act = inputs
     mean, invstd = _act_frozen_stats(x, running_mean, running_var, eps)
-    _act_save(ctx, x, residual, weight, bias, mean, invstd, output, relu)
+    _act_save(ctx, x, residual, weight, bias, mean, invstd, output, act)
 
 
 def _act_infer_backward(ctx, grad_y):
@@ -619,11 +635,11 @@ torch.library.register_autograd("bnorm::batch_norm_act_infer", _act_infer_backwa
 
 class _EagerActTrain(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, residual, weight, bias, running_mean, running_var, momentum, eps, relu):
+    def forward(ctx, x, residual, weight, bias, running_mean, running_var, momentum, eps, act):
         y, mean, invstd, _, _ = _act_train_impl(x, residual, weight, bias, running_mean,
-                                                running_var, momentum, eps, relu, in_place=True)
+                                                running_var, momentum, eps, act, in_place=True)
         ctx.mark_non_differentiable(mean, invstd)
-        _act_save(ctx, x, residual, weight, bias, mean, invstd, y, relu)
+        _act_save(ctx, x, residual, weight, bias, mean, invstd, y, act)
         return y
 
     @staticmethod
@@ -634,9 +650,9 @@ class _EagerActTrain(torch.autograd.Function):
 
 class _EagerActInfer(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, residual, running_mean, running_var, weight, bias, eps, relu):
-        y = _act_infer_impl(x, residual, running_mean, running_var, weight, bias, eps, relu)
-        _act_infer_setup(ctx, (x, residual, running_mean, running_var, weight, bias, eps, relu),
+    def forward(ctx, x, residual, running_mean, running_var, weight, bias, eps, act):
+        y = _act_infer_impl(x, residual, running_mean, running_var, weight, bias, eps, act)
+        _act_infer_setup(ctx, (x, residual, running_mean, running_var, weight, bias, eps, act),
                          y)
         return y
 
@@ -653,17 +669,17 @@ def batch_norm_act(input: Tensor, running_mean: Optional[Tensor],
                    residual: Optional[Tensor] = None, activation: Optional[str] = "relu") -> Tensor:
     """``act(F.batch_norm(input, ...) + residual)`` as one bnorm op, forward
     and backward: ``residual`` None or a tensor of input's shape and dtype,
-    ``activation`` "relu" or None. Falls back to PyTorch's ops where bnorm
-    does not compute the batch norm."""
-    if activation not in (None, "relu"):
-        raise ValueError(f"activation must be None or 'relu', got {activation!r}")
-    relu = activation == "relu"
+    ``activation`` "relu", "relu6" or None. Falls back to PyTorch's ops where
+    bnorm does not compute the batch norm."""
+    if activation not in _ACT_FALLBACK:
+        raise ValueError(f"activation must be None, 'relu' or 'relu6', got {activation!r}")
+    act = "identity" if activation is None else activation
     if not _act_supported(input, residual, running_mean, running_var, weight, bias):
         y = torch.nn.functional.batch_norm(input, running_mean, running_var, weight, bias,
                                            training, momentum, eps)
         if residual is not None:
             y = y + residual
-        return torch.relu(y) if relu else y
+        return _ACT_FALLBACK[activation](y)
     compiling = _compiling()
     grads = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (input, residual, weight, bias))
@@ -671,13 +687,13 @@ def batch_norm_act(input: Tensor, running_mean: Optional[Tensor],
     if training:
         if direct:
             return _act_train_impl(input, residual, weight, bias, running_mean, running_var,
-                                   float(momentum), float(eps), relu, in_place=True)[0]
+                                   float(momentum), float(eps), act, in_place=True)[0]
         if not compiling:
             return _EagerActTrain.apply(input, residual, weight, bias, running_mean,
-                                        running_var, float(momentum), float(eps), relu)
+                                        running_var, float(momentum), float(eps), act)
         y, _, _, new_mean, new_var = torch.ops.bnorm.batch_norm_act_train(
             input, residual, weight, bias, running_mean, running_var, float(momentum),
-            float(eps), relu)
+            float(eps), act)
         if running_mean is not None and running_var is not None:
             with torch.no_grad():
                 running_mean.copy_(new_mean)
@@ -687,14 +703,15 @@ def batch_norm_act(input: Tensor, running_mean: Optional[Tensor],
         raise ValueError("running_mean and running_var are required when training=False")
     if direct:
         return _act_infer_impl(input, residual, running_mean, running_var, weight, bias,
-                               float(eps), relu)
+                               float(eps), act)
     infer = torch.ops.bnorm.batch_norm_act_infer if compiling else _EagerActInfer.apply
-    return infer(input, residual, running_mean, running_var, weight, bias, float(eps), relu)
+    return infer(input, residual, running_mean, running_var, weight, bias, float(eps), act)
 
 
 class _ActForward:
     """A batch norm module that also adds a residual (``forward(input,
-    residual=None)``) and applies its ``activation`` ("relu" or None), as
+    residual=None)``) and applies its ``activation`` ("relu", "relu6" or
+    None), as
     one op: what ``bnorm.torch.fuse`` makes of a batch norm and what follows
     it."""
 

@@ -35,7 +35,8 @@ enum {
   V_NOY = 4,    /* y NULL: the ReLU mask recomputed from x */
   V_NODX = 8,   /* dx NULL: only dresidual (and the sums) wanted */
   V_NORES = 16, /* residual (or dresidual) NULL */
-  V_BIASED = 32 /* BNORM_FLAG_BIASED_RUNNING_VAR */
+  V_BIASED = 32, /* BNORM_FLAG_BIASED_RUNNING_VAR */
+  V_RELU6 = 64   /* with V_RELU: BNORM_FLAG_RELU6 in its place */
 };
 
 typedef struct {
@@ -153,13 +154,15 @@ static void fill_slot(const Case *c, int kind, void *p) {
 #define T(c) ((c)->dtype)
 #define SHAPE(c) (c)->outer, (c)->channels, (c)->inner
 
+static uint32_t act_flag(const Case *c) {
+  if (!(c->variant & V_RELU)) return 0u;
+  return c->variant & V_RELU6 ? BNORM_FLAG_RELU6 : BNORM_FLAG_RELU;
+}
 static uint32_t train_flags(const Case *c) {
-  return (c->variant & V_BIASED ? BNORM_FLAG_BIASED_RUNNING_VAR : 0u) |
-         (c->variant & V_RELU ? BNORM_FLAG_RELU : 0u);
+  return (c->variant & V_BIASED ? BNORM_FLAG_BIASED_RUNNING_VAR : 0u) | act_flag(c);
 }
 static uint32_t back_flags(const Case *c) {
-  return (c->variant & V_FROZEN ? BNORM_FLAG_FROZEN_STATS : 0u) |
-         (c->variant & V_RELU ? BNORM_FLAG_RELU : 0u);
+  return (c->variant & V_FROZEN ? BNORM_FLAG_FROZEN_STATS : 0u) | act_flag(c);
 }
 static unsigned none_absent(const Case *c) {
   (void)c;
@@ -179,7 +182,8 @@ static bnorm_status call_train_fused(const Case *c, void **p) {
                                       p[6], p[7], p[8], 1e-5, 0.1, train_flags(c));
 }
 static unsigned res_absent(const Case *c) { return c->variant & V_NORES ? 1u << 1 : 0u; }
-static const int v_fused_fwd[] = {0, V_RELU, V_NORES | V_RELU, V_BIASED | V_RELU, -1};
+static const int v_fused_fwd[] = {0, V_RELU, V_NORES | V_RELU, V_BIASED | V_RELU,
+                                  V_RELU | V_RELU6, V_NORES | V_RELU | V_RELU6, -1};
 
 /* forward_inference: x y mean var w b */
 static bnorm_status call_infer(const Case *c, void **p) {
@@ -190,9 +194,9 @@ static const int v_none[] = {0, -1};
 /* forward_inference_fused: x res y mean var w b */
 static bnorm_status call_infer_fused(const Case *c, void **p) {
   return bnorm_forward_inference_fused(T(c), SHAPE(c), p[0], p[1], p[2], p[3], p[4], p[5],
-                                       p[6], 1e-5, c->variant & V_RELU ? BNORM_FLAG_RELU : 0u);
+                                       p[6], 1e-5, act_flag(c));
 }
-static const int v_fused_inf[] = {0, V_RELU, V_NORES | V_RELU, -1};
+static const int v_fused_inf[] = {0, V_RELU, V_NORES | V_RELU, V_RELU | V_RELU6, -1};
 
 /* backward: dy x mean invstd w dx dw db */
 static bnorm_status call_back(const Case *c, void **p) {
@@ -213,7 +217,8 @@ static unsigned back_fused_absent(const Case *c) {
 static const int v_back_fused[] = {
     V_RELU, V_RELU | V_FROZEN, V_RELU | V_NOY, V_RELU | V_NOY | V_FROZEN,
     0, V_FROZEN, V_RELU | V_NODX, V_RELU | V_NOY | V_NODX | V_FROZEN,
-    V_RELU | V_NORES, V_RELU | V_NOY | V_NORES, V_FROZEN | V_RELU | V_NORES, -1};
+    V_RELU | V_NORES, V_RELU | V_NOY | V_NORES, V_FROZEN | V_RELU | V_NORES,
+    V_RELU | V_RELU6, V_RELU | V_RELU6 | V_NOY, V_RELU | V_RELU6 | V_NODX, -1};
 
 /* inference_scale_shift: mean var w b scale shift */
 static bnorm_status call_scale_shift(const Case *c, void **p) {

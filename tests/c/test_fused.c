@@ -74,6 +74,47 @@ int main(void) {
   CHECK(bnorm_forward_training_fused(BNORM_FLOAT32, N, C, L, x, z, z + 1, w, b, NULL, NULL,
                                      NULL, NULL, 1e-5, 0, 0) == BNORM_ERROR_OVERLAP);
   CHECK(memcmp(dx1, dx0, sizeof dx0) == 0);
+  /* ReLU6: min(max(BN(x) + z, 0), 6) (a scale that reaches past 6); the
+   * backward lets dy through where 0 < y < 6; RELU with RELU6 is refused */
+  {
+    float w6[C] = {6.0f, -5.0f, 7.0f, 4.0f};
+    int lo = 0, hi = 0;
+    CHECK(bnorm_forward_training(BNORM_FLOAT32, N, C, L, x, ya, w6, b, sm, si, NULL, NULL,
+                                 1e-5, 0, 0) == BNORM_OK);
+    CHECK(bnorm_forward_training_fused(BNORM_FLOAT32, N, C, L, x, z, yb, w6, b, NULL, NULL,
+                                       NULL, NULL, 1e-5, 0, BNORM_FLAG_RELU6) == BNORM_OK);
+    for (i = 0; i < T; ++i) {
+      const float v = ya[i] + z[i];
+      CHECK(yb[i] == (v < 0 ? 0.0f : v > 6 ? 6.0f : v));
+      lo += yb[i] == 0.0f;
+      hi += yb[i] == 6.0f;
+      g[i] = yb[i] > 0 && yb[i] < 6 ? dy[i] : 0.0f;
+    }
+    CHECK(lo > 0 && hi > 0);
+    CHECK(bnorm_backward(BNORM_FLOAT32, N, C, L, g, x, sm, si, w6, dx0, dw0, db0, 0) ==
+          BNORM_OK);
+    CHECK(bnorm_backward_fused(BNORM_FLOAT32, N, C, L, dy, x, yb, sm, si, w6, b, dx1, dw1,
+                               db1, dz, BNORM_FLAG_RELU6) == BNORM_OK);
+    CHECK(memcmp(dx0, dx1, sizeof dx0) == 0 && memcmp(dw0, dw1, sizeof dw0) == 0 &&
+          memcmp(db0, db1, sizeof db0) == 0 && memcmp(g, dz, sizeof g) == 0);
+    memcpy(yc, yb, sizeof yb);
+    CHECK(bnorm_forward_training_fused(BNORM_FLOAT32, N, C, L, x, z, yc, w6, b, NULL, NULL,
+                                       NULL, NULL, 1e-5, 0,
+                                       BNORM_FLAG_RELU | BNORM_FLAG_RELU6) ==
+          BNORM_ERROR_INVALID_FLAGS);
+    CHECK(bnorm_forward_inference_fused(BNORM_FLOAT32, N, C, L, x, NULL, yc, sm, si, w6, b,
+                                        1e-5, BNORM_FLAG_RELU | BNORM_FLAG_RELU6) ==
+          BNORM_ERROR_INVALID_FLAGS);
+    CHECK(bnorm_backward_fused(BNORM_FLOAT32, N, C, L, dy, x, yb, sm, si, w6, b, yc, NULL,
+                               NULL, NULL, BNORM_FLAG_RELU | BNORM_FLAG_RELU6) ==
+          BNORM_ERROR_INVALID_FLAGS);
+    CHECK(bnorm_forward_training(BNORM_FLOAT32, N, C, L, x, yc, w6, b, NULL, NULL, NULL,
+                                 NULL, 1e-5, 0, BNORM_FLAG_RELU6) == BNORM_ERROR_INVALID_FLAGS);
+    CHECK(memcmp(yc, yb, sizeof yb) == 0);
+    /* restore ya, sm, si of the first weights for the test below */
+    CHECK(bnorm_forward_training(BNORM_FLOAT32, N, C, L, x, ya, w, b, sm, si, NULL, NULL,
+                                 1e-5, 0, 0) == BNORM_OK);
+  }
   /* BN + ReLU without a residual: the mask recomputed from x is BN(x) > 0 */
   for (i = 0; i < T; ++i) g[i] = ya[i] > 0 ? dy[i] : 0.0f;
   CHECK(bnorm_backward(BNORM_FLOAT32, N, C, L, g, x, sm, si, w, dx0, dw0, db0, 0) == BNORM_OK);

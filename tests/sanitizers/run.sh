@@ -7,7 +7,9 @@
 #      on purpose). The C-build tests (test_c.py) are left out there: they
 #      build their own, unsanitized libraries and run step 1's programs.
 #      ASan lets a huge allocation fail (return NULL) as malloc would, so
-#      the tests of impossible sizes see their MemoryError.
+#      the tests of impossible sizes see their MemoryError. The slow tests
+#      (whole networks, torch.compile, several processes: pytest -m slow)
+#      are left out; they call the kernels the other tests call.
 # Any report fails the run (-fno-sanitize-recover, halt_on_error).
 # Usage: tests/sanitizers/run.sh [c|python|all]   (default all)
 set -euo pipefail
@@ -36,6 +38,6 @@ if [ "$what" = python ] || [ "$what" = all ]; then
   libasan="$(gcc -print-file-name=libasan.so)"
   libstdcxx="$(gcc -print-file-name=libstdc++.so.6)"
   (cd "$root" && LD_PRELOAD="$libasan $libstdcxx" ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:allocator_may_return_null=1" \
-     python -m pytest -q -p no:cacheprovider --ignore=tests/test_c.py)
+     python -m pytest -q -p no:cacheprovider --ignore=tests/test_c.py -m "not slow")
   echo "sanitizers: Python tests clean under ASan+UBSan"
 fi

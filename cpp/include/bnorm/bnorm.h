@@ -271,6 +271,11 @@ BNORM_API const char *bnorm_kernel_isa(void);
  * addition), y = max(BN(x) + residual, 0); in the backward, g = dy where
  * the ReLU was open. (Since 0.2.) */
 #define BNORM_FLAG_RELU                (1u << 2)
+/* The _fused entry points: a ReLU6 instead, y = min(max(BN(x) + residual,
+ * 0), 6) (MobileNet's activation; NaN stays NaN); in the backward, g = dy
+ * where 0 < value < 6, as PyTorch's hardtanh backward. At most one of
+ * BNORM_FLAG_RELU and BNORM_FLAG_RELU6 (both: INVALID_FLAGS). (Since 0.4.) */
+#define BNORM_FLAG_RELU6               (1u << 3)
 
 /* ------------------------------------------------------------------------ */
 /* Operations                                                               */
@@ -368,6 +373,7 @@ BNORM_API bnorm_status bnorm_backward(
  *
  *     y = BN(x) + residual          (residual NULL: no addition)
  *     y = max(y, 0)                 (with BNORM_FLAG_RELU; NaN stays NaN)
+ *     y = min(max(y, 0), 6)         (with BNORM_FLAG_RELU6 instead)
  *
  * and the backward of that composition. With residual NULL and no flag they
  * are the plain entry points above (which are these, bit for bit).
@@ -379,7 +385,7 @@ BNORM_API bnorm_status bnorm_backward(
  *   residual   outer*channels*inner elements of dtype, or NULL. y may be
  *              exactly x or exactly residual (in place); the per-channel
  *              outputs overlap no other buffer.
- *   flags      BNORM_FLAG_BIASED_RUNNING_VAR, BNORM_FLAG_RELU.
+ *   flags      BNORM_FLAG_BIASED_RUNNING_VAR, BNORM_FLAG_RELU or _RELU6.
  * Errors: as bnorm_forward_training.
  */
 BNORM_API bnorm_status bnorm_forward_training_fused(
@@ -392,7 +398,7 @@ BNORM_API bnorm_status bnorm_forward_training_fused(
  * Inference forward, fused: as bnorm_forward_inference, then the residual
  * and the ReLU. Allocates nothing.
  *   residual   as above; y may be exactly x or exactly residual.
- *   flags      0 or BNORM_FLAG_RELU.
+ *   flags      0, BNORM_FLAG_RELU or BNORM_FLAG_RELU6.
  * Errors: as bnorm_forward_inference, and INVALID_FLAGS.
  */
 BNORM_API bnorm_status bnorm_forward_inference_fused(
@@ -419,7 +425,10 @@ BNORM_API bnorm_status bnorm_forward_inference_fused(
  *                exactly dy, x or y (in place); so may dresidual, but not
  *                the same one as dx (dx and dresidual never share memory).
  *                dweight and dbias overlap no other buffer.
- *   flags        BNORM_FLAG_FROZEN_STATS, BNORM_FLAG_RELU.
+ *   flags        BNORM_FLAG_FROZEN_STATS, BNORM_FLAG_RELU or _RELU6. With
+ *                BNORM_FLAG_RELU6 the gradient is let through where
+ *                0 < y < 6 (or the recomputed pre-activation is), in the
+ *                same ways as the ReLU's.
  * Errors: as bnorm_backward.
  */
 BNORM_API bnorm_status bnorm_backward_fused(
