@@ -201,3 +201,33 @@ def test_against_torch_autograd(rng):
         for a, t in [(dx, tx.grad), (dz, tz.grad), (dw, tw.grad), (db, tb.grad)]:
             np.testing.assert_allclose(a, t.numpy(), rtol=0,
                                        atol=1e-10 * max(1, float(t.abs().max())))
+
+
+def test_fused_calls_refuse_misfits_before_writing(rng):
+    """The fused calls' quick path (C-contiguous arrays) takes only arrays of
+    x's shape, and leaves overlaps to the library's check: each misfit is
+    the general path's clear error, with nothing written."""
+    x = rng.standard_normal((4, 3, 5)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    y, sm, si = bnorm.batch_norm_train(x, activation="relu")
+    same_size = rng.standard_normal((5, 3, 4)).astype(np.float32)  # x's size, not its shape
+    with pytest.raises(ValueError, match="residual has shape"):
+        bnorm.batch_norm_train(x, residual=same_size, activation="relu")
+    with pytest.raises(ValueError, match="residual has shape"):
+        bnorm.batch_norm(x, np.zeros(3, np.float32), np.ones(3, np.float32),
+                         residual=same_size, activation="relu6")
+    with pytest.raises(ValueError, match="y has shape"):
+        bnorm.batch_norm_backward(dy, x, sm, si, activation="relu", y=same_size)
+    # dx partly over y: refused, y unchanged
+    buf = np.zeros(2 * x.size, np.float32)
+    yy = buf[1:x.size + 1].reshape(x.shape)
+    yy[...] = y
+    before = buf.copy()
+    with pytest.raises(ValueError):
+        bnorm.batch_norm_backward(dy, x, sm, si, activation="relu", y=yy,
+                                  out=buf[:x.size].reshape(x.shape))
+    assert np.array_equal(buf, before)
+    # dresidual and dx may not share memory (each may be an input)
+    with pytest.raises(ValueError):
+        bnorm._functional._backward_fused(dy, x, sm, si, None, 1, True, "relu", y, None, True,
+                                          y, dresidual_out=y)

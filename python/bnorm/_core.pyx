@@ -653,7 +653,8 @@ cdef tuple _outputs(cnp.ndarray x, object out, int64_t channels, int pt, void** 
     return y, a, b
 
 
-def fast_inference(x, mean, var, weight, bias, eps, axis, out=None):
+def fast_inference(x, mean, var, weight, bias, eps, axis, out=None, residual=None,
+                   int act=0):
     cdef int t
     cdef bnorm_dtype dt
     cdef int64_t outer, channels, inner
@@ -661,24 +662,27 @@ def fast_inference(x, mean, var, weight, bias, eps, axis, out=None):
     if not _fast_data(x, &t, &dt) or type(eps) is not float:
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
+    if residual is not None and not _same_shape(xa, residual):
+        return None
     if not _layout(xa, axis, &outer, &channels, &inner):
         return None
-    if out is not None and not _out_fits(out, xa, None):
+    if out is not None and not _out_fits(out, xa, residual):
         return None
-    if _take(_INFERENCE, (x, None, out, mean, var, weight, bias),
+    if _take(_INFERENCE, (x, residual, out, mean, var, weight, bias),
              outer * channels * inner, channels, t, _param_type(t), p, True, 1 << 2) < 0:
         return None
     y = _like(xa) if out is None else out
     p[2] = cnp.PyArray_DATA(<cnp.ndarray>y)
     cdef double e = eps
+    cdef uint32_t flags = _flags(act, 0)
     cdef bnorm_status st
     with nogil:
-        st = _inference(dt, outer, channels, inner, p, e, 0)
+        st = _inference(dt, outer, channels, inner, p, e, flags)
     return y if st == BNORM_OK else None
 
 
 def fast_training(x, weight, bias, eps, axis, running_mean, running_var,
-                  momentum, unbiased, out=None):
+                  momentum, unbiased, out=None, residual=None, int act=0):
     cdef int t
     cdef bnorm_dtype dt
     cdef int64_t outer, channels, inner
@@ -687,6 +691,8 @@ def fast_training(x, weight, bias, eps, axis, running_mean, running_var,
             or type(unbiased) is not bool):
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
+    if residual is not None and not _same_shape(xa, residual):
+        return None
     if not _layout(xa, axis, &outer, &channels, &inner):
         return None
     cdef double mom = 0.0
@@ -694,43 +700,66 @@ def fast_training(x, weight, bias, eps, axis, running_mean, running_var,
         if type(momentum) is not float:
             return None
         mom = <double>momentum
-    if out is not None and not _out_fits(out, xa, None):
+    if out is not None and not _out_fits(out, xa, residual):
         return None
-    if _take(_TRAINING, (x, None, out, weight, bias, None, None, running_mean, running_var),
+    if _take(_TRAINING, (x, residual, out, weight, bias, None, None, running_mean,
+                         running_var),
              outer * channels * inner, channels, t, _param_type(t), p, True,
              (1 << 2) | (1 << 5) | (1 << 6)) < 0:
         return None
     y, sm, si = _outputs(xa, out, channels, _param_type(t), p, 2, 5, 6)
     cdef double e = eps
-    cdef uint32_t flags = 0 if unbiased else BNORM_FLAG_BIASED_RUNNING_VAR
+    cdef uint32_t flags = _flags(act, 0 if unbiased else BNORM_FLAG_BIASED_RUNNING_VAR)
     cdef bnorm_status st
     with nogil:
         st = _training(dt, outer, channels, inner, p, e, mom, flags)
     return (y, sm, si) if st == BNORM_OK else None
 
 
-def fast_backward(dy, x, save_mean, save_invstd, weight, axis, training, out=None):
-    """batch_norm_backward without the fused ReLU or residual."""
+def fast_backward(dy, x, save_mean, save_invstd, weight, axis, training, out=None,
+                  y=None, bias=None, int act=0, bint residual=False, dresidual=None):
+    """batch_norm_backward; with act (1 ReLU, 2 ReLU6) its mask from y or
+    recomputed from x with bias, with residual also dresidual (into
+    ``dresidual`` when given): (dx, dweight, dbias[, dresidual]). None
+    where the general path is to decide (or to raise): y without act, a
+    mask with nowhere to come from, shapes or layouts that differ. (The
+    library refuses overlaps before it writes: then None too.)"""
     cdef int t
     cdef bnorm_dtype dt
     cdef int64_t outer, channels, inner
     cdef void* p[MAX_ARGS]
     if not _fast_data(x, &t, &dt) or type(training) is not bool:
         return None
+    if (y is not None and act == 0) or (act != 0 and y is None and residual):
+        return None
+    if dresidual is not None and not residual:
+        return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
     if not _same_shape(xa, dy):  # dy like x
+        return None
+    if y is not None and not _same_shape(xa, y):
+        return None
+    if dresidual is not None and not _same_shape(xa, dresidual):
         return None
     if not _layout(xa, axis, &outer, &channels, &inner):
         return None
     if out is not None and not _out_fits(out, xa, dy):
         return None
-    if _take(_BACKWARD, (dy, x, None, save_mean, save_invstd, weight, None, out, None, None,
-                         None), outer * channels * inner, channels, t, _param_type(t), p, True,
-             (1 << 7) | (1 << 8) | (1 << 9)) < 0:
+    cdef uint32_t later = (1 << 7) | (1 << 8) | (1 << 9) | (
+        (1 << 10) if residual and dresidual is None else 0)
+    if _take(_BACKWARD, (dy, x, y, save_mean, save_invstd, weight, bias, out, None, None,
+                         dresidual), outer * channels * inner, channels, t, _param_type(t), p,
+             True, later) < 0:
         return None
     dx, dw, db = _outputs(xa, out, channels, _param_type(t), p, 7, 8, 9)
-    cdef uint32_t flags = 0 if training else BNORM_FLAG_FROZEN_STATS
+    dres = None
+    if residual:
+        dres = _like(xa) if dresidual is None else dresidual
+        p[10] = cnp.PyArray_DATA(<cnp.ndarray>dres)
+    cdef uint32_t flags = _flags(act, 0 if training else BNORM_FLAG_FROZEN_STATS)
     cdef bnorm_status st
     with nogil:
         st = _backward(dt, outer, channels, inner, p, flags)
-    return (dx, dw, db) if st == BNORM_OK else None
+    if st != BNORM_OK:
+        return None
+    return (dx, dw, db, dres) if residual else (dx, dw, db)

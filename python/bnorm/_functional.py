@@ -311,11 +311,10 @@ def batch_norm_train(x, weight=None, bias=None, eps=1e-5, *, axis=1,
     ``y = min(max(y, 0), 6)`` (the statistics are those of x alone).
     """
     relu = _activation(activation)
-    if not relu and residual is None:
-        r = _core.fast_training(x, weight, bias, eps, axis, running_mean,
-                                running_var, momentum, unbiased, out)
-        if r is not None:
-            return r
+    r = _core.fast_training(x, weight, bias, eps, axis, running_mean, running_var, momentum,
+                            unbiased, out, residual, relu)
+    if r is not None:
+        return r
     x, view, pdtype = _prepare(x, axis, out)
     view, z = _residual_view(residual, x, view, axis, out)
     eps = _eps(eps)
@@ -347,11 +346,10 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
                                    out=out, activation=activation, residual=residual)
         return y
     relu = _activation(activation)
-    if not relu and residual is None:
-        r = _core.fast_inference(x, running_mean, running_var, weight, bias, eps, axis,
-                                 out)
-        if r is not None:
-            return r
+    r = _core.fast_inference(x, running_mean, running_var, weight, bias, eps, axis, out,
+                             residual, relu)
+    if r is not None:
+        return r
     x, view, pdtype = _prepare(x, axis, out)
     view, z = _residual_view(residual, x, view, axis, out)
     eps = _eps(eps)
@@ -445,6 +443,11 @@ def _backward_fused(dy, x, save_mean, save_invstd, weight, axis, training, activ
     """batch_norm_backward's general path; ``dresidual_out`` (with
     residual=True): an array, laid out as x, that receives dresidual."""
     relu = _activation(activation)
+    if type(residual) is bool:
+        r = _core.fast_backward(dy, x, save_mean, save_invstd, weight, axis, training, out, y,
+                                bias, relu, residual, dresidual_out)
+        if r is not None:
+            return r
     x = _data(x, "x")
     others = [(_data(dy, "dy"), "dy")]
     if y is not None:
