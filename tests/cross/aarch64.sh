@@ -14,7 +14,7 @@ export QEMU_LD_PREFIX=/usr/aarch64-linux-gnu
 export LD_LIBRARY_PATH="$build/cpp"
 passed=0
 for isa in baseline scalar; do
-  for t in test_c_api test_host_pool test_no_alloc; do
+  for t in test_c_api test_host_pool test_no_alloc test_fused; do
     echo "aarch64, BNORM_ISA=$isa, $t:"
     BNORM_ISA=$isa qemu-aarch64 "$build/tests/c/$t"
     passed=$((passed + 1))
