@@ -51,6 +51,22 @@ def make_case(rng, shape, axis, dtype, offset=0.0, scale=1.0):
     return x, w, b
 
 
+def assert_central_differences(loss, pairs, every=1, h=1e-6, tol=1e-5):
+    """Each (array, gradient) pair of ``pairs``: every ``every``-th element's
+    gradient matches the central difference of ``loss()`` (which reads the
+    arrays, changed in place and restored) to tol * (1 + |difference|)."""
+    for arr, grad in pairs:
+        for idx in list(np.ndindex(arr.shape))[::every]:
+            old = arr[idx]
+            arr[idx] = old + h
+            up = loss()
+            arr[idx] = old - h
+            down = loss()
+            arr[idx] = old
+            num = (up - down) / (2 * h)
+            assert abs(num - grad[idx]) <= tol * (1 + abs(num)), (idx, num, grad[idx])
+
+
 def run_with_isa(script, isa):
     """The JSON that script prints, run in a process whose kernels are the
     instruction-set copy isa (BNORM_ISA; the best supported if not)."""

@@ -7,7 +7,7 @@ import pytest
 import bnorm
 from bnorm import reference as ref
 
-from conftest import TOL, assert_close, make_case
+from conftest import TOL, assert_central_differences, assert_close, make_case
 
 # planar and rows layouts; the larger ones take the non-blocked paths
 CASES = [((4, 3, 5, 7), 1), ((6, 5, 4, 3), -1), ((40, 24), 1), ((3, 5, 4100), 1),
@@ -49,15 +49,19 @@ def test_forward_is_the_composition_bit_for_bit(rng, shape, axis, dtype):
                                            activation="relu", residual=z), y2)
 
 
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape,axis", CASES[:4])
-def test_forward_against_the_reference(rng, shape, axis, dtype):
+def test_forward_against_the_reference(rng, shape, axis, dtype, activation):
     x, w, b = make_case(rng, shape, axis, dtype)
+    if activation == "relu6":  # values past both bounds
+        w, b = (np.abs(w) * 4 + 1).astype(dtype), (b + 2).astype(dtype)
     z = rng.standard_normal(shape).astype(dtype)
-    y, _, _ = bnorm.batch_norm_train(x, w, b, axis=axis, activation="relu", residual=z)
+    y, _, _ = bnorm.batch_norm_train(x, w, b, axis=axis, activation=activation, residual=z)
     yr, _, _ = ref.batch_norm_train(x.astype(np.float64), w.astype(np.float64),
                                     b.astype(np.float64), axis=axis)
-    assert_close(y, np.maximum(yr + z, 0), dtype, what="relu(BN(x) + z)")
+    want = np.maximum(yr + z, 0) if activation == "relu" else np.clip(yr + z, 0, 6)
+    assert_close(y, want, dtype, what=f"{activation}(BN(x) + z)")
 
 
 @pytest.mark.parametrize("frozen", [False, True])
@@ -121,17 +125,8 @@ def test_gradients_against_finite_differences():
     y, sm, si = bnorm.batch_norm_train(x, w, b, axis=axis, activation="relu", residual=z)
     dx, dw, db, dz = bnorm.batch_norm_backward(c, x, sm, si, w, axis=axis,
                                                activation="relu", y=y, residual=True)
-    h = 1e-6
-    for arr, grad in [(x, dx), (z, dz), (w, dw), (b, db)]:
-        for idx in list(np.ndindex(arr.shape))[::5]:
-            old = arr[idx]
-            arr[idx] = old + h
-            up = loss(x, z, w, b)
-            arr[idx] = old - h
-            down = loss(x, z, w, b)
-            arr[idx] = old
-            num = (up - down) / (2 * h)
-            assert abs(num - grad[idx]) <= 1e-5 * (1 + abs(num)), (idx, num, grad[idx])
+    assert_central_differences(lambda: loss(x, z, w, b), [(x, dx), (z, dz), (w, dw), (b, db)],
+                               every=5)
 
 
 def test_fused_in_place_and_layouts(rng):
@@ -179,10 +174,14 @@ def test_nan_policy_with_relu(rng):
 
 
 @pytest.mark.torch
-def test_against_torch_autograd(rng):
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+def test_against_torch_autograd(rng, activation):
     torch = pytest.importorskip("torch")
+    act = {"relu": torch.relu, "relu6": torch.nn.functional.relu6}[activation]
     for shape, axis in [((4, 3, 5, 6), 1), ((6, 5, 4, 3), -1)]:
         x, w, b = make_case(rng, shape, axis, np.float64)
+        if activation == "relu6":  # values past both bounds
+            w, b = np.abs(w) * 4 + 1, b + 2
         z = rng.standard_normal(shape)
         dy = rng.standard_normal(shape)
         perm = (0, 3, 1, 2) if axis == -1 else (0, 1, 2, 3)
@@ -190,14 +189,17 @@ def test_against_torch_autograd(rng):
         tz = torch.tensor(z, requires_grad=True)
         tw = torch.tensor(w, requires_grad=True)
         tb = torch.tensor(b, requires_grad=True)
-        out = torch.relu(torch.nn.functional.batch_norm(
+        out = act(torch.nn.functional.batch_norm(
             tx.permute(*perm), None, None, tw, tb, training=True) + tz.permute(*perm))
         out.backward(torch.tensor(dy).permute(*perm))
-        y, sm, si = bnorm.batch_norm_train(x, w, b, axis=axis, activation="relu", residual=z)
+        if activation == "relu6":
+            assert (out == 6).any() and (out == 0).any()
+        y, sm, si = bnorm.batch_norm_train(x, w, b, axis=axis, activation=activation,
+                                           residual=z)
         np.testing.assert_allclose(y, out.detach().permute(*np.argsort(perm)).numpy(),
                                    rtol=0, atol=1e-12)
         dx, dw, db, dz = bnorm.batch_norm_backward(dy, x, sm, si, w, axis=axis,
-                                                   activation="relu", y=y, residual=True)
+                                                   activation=activation, y=y, residual=True)
         for a, t in [(dx, tx.grad), (dz, tz.grad), (dw, tw.grad), (db, tb.grad)]:
             np.testing.assert_allclose(a, t.numpy(), rtol=0,
                                        atol=1e-10 * max(1, float(t.abs().max())))
