@@ -83,6 +83,17 @@ def test_bench_quick_runs():
     assert "small call (2,3,4,5)" in r.stdout
 
 
+def test_bench_fused_runs_every_fused_op():
+    r = subprocess.run([sys.executable, "-m", "bnorm", "bench", "--fused", "--quick",
+                        "--repeat", "2"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for op in ("train fwd BN+ReLU ", "train fwd BN+ReLU6", "train fwd BN+Add+ReLU",
+               "inference BN+ReLU ", "backward BN+ReLU (y)", "backward BN+ReLU6 (x)",
+               "backward BN+Add+ReLU"):
+        assert op in r.stdout, op
+    assert "fused over unfused: slowest" in r.stdout
+
+
 def test_bench_json_for_one_shape(tmp_path):
     import json
     out = tmp_path / "bench.json"

@@ -1,11 +1,12 @@
 """``python -m bnorm bench --fused``: the fused ops against the unfused pair.
 
 Per case (the benchmark's suite, or ``--shape``) it times, in one run:
-BN + ReLU and BN + Add + ReLU fused into bnorm's pass, against bnorm's plain
-batch norm followed by the same steps as separate in-place NumPy passes
-(``np.add(y, z, out=y)``, ``np.maximum(y, 0, out=y)``, and for the backward
-``np.multiply(dy, y > 0)`` before the plain backward) -- what a user without
-fusion would run. Also a plain copy of the tensor, for scale. A
+BN + ReLU, BN + ReLU6 and BN + Add + ReLU fused into bnorm's pass, against
+bnorm's plain batch norm followed by the same steps as separate in-place
+NumPy passes (``np.add(y, z, out=y)``, ``np.maximum(y, 0, out=y)`` or
+``np.clip(y, 0, 6, out=y)``, and for the backward ``np.multiply(dy, y > 0)``
+or ``np.multiply(dy, (y > 0) & (y < 6))`` before the plain backward) --
+what a user without fusion would run. Also a plain copy of the tensor, for scale. A
 measurement, never a pass/fail test.
 """
 
@@ -46,9 +47,10 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
         y_relu, sm, si = bnorm.batch_norm_train(x, w, b, axis=axis, activation="relu")
         y_add, _, _ = bnorm.batch_norm_train(x, w, b, axis=axis, activation="relu",
                                              residual=z)
+        y_six, _, _ = bnorm.batch_norm_train(x, w, b, axis=axis, activation="relu6")
         t_copy = _median_time(lambda: np.copyto(y, x), repeat)
 
-        def unfused_fwd(train, add):
+        def unfused_fwd(train, add, six=False):
             def f():
                 if train:
                     bnorm.batch_norm_train(x, w, b, axis=axis, out=y)
@@ -56,12 +58,15 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
                     bnorm.batch_norm(x, rm, rv, w, b, axis=axis, out=y)
                 if add:
                     np.add(y, z, out=y)
-                np.maximum(y, 0, out=y)
+                if six:
+                    np.clip(y, 0, 6, out=y)
+                else:
+                    np.maximum(y, 0, out=y)
             return f
 
-        def unfused_bwd(yf):
+        def unfused_bwd(yf, six=False):
             def f():
-                np.multiply(dy, yf > 0, out=g)
+                np.multiply(dy, (yf > 0) & (yf < 6) if six else yf > 0, out=g)
                 bnorm.batch_norm_backward(g, x, sm, si, w, axis=axis, out=dx)
             return f
 
@@ -69,6 +74,9 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
             ("train fwd BN+ReLU",
              lambda: bnorm.batch_norm_train(x, w, b, axis=axis, activation="relu", out=y),
              unfused_fwd(True, False)),
+            ("train fwd BN+ReLU6",
+             lambda: bnorm.batch_norm_train(x, w, b, axis=axis, activation="relu6", out=y),
+             unfused_fwd(True, False, six=True)),
             ("train fwd BN+Add+ReLU",
              lambda: bnorm.batch_norm_train(x, w, b, axis=axis, activation="relu",
                                             residual=z, out=y),
@@ -88,6 +96,10 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
              lambda: bnorm.batch_norm_backward(dy, x, sm, si, w, axis=axis,
                                                activation="relu", bias=b, out=dx),
              unfused_bwd(y_relu)),
+            ("backward BN+ReLU6 (x)",
+             lambda: bnorm.batch_norm_backward(dy, x, sm, si, w, axis=axis,
+                                               activation="relu6", bias=b, out=dx),
+             unfused_bwd(y_six, six=True)),
             ("backward BN+Add+ReLU",
              lambda: bnorm.batch_norm_backward(dy, x, sm, si, w, axis=axis,
                                                activation="relu", y=y_add,
