@@ -151,9 +151,6 @@ inline bnorm_status check_tensor(bnorm_dtype dtype, int64_t outer, int64_t chann
   return BNORM_OK;
 }
 
-// The checks of the training forward's scalars and running statistics, in
-// the order the header lists the errors: flags (`known` bits), eps, the
-// running pair, momentum.
 // The activation flags of the _fused entry points: at most one of them.
 constexpr uint32_t kActivationFlags = BNORM_FLAG_RELU | BNORM_FLAG_RELU6;
 inline bool valid_activation(uint32_t flags) {
@@ -161,10 +158,13 @@ inline bool valid_activation(uint32_t flags) {
 }
 template <class CallT>
 inline void set_activation(CallT& a, uint32_t flags) {
-  a.relu = (flags & kActivationFlags) != 0;
-  a.relu6 = (flags & BNORM_FLAG_RELU6) != 0;
+  a.fused_act = (flags & BNORM_FLAG_RELU6) ? kActRelu6
+                : (flags & BNORM_FLAG_RELU) ? kActRelu : kActNone;
 }
 
+// The checks of the training forward's scalars and running statistics, in
+// the order the header lists the errors: flags (`known` bits), eps, the
+// running pair, momentum.
 inline bnorm_status check_training(uint32_t flags, uint32_t known, double eps,
                                    const void* running_mean, const void* running_var,
                                    double momentum) {

@@ -143,13 +143,13 @@ void backward_activated(const Plan& p, const Call<T>& a, const Work& w) {
 
 }  // namespace
 
-// relu: g = dy where the forward's output y > 0 (y given) or where the
-// recomputed pre-activation is > 0 (y null); with relu6 also only where it
-// is < 6. dresidual, if given, receives g.
+// A fused activation: g = dy where the forward's output y > 0 (y given) or
+// where the recomputed pre-activation is > 0 (y null); with the ReLU6 also
+// only where it is < 6. dresidual, if given, receives g.
 template <class T>
 void backward(const Plan& p, const Call<T>& a, const Work& w) {
   const int64_t total = p.outer * p.channels * p.inner;
-  if (!a.relu && !a.dresidual) {
+  if (a.fused_act == kActNone && !a.dresidual) {
     const bool stream = stream_output(total * int64_t(sizeof(T)));
     if (a.frozen)
       backward_with<kNoMask>(p, a, w, ScaleOp<T>{a.dy, nullptr, a.out, stream});
@@ -157,12 +157,12 @@ void backward(const Plan& p, const Call<T>& a, const Work& w) {
       backward_with<kNoMask>(p, a, w, DxOp<T>{a.dy, a.x, a.out, stream});
     return;
   }
-  if (a.relu && a.y && a.dresidual && a.dresidual != a.x &&
+  if (a.fused_act != kActNone && a.y && a.dresidual && a.dresidual != a.x &&
       stream_output(total * int64_t(sizeof(T)))) {
     // Too large for the cache: dres = g is an output anyway, so write it in
     // one pass and run the plain backward on it (whose dx pass streams);
     // the same arithmetic as the one-pass form, so the same bits.
-    if (a.relu6)
+    if (a.fused_act == kActRelu6)
       gradient_behind<kMaskY6>(a, total, w);
     else
       gradient_behind<kMaskY>(a, total, w);
@@ -170,13 +170,13 @@ void backward(const Plan& p, const Call<T>& a, const Work& w) {
     plain.dy = a.dresidual;
     plain.y = nullptr;
     plain.dresidual = nullptr;
-    plain.relu = plain.relu6 = false;
+    plain.fused_act = kActNone;
     backward(p, plain, w);
     return;
   }
-  if (!a.relu)
+  if (a.fused_act == kActNone)
     backward_masked<kNoMask, true>(p, a, w);
-  else if (a.relu6)
+  else if (a.fused_act == kActRelu6)
     backward_activated<kClip6>(p, a, w);
   else
     backward_activated<0>(p, a, w);

@@ -190,7 +190,8 @@ struct FormulaShape {
 //
 // Fused forms (kRes, kAct): y = act((x - m) * s + b + z), z the residual
 // input; act is none (kAct 0), relu(v) = v < 0 ? 0 : v (1) or relu6(v) =
-// min(relu(v), 6) (2), each keeping a NaN a NaN. (in0 = x, in1 = z.)
+// min(relu(v), 6) (2): kernels.hpp's FusedAct codes. Each keeps a NaN a NaN.
+// (in0 = x, in1 = z.)
 template <bool kRes, int kAct>
 struct AffineFormula : FormulaShape<3, kRes ? 2 : 1, kRes || kAct != 0, true> {  // m, s, b
   template <class V, class C>

@@ -103,12 +103,11 @@ void with_affine_act(const Call<T>& a, bool stream, const F& f) {
 template <class T, class F>
 void with_affine(const Call<T>& a, const Plan& p, const F& f) {
   const bool stream = stream_output(p.outer * p.channels * p.inner * int64_t(sizeof(T)));
-  if (a.relu && a.relu6)
-    with_affine_act<2>(a, stream, f);
-  else if (a.relu)
-    with_affine_act<1>(a, stream, f);
-  else
-    with_affine_act<0>(a, stream, f);
+  switch (a.fused_act) {
+    case kActRelu6: with_affine_act<kActRelu6>(a, stream, f); break;
+    case kActRelu: with_affine_act<kActRelu>(a, stream, f); break;
+    default: with_affine_act<kActNone>(a, stream, f);
+  }
 }
 
 // The coefficient arrays m, s, b of the forward's map, in the workspace.

@@ -30,6 +30,10 @@
 
 namespace bnorm {
 
+// The activation of the _fused entry points (BNORM_FLAG_RELU, _RELU6), as
+// the forward's formula and the backward's mask take it.
+enum FusedAct { kActNone = 0, kActRelu = 1, kActRelu6 = 2 };
+
 // The arguments of one call. Data of type T (float, double, Half,
 // BFloat16), in the layout [outer, channels, inner] of the Plan;
 // parameters, statistics and arithmetic of type P = Param<T> (float for the
@@ -39,7 +43,7 @@ template <class T, class P>
 struct CallOf {
   // tensors
   const T* x = nullptr;
-  const T* residual = nullptr;  // fused forward: y = relu?(BN(x) + residual)
+  const T* residual = nullptr;  // fused forward: y = act?(BN(x) + residual)
   const T* dy = nullptr;
   const T* y = nullptr;         // fused backward: the forward's output (mask)
   T* out = nullptr;             // y (forward) or dx (backward)
@@ -69,8 +73,7 @@ struct CallOf {
   double count = 0;  // forward_apply, backward_apply: values per channel
   double eps = 0, momentum = 0;
   bool unbiased = true;  // running variance with Bessel's correction
-  bool relu = false;
-  bool relu6 = false;    // with relu: min(relu, 6)
+  int fused_act = kActNone;  // the fused activation (FusedAct)
   bool frozen = false;   // backward through fixed statistics
   int act = 0;           // backward_from_output: BNORM_ACT_*, and its parameter
   double act_param = 0;

@@ -32,6 +32,8 @@ def backward(arrays: Tuple[Optional[np.ndarray], ...], outer: int, channels: int
 ACTIVATIONS: Dict[str, int]
 def backward_from_output(arrays: Tuple[Optional[np.ndarray], ...], outer: int, channels: int,
                          inner: int, frozen: bool, activation: int, param: float) -> None: ...
+FUSED_ACTIVATIONS: dict[str, int]
+
 def fast_inference(x: object, mean: object, var: object, weight: object,
                    bias: object, eps: object, axis: object,
                    out: object = ..., residual: object = ..., act: int = ...

@@ -344,17 +344,17 @@ cdef inline bnorm_status _backward(bnorm_dtype dt, int64_t o, int64_t c, int64_t
                                 p[7], p[8], p[9], p[10], flags)
 
 
-cdef inline uint32_t _flags(int act, uint32_t other) noexcept:
-    """other with the activation flag of act: 0 none, 1 ReLU, 2 ReLU6."""
-    if act == 1:
-        return other | BNORM_FLAG_RELU
-    if act == 2:
-        return other | BNORM_FLAG_RELU6
-    return other
+# The fused activations' flags (0: none), as the functions below take them.
+FUSED_ACTIVATIONS = {"relu": BNORM_FLAG_RELU, "relu6": BNORM_FLAG_RELU6}
+
+
+cdef inline uint32_t _flags(uint32_t act, uint32_t other) noexcept:
+    """other with act's activation flag (other bits of act dropped)."""
+    return other | (act & (BNORM_FLAG_RELU | BNORM_FLAG_RELU6))
 
 
 def forward_training(tuple arrays, int64_t outer, int64_t channels, int64_t inner,
-                     double eps, double momentum, bint unbiased=True, int act=0):
+                     double eps, double momentum, bint unbiased=True, uint32_t act=0):
     """Arrays in the order of ``bnorm._spec.TRAINING``."""
     cdef void* p[MAX_ARGS]
     cdef bnorm_dtype dt = _pointers(_TRAINING, arrays, outer * channels * inner, channels, p)
@@ -366,7 +366,7 @@ def forward_training(tuple arrays, int64_t outer, int64_t channels, int64_t inne
 
 
 def forward_inference(tuple arrays, int64_t outer, int64_t channels, int64_t inner,
-                      double eps, int act=0):
+                      double eps, uint32_t act=0):
     """Arrays in the order of ``bnorm._spec.INFERENCE``."""
     cdef void* p[MAX_ARGS]
     cdef bnorm_dtype dt = _pointers(_INFERENCE, arrays, outer * channels * inner, channels, p)
@@ -378,7 +378,7 @@ def forward_inference(tuple arrays, int64_t outer, int64_t channels, int64_t inn
 
 
 def backward(tuple arrays, int64_t outer, int64_t channels, int64_t inner,
-             bint frozen, int act=0):
+             bint frozen, uint32_t act=0):
     """Arrays in the order of ``bnorm._spec.BACKWARD``."""
     cdef void* p[MAX_ARGS]
     cdef bnorm_dtype dt = _pointers(_BACKWARD, arrays, outer * channels * inner, channels, p)
@@ -654,7 +654,7 @@ cdef tuple _outputs(cnp.ndarray x, object out, int64_t channels, int pt, void** 
 
 
 def fast_inference(x, mean, var, weight, bias, eps, axis, out=None, residual=None,
-                   int act=0):
+                   uint32_t act=0):
     cdef int t
     cdef bnorm_dtype dt
     cdef int64_t outer, channels, inner
@@ -682,7 +682,7 @@ def fast_inference(x, mean, var, weight, bias, eps, axis, out=None, residual=Non
 
 
 def fast_training(x, weight, bias, eps, axis, running_mean, running_var,
-                  momentum, unbiased, out=None, residual=None, int act=0):
+                  momentum, unbiased, out=None, residual=None, uint32_t act=0):
     cdef int t
     cdef bnorm_dtype dt
     cdef int64_t outer, channels, inner
@@ -717,8 +717,8 @@ def fast_training(x, weight, bias, eps, axis, running_mean, running_var,
 
 
 def fast_backward(dy, x, save_mean, save_invstd, weight, axis, training, out=None,
-                  y=None, bias=None, int act=0, bint residual=False, dresidual=None):
-    """batch_norm_backward; with act (1 ReLU, 2 ReLU6) its mask from y or
+                  y=None, bias=None, uint32_t act=0, bint residual=False, dresidual=None):
+    """batch_norm_backward; with act (FUSED_ACTIVATIONS) its mask from y or
     recomputed from x with bias, with residual also dresidual (into
     ``dresidual`` when given): (dx, dweight, dbias[, dresidual]). None
     where the general path is to decide (or to raise): y without act, a

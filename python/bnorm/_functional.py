@@ -310,9 +310,9 @@ def batch_norm_train(x, weight=None, bias=None, eps=1e-5, *, axis=1,
     and ``activation="relu"`` then ``y = max(y, 0)``, or ``"relu6"``
     ``y = min(max(y, 0), 6)`` (the statistics are those of x alone).
     """
-    relu = _activation(activation)
+    act = _activation(activation)
     r = _core.fast_training(x, weight, bias, eps, axis, running_mean, running_var, momentum,
-                            unbiased, out, residual, relu)
+                            unbiased, out, residual, act)
     if r is not None:
         return r
     x, view, pdtype = _prepare(x, axis, out)
@@ -326,7 +326,7 @@ def batch_norm_train(x, weight=None, bias=None, eps=1e-5, *, axis=1,
     a.update(x=view.flat, residual=z, out=y, running_mean=running_mean,
              running_var=running_var)
     _core.forward_training(_spec.TRAINING.pack(a), view.outer, view.channels, view.inner,
-                           eps, momentum, bool(unbiased), relu)
+                           eps, momentum, bool(unbiased), act)
     return view.like(y), a["save_mean"], a["save_invstd"]
 
 
@@ -345,9 +345,9 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
                                    running_var=running_var, momentum=momentum,
                                    out=out, activation=activation, residual=residual)
         return y
-    relu = _activation(activation)
+    act = _activation(activation)
     r = _core.fast_inference(x, running_mean, running_var, weight, bias, eps, axis, out,
-                             residual, relu)
+                             residual, act)
     if r is not None:
         return r
     x, view, pdtype = _prepare(x, axis, out)
@@ -361,7 +361,7 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
     y = _out(out, x, view)
     a.update(x=view.flat, residual=z, out=y)
     _core.forward_inference(_spec.INFERENCE.pack(a), view.outer, view.channels, view.inner,
-                            eps, relu)
+                            eps, act)
     return view.like(y)
 
 
@@ -388,15 +388,12 @@ def _pair_views(dy: np.ndarray, x: np.ndarray, axis: Any, out: Any):
     return vx, vdy
 
 
-_FUSED_ACTIVATIONS = {"relu": 1, "relu6": 2}
-
-
 def _activation(activation: Any) -> int:
-    """The fused activation's code: 0 none, 1 ReLU, 2 ReLU6."""
+    """The fused activation's flag (_core.FUSED_ACTIVATIONS), 0 for none."""
     if activation is None:
         return 0
-    if isinstance(activation, str) and activation.lower() in _FUSED_ACTIVATIONS:
-        return _FUSED_ACTIVATIONS[activation.lower()]
+    if isinstance(activation, str) and activation.lower() in _core.FUSED_ACTIVATIONS:
+        return _core.FUSED_ACTIVATIONS[activation.lower()]
     raise ValueError(f"activation must be None, 'relu' or 'relu6', got {activation!r}")
 
 
@@ -427,6 +424,7 @@ def batch_norm_backward(dy, x, save_mean, save_invstd, weight=None, *, axis=1,
     ``residual=True`` also returns the residual input's gradient:
     ``(dx, dweight, dbias, dresidual)``.
     """
+    # (the plain call first, with the least Python: the small-call latency)
     if activation is None and y is None and bias is None and residual is False:
         r = _core.fast_backward(dy, x, save_mean, save_invstd, weight, axis, training,
                                 out)
@@ -442,23 +440,22 @@ def _backward_fused(dy, x, save_mean, save_invstd, weight, axis, training, activ
                     bias, residual, out, dresidual_out=None):
     """batch_norm_backward's general path; ``dresidual_out`` (with
     residual=True): an array, laid out as x, that receives dresidual."""
-    relu = _activation(activation)
+    act = _activation(activation)
     if type(residual) is bool:
         r = _core.fast_backward(dy, x, save_mean, save_invstd, weight, axis, training, out, y,
-                                bias, relu, residual, dresidual_out)
+                                bias, act, residual, dresidual_out)
         if r is not None:
             return r
     x = _data(x, "x")
     others = [(_data(dy, "dy"), "dy")]
     if y is not None:
-        if not relu:
+        if not act:
             raise ValueError("y= is the activation's mask: pass it with activation='relu' "
                              "or 'relu6'")
         others.append((_data(y, "y"), "y"))
-    if relu and y is None and residual:
+    if act and y is None and residual:
         raise ValueError("with residual=True the activation's mask cannot be recomputed "
-                         "from x: "
-                         "pass y= (the forward's output)")
+                         "from x: pass y= (the forward's output)")
     vx, vs = _views(x, axis, out, others)
     vdy = vs[0]
     vy = vs[1].flat if y is not None else None
@@ -475,7 +472,7 @@ def _backward_fused(dy, x, save_mean, save_invstd, weight, axis, training, activ
     if residual:
         dres = vx.empty() if dresidual_out is None else _out(dresidual_out, x, vx)
     a.update(dy=vdy.flat, x=vx.flat, y=vy, out=dx, dresidual=dres)
-    _core.backward(_spec.BACKWARD.pack(a), vx.outer, vx.channels, vx.inner, frozen, relu)
+    _core.backward(_spec.BACKWARD.pack(a), vx.outer, vx.channels, vx.inner, frozen, act)
     if residual:
         return vx.like(dx), a["dweight"], a["dbias"], vx.like(dres)
     return vx.like(dx), a["dweight"], a["dbias"]

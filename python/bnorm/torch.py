@@ -449,18 +449,20 @@ def convert(model: torch.nn.Module) -> torch.nn.Module:
 # and the statistics when there is no residual (so the output need not be
 # kept for the backward), else from y.
 
-# The fused activations: the op's name of each (what the C kernels apply),
-# and PyTorch's for the fallback.
+# The fused activations (None: none), each with PyTorch's function for the
+# fallback; the operators name them "identity", "relu" and "relu6".
 _ACT_FALLBACK = {None: lambda y: y, "relu": torch.relu,
                  "relu6": torch.nn.functional.relu6}
 
 
 def _bn_activation(act: str) -> Optional[str]:
-    """The op's activation ("identity", "relu", "relu6") as bnorm's NumPy
+    """The op's activation ("identity" or a fused one) as bnorm's NumPy
     functions take it."""
-    if act not in ("identity", "relu", "relu6"):
+    if act == "identity":
+        return None
+    if act is None or act not in _ACT_FALLBACK:
         raise ValueError(f"activation must be 'identity', 'relu' or 'relu6', got {act!r}")
-    return None if act == "identity" else act
+    return act
 
 
 def _act_supported(x: Tensor, residual: Optional[Tensor], running_mean, running_var,
@@ -711,9 +713,8 @@ def batch_norm_act(input: Tensor, running_mean: Optional[Tensor],
 class _ActForward:
     """A batch norm module that also adds a residual (``forward(input,
     residual=None)``) and applies its ``activation`` ("relu", "relu6" or
-    None), as
-    one op: what ``bnorm.torch.fuse`` makes of a batch norm and what follows
-    it."""
+    None), as one op: what ``bnorm.torch.fuse`` makes of a batch norm and
+    what follows it."""
 
     activation: Optional[str] = "relu"
 
