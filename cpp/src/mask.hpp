@@ -45,7 +45,7 @@ inline double masked(double g, T x, T y, Q m, Q s, Q b) {
 // g where the activation was open at v, 0 elsewhere, lane by lane.
 template <int M>
 inline VecD gate_lanes(VecD g, VecD v) {
-  if constexpr ((M & kClip6) != 0) return (v > 0.0) & (v < 6.0) ? g : VecD{};
+  if constexpr ((M & kClip6) != 0) return ((v > 0.0) & (v < 6.0)) ? g : VecD{};
   return v > 0.0 ? g : VecD{};
 }
 

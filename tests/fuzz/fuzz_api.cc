@@ -87,6 +87,7 @@ struct F32 {
   static double get(S v) { return v; }
   static S moderate(int k) { return static_cast<float>(k) / 16; }
   static constexpr double tol = 1e-4;  // data results
+  static constexpr double mtol = 1e-10;  // moments (double deviations)
   static constexpr double maxv = 3.4e38, tiny = 1e-45;
 };
 struct F64 {
@@ -96,6 +97,7 @@ struct F64 {
   static double get(S v) { return v; }
   static S moderate(int k) { return static_cast<double>(k) / 16; }
   static constexpr double tol = 1e-10;
+  static constexpr double mtol = 1e-10;
   static constexpr double maxv = 1.7e308, tiny = 5e-324;
 };
 // |k| <= 2000: k/16 is exact in float16 (11-bit significand).
@@ -115,6 +117,11 @@ struct F16 {
     return static_cast<uint16_t>(sign | ((E + e - 4 + 15) << 10) | (a & 1023));
   }
   static constexpr double tol = 2e-3;  // half an ulp is 2^-11 relative
+  // Moments of half data form x - shift in float (float32 math): each
+  // deviation rounds by up to 2^-24 of |x - shift| <= 2 max|x| when the two
+  // exponents are far apart (a subnormal shift, a large value), so the mean
+  // is off by up to 2^-23 max|x| and M2 by up to 16 * 2^-24 (m + 1) max|x|^2.
+  static constexpr double mtol = 2e-6;
   static constexpr double maxv = 65504, tiny = 6e-8;  // largest, smallest subnormal
 };
 struct BF16 {
@@ -129,6 +136,7 @@ struct BF16 {
     return static_cast<uint16_t>(u >> 16);
   }
   static constexpr double tol = 1e-2;  // half an ulp is 2^-8 relative
+  static constexpr double mtol = 2e-6;  // as F16's
   static constexpr double maxv = 3.38e38, tiny = 1e-40;
 };
 
@@ -195,10 +203,10 @@ uint32_t known_flags(int op);
 
 uint32_t pick_flags(FuzzedDataProvider& in, int op) {
   switch (in.ConsumeIntegralInRange(0, 9)) {
-    case 7: return in.ConsumeIntegralInRange<uint32_t>(0, 7);  // known to some function
+    case 7: return in.ConsumeIntegralInRange<uint32_t>(0, 15);  // known to some function
     case 8: return 1u << in.ConsumeIntegralInRange(3, 31);      // one unknown bit
     case 9: return in.ConsumeIntegral<uint32_t>();
-    default: return in.ConsumeIntegralInRange<uint32_t>(0, 7) & known_flags(op);
+    default: return in.ConsumeIntegralInRange<uint32_t>(0, 15) & known_flags(op);
   }
 }
 
@@ -213,10 +221,10 @@ void check_close(double got, double want, double scale, double tol, const char* 
 uint32_t known_flags(int op) {
   switch (op) {
     case kTrain: case kNormalize: return BNORM_FLAG_BIASED_RUNNING_VAR;
-    case kTrainFused: return BNORM_FLAG_BIASED_RUNNING_VAR | BNORM_FLAG_RELU;
-    case kInferFused: return BNORM_FLAG_RELU;
+    case kTrainFused: return BNORM_FLAG_BIASED_RUNNING_VAR | BNORM_FLAG_RELU | BNORM_FLAG_RELU6;
+    case kInferFused: return BNORM_FLAG_RELU | BNORM_FLAG_RELU6;
     case kBackward: return BNORM_FLAG_FROZEN_STATS;
-    case kBackwardFused: return BNORM_FLAG_FROZEN_STATS | BNORM_FLAG_RELU;
+    case kBackwardFused: return BNORM_FLAG_FROZEN_STATS | BNORM_FLAG_RELU | BNORM_FLAG_RELU6;
     default: return 0;
   }
 }
@@ -772,8 +780,19 @@ void run(FuzzedDataProvider& in) {
   }
   if ((op == kNormalize || op == kBackApply) && (count <= 1 || count < local))
     fail("success with a count that cannot be the whole batch's");
-  const bool relu = (flags & BNORM_FLAG_RELU) != 0;
+  const bool relu6 = (flags & BNORM_FLAG_RELU6) != 0;
+  const bool relu = (flags & BNORM_FLAG_RELU) != 0 || relu6;  // an activation
   const bool frozen = (flags & BNORM_FLAG_FROZEN_STATS) != 0;
+  // (flags reach only the functions that take them; RELU6 only the fused ones)
+  if ((known_flags(op) & BNORM_FLAG_RELU6) && (flags & BNORM_FLAG_RELU) && relu6) {
+    std::fprintf(stderr, "%s: flags %#x, (%lld, %lld, %lld)\n", kOpNames[op], flags, (long long)outer,
+                 (long long)channels, (long long)inner);
+    fail("success with both RELU and RELU6");
+  }
+  // (the activation after the residual add: max(v, 0), or min(max(v, 0), 6))
+  const auto act = [relu, relu6](double v) { return !relu ? v : v < 0 ? 0 : relu6 && v > 6 ? 6 : v; };
+  // the backward's mask: where the activation was open at its output y
+  const auto open = [relu6](double y) { return y > 0 && (!relu6 || y < 6); };
   // The overlaps of this call's arguments, as the header states its rules:
   // an output may be exactly an input it may replace; any other overlap of
   // an output with another argument must have been refused.
@@ -885,7 +904,7 @@ void run(FuzzedDataProvider& in) {
           double want = (at(X, k) - mean) * inv * g + be;
           double scale = std::fabs(g) * (K + 1) + std::fabs(be);
           if (op == kTrainFused && has_res) want += at(R, k), scale += bx;
-          if (op == kTrainFused && relu) want = want < 0 ? 0 : want;
+          if (op == kTrainFused) want = act(want);
           check_data(now(Y, k), want, scale, "y");
         }
     }
@@ -899,7 +918,7 @@ void run(FuzzedDataProvider& in) {
           double want = (at(X, k) - par0(RM, c)) * inv * g + be;
           double scale = 2 * bx * inv * std::fabs(g) + std::fabs(be);
           if (op == kInferFused && has_res) want += at(R, k), scale += bx;
-          if (op == kInferFused && relu) want = want < 0 ? 0 : want;
+          if (op == kInferFused) want = act(want);
           check_data(now(Y, k), want, scale, "y");
         }
     }
@@ -913,7 +932,7 @@ void run(FuzzedDataProvider& in) {
       for (int64_t o = 0; o < outer; ++o)
         for (int64_t i = 0; i < inner; ++i) {
           const int64_t k = idx(o, c, i);
-          const double gi = mask_y && !(at(YF, k) > 0) ? 0.0 : at(DY, k);
+          const double gi = mask_y && !open(at(YF, k)) ? 0.0 : at(DY, k);
           g += gi;
           gx += gi * (at(X, k) - par0(SM, c));
           gabs += std::fabs(gi);
@@ -942,7 +961,7 @@ void run(FuzzedDataProvider& in) {
       for (int64_t o = 0; o < outer; ++o)
         for (int64_t i = 0; i < inner; ++i) {
           const int64_t k = idx(o, c, i);
-          const double gi = mask_y && !(at(YF, k) > 0) ? 0.0 : at(DY, k);
+          const double gi = mask_y && !open(at(YF, k)) ? 0.0 : at(DY, k);
           const double xm = at(X, k) - par0(SM, c);
           const double want = frozen && op != kBackApply
                                   ? gi * kk
@@ -984,8 +1003,8 @@ void run(FuzzedDataProvider& in) {
           const double dv = at(X, idx(o, c, i)) - mean;
           s2 += dv * dv;
         }
-      check_close(buf.q(MEAN)[c], mean, bx, 1e-10, "moments mean");
-      check_close(buf.q(M2)[c], s2, (m + 1) * bx * bx, 1e-10, "moments m2");
+      check_close(buf.q(MEAN)[c], mean, bx, D::mtol, "moments mean");
+      check_close(buf.q(M2)[c], s2, (m + 1) * bx * bx, D::mtol, "moments m2");
     }
   } else if (op == kMerge) {
     int64_t total = 0;
