@@ -93,8 +93,8 @@ def test_half_precision_against_the_float64_reference(dtype):
         want = reference.batch_norm_backward_from_output(
             dy.astype(np.float64), y.astype(np.float64), inv, sc, b, axis=axis,
             activation="leaky_relu", activation_param=0.1)
-        # dx rounded once to the half type (computed in double from the
-        # half inputs); the sums in double, rounded to float32
+        # dx computed in float from the half inputs (float32 math), rounded
+        # once to the half type; the sums in double, rounded to float32
         dx = got[0].astype(np.float64)
         assert np.max(np.abs(dx - want[0])) <= 2 * ulp * np.max(np.abs(want[0]))
         for g, w_ in zip(got[1:], want[1:]):
