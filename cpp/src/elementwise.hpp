@@ -68,6 +68,31 @@ struct Map {
     const T* b = F::N > 1 ? in1 + off : nullptr;
     T* d = out + off;
     if constexpr (kStaged) {
+#if defined(BNORM_HAVE_F16C) && defined(__AVX512F__)
+      // A run's plain formulas (no epilogue), 16 values at a time in
+      // registers: widened, the formula in float, narrowed as narrow() does
+      // (the same bits as the staged loop, without its three passes over
+      // the stack buffers; float16 training forward, 32x64x56x56 NCHW,
+      // spent 42% of its time in the staged map). Each vector's loads come
+      // before its store, so d may be a or b.
+      if constexpr (!F::kSimple) {
+        constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        const uint16_t* ha = &a->bits;
+        const uint16_t* hb = F::N > 1 ? &b->bits : nullptr;
+        uint16_t* hd = &d->bits;
+        int64_t i = 0;
+        for (; i + 16 <= n; i += 16) {
+          const __m512 x = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ha + i)));
+          __m512 z = _mm512_setzero_ps();
+          if constexpr (F::N > 1)
+            z = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(hb + i)));
+          const __m512 v = F::value(x, z, k);
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(hd + i), _mm512_cvtps_ph(v, kRound));
+        }
+        if (i < n) staged(a + i, F::N > 1 ? b + i : nullptr, d + i, n - i, [&](int64_t) { return k; });
+        return;
+      }
+#endif
       staged(a, b, d, n, [&](int64_t) { return k; });
     } else if constexpr (kConverted) {
       each(d, n, [&](int64_t i) { st(d, i, F::value(ld(a, i), F::N > 1 ? ld(b, i) : P(0), k)); });
