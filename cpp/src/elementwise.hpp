@@ -116,9 +116,29 @@ struct Map {
     const T* b = F::N > 1 ? in1 + off : nullptr;
     T* d = out + off;
     if constexpr (kStaged) {
-      staged(a, b, d, cw, [&](int64_t s0) {
-        return [c, s0](int q, int64_t i) { return c[q][s0 + i]; };
-      });
+      int64_t j = 0;
+#if defined(BNORM_HAVE_F16C) && defined(__AVX512F__)
+      // (as in run(): a row's plain formulas in registers, the channels'
+      // coefficients loaded 16 at a time)
+      if constexpr (!F::kSimple) {
+        constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        const uint16_t* ha = &a->bits;
+        const uint16_t* hb = F::N > 1 ? &b->bits : nullptr;
+        uint16_t* hd = &d->bits;
+        for (; j + 16 <= cw; j += 16) {
+          const __m512 x = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ha + j)));
+          __m512 z = _mm512_setzero_ps();
+          if constexpr (F::N > 1)
+            z = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(hb + j)));
+          const __m512 v = F::value(x, z, [&](int q) { return _mm512_loadu_ps(c[q] + j); });
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(hd + j), _mm512_cvtps_ph(v, kRound));
+        }
+      }
+#endif
+      if (j < cw)
+        staged(a + j, F::N > 1 ? b + j : nullptr, d + j, cw - j, [&](int64_t s0) {
+          return [c, s0, j](int q, int64_t i) { return c[q][j + s0 + i]; };
+        });
     } else if constexpr (kConverted) {
       each(d, cw, [&](int64_t j) {
         st(d, j, F::value(ld(a, j), F::N > 1 ? ld(b, j) : P(0), [&](int q) { return c[q][j]; }));
