@@ -89,7 +89,19 @@ struct Map {
           const __m512 v = F::value(x, z, k);
           _mm256_storeu_si256(reinterpret_cast<__m256i*>(hd + i), _mm512_cvtps_ph(v, kRound));
         }
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+        if (i < n) {
+          // the last < 16 values: masked loads (zeros past n) and a masked
+          // store (a 7x7 map's run is 3 vectors and 1 value)
+          const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+          const __m512 x = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, ha + i));
+          __m512 z = _mm512_setzero_ps();
+          if constexpr (F::N > 1) z = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, hb + i));
+          _mm256_mask_storeu_epi16(hd + i, m, _mm512_cvtps_ph(F::value(x, z, k), kRound));
+        }
+#else
         if (i < n) staged(a + i, F::N > 1 ? b + i : nullptr, d + i, n - i, [&](int64_t) { return k; });
+#endif
         return;
       }
 #endif
@@ -133,6 +145,17 @@ struct Map {
           const __m512 v = F::value(x, z, [&](int q) { return _mm512_loadu_ps(c[q] + j); });
           _mm256_storeu_si256(reinterpret_cast<__m256i*>(hd + j), _mm512_cvtps_ph(v, kRound));
         }
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+        if (j < cw) {  // (masked, as in run())
+          const __mmask16 m = static_cast<__mmask16>((1u << (cw - j)) - 1);
+          const __m512 x = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, ha + j));
+          __m512 z = _mm512_setzero_ps();
+          if constexpr (F::N > 1) z = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, hb + j));
+          const __m512 v = F::value(x, z, [&](int q) { return _mm512_maskz_loadu_ps(m, c[q] + j); });
+          _mm256_mask_storeu_epi16(hd + j, m, _mm512_cvtps_ph(v, kRound));
+          return;
+        }
+#endif
       }
 #endif
       if (j < cw)
