@@ -22,6 +22,13 @@ constexpr int64_t kSweepTileBytes = 256 * 1024;
 constexpr int64_t kSweepTileRows = 128;
 // Runs at least this long are visited one by one (coefficients per run).
 constexpr int64_t kLongRun = 256;
+// float16 maps in AVX-512 registers (Map::in_registers), else staged.
+#if defined(BNORM_HAVE_F16C) && defined(__AVX512F__) && defined(__AVX512BW__) && \
+    defined(__AVX512VL__)
+#define BNORM_REGISTER_HALVES 1
+#else
+#define BNORM_REGISTER_HALVES 0
+#endif
 // Streaming stores pay off on long contiguous runs (or wide rows) only;
 // measured here, they slow down short ones, which therefore store normally.
 constexpr int64_t kStreamMinRun = 256;
@@ -32,9 +39,11 @@ constexpr int64_t kStreamMinRun = 256;
 // four rows at once, in every form the sweep asks for:
 //  - plain loops in T (float, double), with streaming stores for large
 //    outputs (simd.hpp);
-//  - float16 data with F16C: runs of up to kStage values widened to float
-//    on the stack (simd.hpp), the formula in float, the results narrowed
-//    back;
+//  - float16 data in the AVX-512 copy, plain formulas: 16 values at a time
+//    in registers (in_registers);
+//  - other float16 data with F16C: runs of up to kStage values widened to
+//    float on the stack (simd.hpp), the formula in float, the results
+//    narrowed back;
 //  - other half-precision data, and F::kSimple (the fused epilogues) in
 //    float and double: values converted to P = Param<T> (float) by ld/st,
 //    arithmetic in P, plain stores.
@@ -68,40 +77,9 @@ struct Map {
     const T* b = F::N > 1 ? in1 + off : nullptr;
     T* d = out + off;
     if constexpr (kStaged) {
-#if defined(BNORM_HAVE_F16C) && defined(__AVX512F__)
-      // A run's plain formulas (no epilogue), 16 values at a time in
-      // registers: widened, the formula in float, narrowed as narrow() does
-      // (the same bits as the staged loop, without its three passes over
-      // the stack buffers; float16 training forward, 32x64x56x56 NCHW,
-      // spent 42% of its time in the staged map). Each vector's loads come
-      // before its store, so d may be a or b.
+#if BNORM_REGISTER_HALVES
       if constexpr (!F::kSimple) {
-        constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-        const uint16_t* ha = &a->bits;
-        const uint16_t* hb = F::N > 1 ? &b->bits : nullptr;
-        uint16_t* hd = &d->bits;
-        int64_t i = 0;
-        for (; i + 16 <= n; i += 16) {
-          const __m512 x = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ha + i)));
-          __m512 z = _mm512_setzero_ps();
-          if constexpr (F::N > 1)
-            z = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(hb + i)));
-          const __m512 v = F::value(x, z, k);
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(hd + i), _mm512_cvtps_ph(v, kRound));
-        }
-#if defined(__AVX512BW__) && defined(__AVX512VL__)
-        if (i < n) {
-          // the last < 16 values: masked loads (zeros past n) and a masked
-          // store (a 7x7 map's run is 3 vectors and 1 value)
-          const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
-          const __m512 x = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, ha + i));
-          __m512 z = _mm512_setzero_ps();
-          if constexpr (F::N > 1) z = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, hb + i));
-          _mm256_mask_storeu_epi16(hd + i, m, _mm512_cvtps_ph(F::value(x, z, k), kRound));
-        }
-#else
-        if (i < n) staged(a + i, F::N > 1 ? b + i : nullptr, d + i, n - i, [&](int64_t) { return k; });
-#endif
+        in_registers(a, b, d, n, [&](int q, int64_t, __mmask16) { return kv[q]; });
         return;
       }
 #endif
@@ -128,40 +106,17 @@ struct Map {
     const T* b = F::N > 1 ? in1 + off : nullptr;
     T* d = out + off;
     if constexpr (kStaged) {
-      int64_t j = 0;
-#if defined(BNORM_HAVE_F16C) && defined(__AVX512F__)
-      // (as in run(): a row's plain formulas in registers, the channels'
-      // coefficients loaded 16 at a time)
+#if BNORM_REGISTER_HALVES
       if constexpr (!F::kSimple) {
-        constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-        const uint16_t* ha = &a->bits;
-        const uint16_t* hb = F::N > 1 ? &b->bits : nullptr;
-        uint16_t* hd = &d->bits;
-        for (; j + 16 <= cw; j += 16) {
-          const __m512 x = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ha + j)));
-          __m512 z = _mm512_setzero_ps();
-          if constexpr (F::N > 1)
-            z = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(hb + j)));
-          const __m512 v = F::value(x, z, [&](int q) { return _mm512_loadu_ps(c[q] + j); });
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(hd + j), _mm512_cvtps_ph(v, kRound));
-        }
-#if defined(__AVX512BW__) && defined(__AVX512VL__)
-        if (j < cw) {  // (masked, as in run())
-          const __mmask16 m = static_cast<__mmask16>((1u << (cw - j)) - 1);
-          const __m512 x = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, ha + j));
-          __m512 z = _mm512_setzero_ps();
-          if constexpr (F::N > 1) z = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, hb + j));
-          const __m512 v = F::value(x, z, [&](int q) { return _mm512_maskz_loadu_ps(m, c[q] + j); });
-          _mm256_mask_storeu_epi16(hd + j, m, _mm512_cvtps_ph(v, kRound));
-          return;
-        }
-#endif
+        in_registers(a, b, d, cw, [&](int q, int64_t j, __mmask16 m) {
+          return _mm512_maskz_loadu_ps(m, c[q] + j);
+        });
+        return;
       }
 #endif
-      if (j < cw)
-        staged(a + j, F::N > 1 ? b + j : nullptr, d + j, cw - j, [&](int64_t s0) {
-          return [c, s0, j](int q, int64_t i) { return c[q][j + s0 + i]; };
-        });
+      staged(a, b, d, cw, [&](int64_t s0) {
+        return [c, s0](int q, int64_t i) { return c[q][s0 + i]; };
+      });
     } else if constexpr (kConverted) {
       each(d, cw, [&](int64_t j) {
         st(d, j, F::value(ld(a, j), F::N > 1 ? ld(b, j) : P(0), [&](int q) { return c[q][j]; }));
@@ -185,6 +140,42 @@ struct Map {
       });
     }
   }
+
+#if BNORM_REGISTER_HALVES
+  // Half-precision values [0, n) of a, b into d 16 at a time in registers,
+  // the last < 16 under a mask: widened, the formula in float, narrowed as
+  // narrow() rounds (the same bits as staged(), without its three passes
+  // over stack buffers, which were 42% of a float16 training forward of
+  // 32x64x56x56 NCHW). kv(q, j, m) is coefficient q of the values from j
+  // (m: the lanes in use). Each vector's loads come before its store, so d
+  // may be a or b.
+  template <class KV>
+  static void in_registers(const T* a, const T* b, T* d, int64_t n, const KV& kv) {
+    constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    const uint16_t* ha = &a->bits;
+    const uint16_t* hb = F::N > 1 ? &b->bits : nullptr;
+    uint16_t* hd = &d->bits;
+    // whole vectors with plain stores (a masked store, even of all lanes,
+    // made the channels-last maps 1.3-2x slower on this AMD CPU), the tail
+    // with a masked one
+    const auto vec = [&](int64_t j, __mmask16 m, auto tail) BNORM_INLINE_LAMBDA {
+      constexpr bool kTail = decltype(tail)::value;
+      const auto load = [&](const uint16_t* h) BNORM_INLINE_LAMBDA {
+        if constexpr (kTail) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, h + j));
+        else return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + j)));
+      };
+      const __m512 x = load(ha);
+      __m512 z = _mm512_setzero_ps();
+      if constexpr (F::N > 1) z = load(hb);
+      const __m256i y = _mm512_cvtps_ph(F::value(x, z, [&](int q) { return kv(q, j, m); }), kRound);
+      if constexpr (kTail) _mm256_mask_storeu_epi16(hd + j, m, y);
+      else _mm256_storeu_si256(reinterpret_cast<__m256i*>(hd + j), y);
+    };
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) vec(j, __mmask16(0xFFFF), std::false_type());
+    if (j < n) vec(j, static_cast<__mmask16>((1u << (n - j)) - 1), std::true_type());
+  }
+#endif
 
   // Half-precision values [0, n) of a, b into d, kStage at a time through
   // float buffers. coefs(s0) gives the coefficients of the stage starting
