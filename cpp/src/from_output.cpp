@@ -12,8 +12,8 @@
 //
 // reduce(FromOutputReducer) + finish(FromOutputFinish) + apply(FromOutputOp)
 // on the engine (engine.hpp). Per value everything is computed in
-// RecoverType<T> (float for half-precision data, whose math is float32's;
-// double for float32 and float64) from y, dy and per-channel coefficients,
+// StatDev<T> (simd.hpp: float for half-precision data, whose math is
+// float32's; double for float32 and float64) from y, dy and per-channel coefficients,
 // the same way in both passes; the sums are accumulated in double (for
 // halves g * xhat is a product of two floats, exact there) in a fixed order
 // (sixteen interleaved partial sums per planar run for halves, eight
@@ -32,16 +32,11 @@ namespace bnorm {
 namespace BNORM_ISA_NS {
 namespace {
 
-template <class T> struct RecoverOf { typedef float type; };
-template <> struct RecoverOf<float> { typedef double type; };
-template <> struct RecoverOf<double> { typedef double type; };
-template <class T> using RecoverType = typename RecoverOf<T>::type;
-
 // z = act^-1(y) and the derivative act'(z), as a function of y; a is the
 // activation's parameter and ia = 1 / a, rounded once per call (the leaky
 // ReLU's inverse multiplies by it: a select of products vectorizes, where
 // a division in a branch, or under a mask, kept these loops slow). In D
-// (RecoverType<T>); the ELU's logarithm in double, rounded to D once.
+// (StatDev<T>); the ELU's logarithm in double, rounded to D once.
 template <int A, class D>
 inline void invert(D yv, D a, D ia, D* z, D* d) {
   if constexpr (A == BNORM_ACT_LEAKY_RELU) {
@@ -91,7 +86,7 @@ struct FromOutputReducer {
   using Acc = Sums;
   static constexpr int64_t kInBytes = (kRes ? 3 : 2) * sizeof(T);  // dy, y (and r)
   using P = Param<T>;
-  using D = RecoverType<T>;
+  using D = StatDev<T>;
   const T* dy;
   const T* y;
   const T* res;
@@ -209,7 +204,7 @@ struct FromOutputOp : SpanMap<FromOutputOp<A, kRes, T>, Param<T>, kFromOutputCoe
   static constexpr int K = kFromOutputCoefs;
   static constexpr int kArrays = kRes ? 5 : 3;  // dy, y, dx (, r, dres)
   using P = Param<T>;
-  using D = RecoverType<T>;
+  using D = StatDev<T>;
   const T* dy;
   const T* y;
   const T* res;
@@ -270,7 +265,7 @@ void from_output(const Plan& p, const Call<T>& a, const Work& w) {
   const bool write = (a.out != nullptr || a.dresidual != nullptr) && total > 0;
   const bool need_sums =
       total > 0 && (a.dweight || a.dbias || (a.out != nullptr && !a.frozen));
-  using D = RecoverType<T>;
+  using D = StatDev<T>;
   const D ap = static_cast<D>(a.act_param);
   const D ia = A == BNORM_ACT_LEAKY_RELU ? static_cast<D>(1.0 / a.act_param) : D(0);
   const FromOutputReducer<A, kRes, T> red{a.dy, a.y, a.residual, arrays[3], arrays[4], ap, ia};

@@ -781,7 +781,7 @@ void run(FuzzedDataProvider& in) {
   if ((op == kNormalize || op == kBackApply) && (count <= 1 || count < local))
     fail("success with a count that cannot be the whole batch's");
   const bool relu6 = (flags & BNORM_FLAG_RELU6) != 0;
-  const bool relu = (flags & BNORM_FLAG_RELU) != 0 || relu6;  // an activation
+  const bool activated = (flags & BNORM_FLAG_RELU) != 0 || relu6;
   const bool frozen = (flags & BNORM_FLAG_FROZEN_STATS) != 0;
   // (flags reach only the functions that take them; RELU6 only the fused ones)
   if ((known_flags(op) & BNORM_FLAG_RELU6) && (flags & BNORM_FLAG_RELU) && relu6) {
@@ -790,7 +790,9 @@ void run(FuzzedDataProvider& in) {
     fail("success with both RELU and RELU6");
   }
   // (the activation after the residual add: max(v, 0), or min(max(v, 0), 6))
-  const auto act = [relu, relu6](double v) { return !relu ? v : v < 0 ? 0 : relu6 && v > 6 ? 6 : v; };
+  const auto act = [activated, relu6](double v) {
+    return !activated ? v : v < 0 ? 0 : relu6 && v > 6 ? 6 : v;
+  };
   // the backward's mask: where the activation was open at its output y
   const auto open = [relu6](double y) { return y > 0 && (!relu6 || y < 6); };
   // The overlaps of this call's arguments, as the header states its rules:
@@ -925,8 +927,8 @@ void run(FuzzedDataProvider& in) {
   } else if (op == kBackward || op == kBackwardFused || op == kBackReduce || op == kBackApply) {
     // the mask from y (exact); a recomputed mask (y absent) can differ
     // within rounding of 0, so no oracle then
-    const bool mask_y = op == kBackwardFused && relu && !(how.data_null >> YF & 1);
-    if (op == kBackwardFused && relu && !mask_y) return;
+    const bool mask_y = op == kBackwardFused && activated && !(how.data_null >> YF & 1);
+    if (op == kBackwardFused && activated && !mask_y) return;
     for (int64_t c = 0; c < channels; ++c) {
       double g = 0, gx = 0, gabs = 0;
       for (int64_t o = 0; o < outer; ++o)
