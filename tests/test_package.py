@@ -94,6 +94,14 @@ def test_bench_fused_runs_every_fused_op():
     assert "fused over unfused: slowest" in r.stdout
 
 
+@pytest.mark.parametrize("shape", ["32,64,56,56", "4x0x6x6", "4xfoo"])
+def test_bench_bad_shape_is_a_clear_error(shape):
+    r = subprocess.run([sys.executable, "-m", "bnorm", "bench", "--shape", shape],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "--shape" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_bench_json_for_one_shape(tmp_path):
     import json
     out = tmp_path / "bench.json"
@@ -110,6 +118,7 @@ def test_bench_json_for_one_shape(tmp_path):
     for c in cases:
         assert c["bnorm_s"] > 0 and c["copy_s"] > 0
         assert c["copy_s"] == min(c["copy_numpy_s"], c["copy_parallel_s"])
+        assert c["statistics_s"] > 0 and c["statistics_ns_per_value_per_thread"] > 0
         assert c["floor_copies"] == {"inference": 1.0, "train fwd": 1.0, "backward": 1.5}[c["op"]]
         assert c["bitwise_1_vs_n_threads"] is True
     bar = doc["summary"]["bar"]
@@ -118,6 +127,10 @@ def test_bench_json_for_one_shape(tmp_path):
         assert b["holds"] == (b["measured"] <= b["bar"] if "small call" in b["what"]
                               else b["measured"] >= b["bar"])
     assert "the bar (float data" in r.stdout
+    # the statistics' arithmetic limit, from the compiled helper
+    limit = doc["summary"]["statistics_arithmetic_limit_ns"]
+    assert 0 < limit < 100, limit
+    assert doc["summary"]["statistics_limit_isa"] in ("plain", "avx2", "avx512")
 
 
 @pytest.mark.parametrize("compiled", [True, False])

@@ -161,13 +161,17 @@ struct Map {
     const auto vec = [&](int64_t j, __mmask16 m, auto tail) BNORM_INLINE_LAMBDA {
       constexpr bool kTail = decltype(tail)::value;
       const auto load = [&](const uint16_t* h) BNORM_INLINE_LAMBDA {
-        if constexpr (kTail) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, h + j));
-        else return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + j)));
+        // (the all-lanes masked conversions: the same instructions, without
+        // the plain forms' uninitialized operand that GCC 12 warns about)
+        if constexpr (kTail) return _mm512_maskz_cvtph_ps(0xFFFF, _mm256_maskz_loadu_epi16(m, h + j));
+        else return _mm512_maskz_cvtph_ps(
+            0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + j)));
       };
       const __m512 x = load(ha);
       __m512 z = _mm512_setzero_ps();
       if constexpr (F::N > 1) z = load(hb);
-      const __m256i y = _mm512_cvtps_ph(F::value(x, z, [&](int q) { return kv(q, j, m); }), kRound);
+      const __m256i y =
+          _mm512_maskz_cvtps_ph(0xFFFF, F::value(x, z, [&](int q) { return kv(q, j, m); }), kRound);
       if constexpr (kTail) _mm256_mask_storeu_epi16(hd + j, m, y);
       else _mm256_storeu_si256(reinterpret_cast<__m256i*>(hd + j), y);
     };

@@ -49,19 +49,29 @@ inline VecD gate_lanes(VecD g, VecD v) {
   return v > 0.0 ? g : VecD{};
 }
 
-// g where the mask is open, 0 elsewhere; p points at kVecLanes values of
-// y (kMaskY) or x (kMaskX), of type T.
-template <int M, class T, class Q>
-inline VecD masked(VecD g, const T* p, Q m, Q s, Q b) {
+// g where the mask is open, 0 elsewhere; v holds the lanes of y (kMaskY)
+// or x (kMaskX).
+template <int M, class Q>
+inline VecD masked_lanes(VecD g, VecD v, Q m, Q s, Q b) {
   if constexpr (from_y(M)) {
-    return gate_lanes<M>(g, load_lanes(p));
+    return gate_lanes<M>(g, v);
   } else if constexpr (from_x(M)) {
-    const VecD pre = (load_lanes(p) - static_cast<double>(m)) * static_cast<double>(s) +
+    const VecD pre = (v - static_cast<double>(m)) * static_cast<double>(s) +
                      static_cast<double>(b);
     return gate_lanes<M>(g, pre);
   } else {
+    (void)v, (void)m, (void)s, (void)b;
+    return g;
+  }
+}
+// The same with p pointing at kVecLanes values of y or x, of type T.
+template <int M, class T, class Q>
+inline VecD masked(VecD g, const T* p, Q m, Q s, Q b) {
+  if constexpr (M == kNoMask) {
     (void)p, (void)m, (void)s, (void)b;
     return g;
+  } else {
+    return masked_lanes<M>(g, load_lanes(p), m, s, b);
   }
 }
 #endif

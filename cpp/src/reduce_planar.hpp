@@ -41,6 +41,19 @@ inline void add_deviations(const T* x, int64_t n, double shift, Lanes& s1,
       v2.r[k] = add_product<D>(v2.r[k], d, d);
     }
   }
+#ifdef BNORM_MASKED_TAILS
+  if (i < n) {  // the last < kLanes values (simd.hpp)
+#pragma GCC unroll 16
+    for (int k = 0; k < kRegs; ++k) {
+      const int64_t r = n - i - k * kVecLanes;
+      if (r <= 0) break;
+      const VecD d = deviation_lanes_first<D>(x + i + k * kVecLanes, k0, r);
+      v1.r[k] += d;
+      v2.r[k] = add_product<D>(v2.r[k], d, d);
+    }
+    i = n;
+  }
+#endif
   v1.store(s1);
   v2.store(s2);
 #else
@@ -85,6 +98,21 @@ inline void add_gradients(const T* g, const T* x, int64_t n, double mean,
       vb.r[k] = add_product<D>(vb.r[k], gi, deviation_lanes<D>(x + o, m0));
     }
   }
+#ifdef BNORM_MASKED_TAILS
+  if (i < n) {  // the last < kLanes values (simd.hpp): every input 0 past n
+#pragma GCC unroll 16
+    for (int k = 0; k < kRegs; ++k) {
+      const int64_t o = i + k * kVecLanes;
+      const int64_t r = n - o;
+      if (r <= 0) break;
+      const VecD v = M == kNoMask ? VecD{} : load_lanes_first(from_y(M) ? y + o : x + o, r);
+      const VecD gi = keep_first(masked_lanes<M>(load_lanes_first(g + o, r), v, fm, fs, fb), r);
+      va.r[k] += gi;
+      vb.r[k] = add_product<D>(vb.r[k], gi, deviation_lanes_first<D>(x + o, m0, r));
+    }
+    i = n;
+  }
+#endif
   va.store(a);
   vb.store(b);
 #else

@@ -113,6 +113,17 @@ def _median_time(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
+def _stats_limit() -> Optional[Tuple[float, str]]:
+    """The float32 statistics' arithmetic alone on data in L1, one thread
+    (the benchmark's own loop, _copy.pyx): ns per value and its instruction
+    set; None without the compiled helper."""
+    try:
+        from . import _copy
+    except ImportError:
+        return None
+    return _copy.stats_arithmetic_ns()
+
+
 def _torch():
     try:
         import torch
@@ -150,7 +161,12 @@ def _to_torch(torch, a: np.ndarray):
 def _cases(quick: bool, shape: Optional[str], layout: str):
     """(label, shape in memory order, axis, NCHW shape for torch or None)."""
     if shape:
-        dims = tuple(int(s) for s in shape.lower().split("x"))
+        try:
+            dims = tuple(int(s) for s in shape.lower().split("x"))
+        except ValueError:
+            raise SystemExit(f"--shape {shape!r}: sizes separated by 'x', e.g. 32x64x56x56")
+        if any(d <= 0 for d in dims):
+            raise SystemExit(f"--shape {shape!r}: every size must be positive")
         if len(dims) < 2:
             raise SystemExit("--shape needs at least two dimensions, e.g. 32x64x56x56")
         four = [dims] if len(dims) == 4 else []
@@ -320,6 +336,16 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
         t_read = (_median_time(lambda: pcopy.read(x), repeat) if pcopy.kind == "openmp"
                   else None)
         in_llc = llc is not None and x.nbytes <= llc
+        # the training statistics alone (one read of x and the arithmetic in
+        # double), in ns per value per thread, set beside the arithmetic's
+        # limit below
+        ax = axis % len(shp)
+        st_outer, st_c = int(np.prod(shp[:ax])), shp[ax]
+        st_inner = int(np.prod(shp[ax + 1:]))
+        st_mean, st_m2 = np.empty(st_c), np.empty(st_c)
+        t_stats = _median_time(lambda: _core.moments(
+            (x.reshape(-1), st_mean, st_m2), st_outer, st_c, st_inner), repeat)
+        stats_ns = t_stats * nthreads / x.size * 1e9
         rows_layout = axis % len(shp) == len(shp) - 1  # channels last, or (N, C)
         trm, trv = rm.copy(), rv.copy()
         ops = {
@@ -391,6 +417,7 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
                 "dtype": dt.name, "threads": nthreads, "bnorm_s": t_b, "copy_s": t_copy,
                 "copy_numpy_s": t_numpy, "copy_parallel_s": t_parallel, "read_s": t_read,
                 "read_over_copy": (t_read / t_copy) if t_read else None, "in_llc": in_llc,
+                "statistics_s": t_stats, "statistics_ns_per_value_per_thread": stats_ns,
                 "floor_copies": n_copies, "floor_ratio": floor, "reference_s": t_r,
                 "torch_s": t_t, "speedup_vs_torch": (t_t / t_b) if t_t else None,
                 "torch_floor_ratio": torch_floor, "compile_s": t_c,
@@ -444,6 +471,23 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
             summary[f"read_over_copy_{'in' if fits else 'above'}_llc"] = [min(got), max(got)]
             print(f"a pass that only reads x, tensors {where} the last-level cache: "
                   f"{min(got):.2f}-{max(got):.2f} of a copy's time")
+    stats = [(r["statistics_ns_per_value_per_thread"], r["in_llc"], r["shape"])
+             for r in results_ops if r["op"] == "inference"]
+    limit = _stats_limit()
+    if stats:
+        incache = [ns for ns, fits, _ in stats if fits]
+        parts = ([f"{min(incache):.3f}-{max(incache):.3f} within the last-level cache"]
+                 if incache else [])
+        parts += [f"{ns:.3f} on {'x'.join(map(str, shp))}" for ns, _, shp in stats
+                  if len(shp) == 2]
+        summary["statistics_ns_per_value_per_thread"] = [min(q[0] for q in stats),
+                                                          max(q[0] for q in stats)]
+        text = "the statistics pass alone, ns per value per thread: " + ", ".join(parts)
+        if limit:
+            summary["statistics_arithmetic_limit_ns"], summary["statistics_limit_isa"] = limit
+            text += (f"; their arithmetic alone (float32, double sums, {limit[1]}) on data "
+                     f"in L1, one thread: {limit[0]:.3f}")
+        print(text)
     print("lowest floor ratio: " + ", ".join(
         f"{op} {summary[f'min_floor_ratio_' + op.replace(' ', '_')]:.2f}"
         for op in OPS if f"min_floor_ratio_{op.replace(' ', '_')}" in summary))
