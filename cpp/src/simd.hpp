@@ -247,11 +247,15 @@ inline VecU32 load_u16(const uint16_t* p) {
   std::memcpy(&h, p, sizeof h);
   return __builtin_convertvector(h, VecU32);
 }
-inline VecF bits_to_floats(VecU32 u) {
-  VecF f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
+// A register of kVecLanes floats from one of the same size (bit for bit).
+template <class R>
+inline VecF floats_of(R f) {
+  static_assert(sizeof(R) == sizeof(VecF), "one register of floats");
+  VecF v;
+  std::memcpy(&v, &f, sizeof v);
+  return v;
 }
+inline VecF bits_to_floats(VecU32 u) { return floats_of(u); }
 
 // kVecLanes values of p as floats (exact).
 inline VecF load_floats(const float* p) {
@@ -268,9 +272,7 @@ inline VecF load_floats(const Half* p) {
 #else
   const __m128 f = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
 #endif
-  VecF v;
-  std::memcpy(&v, &f, sizeof v);
-  return v;
+  return floats_of(f);
 #else
   // HalfCodec::to_float, lane by lane
   const VecU32 h = load_u16(&p->bits);
@@ -370,12 +372,6 @@ inline VecD add_product(VecD s, VecD a, VecD b) {
 // lanes [0, r) of a register of kVecLanes (8) doubles
 inline __mmask8 first_lanes(int64_t r) {
   return r >= kVecLanes ? __mmask8(0xFF) : static_cast<__mmask8>((1u << r) - 1);
-}
-template <class R>
-inline VecF floats_of(R f) {
-  VecF v;
-  std::memcpy(&v, &f, sizeof v);
-  return v;
 }
 // The first min(r, kVecLanes) values at p as load_floats gives them, 0 after.
 inline VecF load_floats_first(const float* p, int64_t r) {

@@ -295,6 +295,7 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
     pdt = np.dtype(np.float64) if dt == np.float64 else np.dtype(np.float32)
     rng = np.random.default_rng(0)
     from bnorm import _core
+    from bnorm._functional import _View
 
     llc = last_level_cache_bytes()
     pcopy = ParallelCopy(nthreads)
@@ -339,12 +340,10 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
         # the training statistics alone (one read of x and the arithmetic in
         # double), in ns per value per thread, set beside the arithmetic's
         # limit below
-        ax = axis % len(shp)
-        st_outer, st_c = int(np.prod(shp[:ax])), shp[ax]
-        st_inner = int(np.prod(shp[ax + 1:]))
-        st_mean, st_m2 = np.empty(st_c), np.empty(st_c)
+        view = _View(x, axis % x.ndim, allow_channels_last=False)
+        st_mean, st_m2 = np.empty(view.channels), np.empty(view.channels)
         t_stats = _median_time(lambda: _core.moments(
-            (x.reshape(-1), st_mean, st_m2), st_outer, st_c, st_inner), repeat)
+            (view.flat, st_mean, st_m2), view.outer, view.channels, view.inner), repeat)
         stats_ns = t_stats * nthreads / x.size * 1e9
         rows_layout = axis % len(shp) == len(shp) - 1  # channels last, or (N, C)
         trm, trv = rm.copy(), rv.copy()
