@@ -25,8 +25,28 @@
 namespace bnorm {
 namespace BNORM_ISA_NS {
 
+// Channels of a float16 row widened at once (F16C copies).
+constexpr int64_t kStageChannels = 256;
+
 // Rows a rows loop prefetches ahead of itself.
 constexpr int64_t kRowsAhead = 4;
+
+// Rows the reductions take per sweep over their accumulators: 4 (the
+// accumulators loaded and stored once per four rows) when a row of the
+// tensor spans at least a 4 KiB page, 1 when rows are shorter. The hardware
+// prefetchers follow the addresses within each page, and four short rows
+// swept channel by channel visit one page out of order. Measured against
+// four rows always (compare_libs, float32, 1 and 2 threads, same bits):
+// (32, 56, 56, 128) channels-last training forward 1.43-1.46x, backward
+// 1.32-1.61x; (32, 14, 14, 256) backward 1.0-1.2x; others within the
+// noise. Either way each channel's rows are added in row order: the same
+// sums, bit for bit.
+// Half-precision rows are widened four at a time into a stage whatever
+// their length (one row per stage measured 0.80-0.90x on float16).
+template <class T>
+constexpr int rows_per_sweep(int64_t channels) {
+  return sizeof(T) < 4 || channels * int64_t(sizeof(T)) >= 4096 ? 4 : 1;
+}
 
 // Rows layout with a few channels known at compile time: the per-channel
 // accumulators s1[j], s2[j] live in registers for the whole loop over rows,
@@ -63,9 +83,13 @@ inline bool rows_small(int64_t cw, int64_t rows, const K* k, double* s1, double*
 // mask comes from converted floats, so this is written with vector types):
 // over `rows` rows of stride ld and channels [0, cw),
 //   a[j] += g;  b[j] += g * (x - mu[j]),  g = dy where the mask is open.
-// Rows are taken in chunks, each chunk column block by column block with
-// the accumulators in registers; per channel the rows are still added in
-// order, so the sums are those of the one-row loops.
+// Rows are taken in chunks of rows_per_sweep(ld) (1 or 4), each chunk
+// column block by column block with the accumulators in registers; per
+// channel the rows are still added in order, so the sums are those of the
+// one-row loops. (Chunks of 32 rows read 32 strided rows at once, more
+// streams than the prefetchers follow: against them, 1.2-1.5x on (64, 7, 7,
+// 2048) and 1.3-1.5x on (32, 14, 14, 256) float32, 1.0x on (256, 1024),
+// measured with compare_libs, 2 threads.)
 template <int M, class T>
 inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t rows,
                                   int64_t ld, int64_t cw, const double* mu,
@@ -75,7 +99,7 @@ inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t ro
   // in the unmasked loops: a masked call and an unmasked one on the masked
   // gradient (the fused backward's streaming path) give the same bits
   using D = Dev<T>;
-  constexpr int64_t kChunkRows = 32;
+  const int64_t kChunkRows = rows_per_sweep<T>(ld);
   auto open = [&](double gv, double xv, int64_t o, int64_t j) {
     if constexpr (from_y(M)) {
       return mask_open<M>(static_cast<double>(y[o])) ? gv : 0.0;
@@ -165,61 +189,59 @@ inline void rows_unit_moments(const Plan& p, const T* x, int64_t c0, int64_t cw,
     shift[j] = static_cast<D>(first[j]);
     s1[j] = s2[j] = 0;
   }
-  // Four rows per sweep over the accumulators (added in row order, so the
-  // sums are those of one row at a time) to spare loads and stores; a few
-  // channels are kept in registers throughout.
-  int64_t r = r0;
+  // K rows per sweep over the accumulators (rows_per_sweep), or a few
+  // channels kept in registers throughout (rows_small); either way each
+  // channel's rows are added in row order.
   const auto one = [&](int64_t row, int j, D sh, double& a1, double& a2) BNORM_INLINE_LAMBDA {
     const double d = deviation(first[row * C + j], sh);
     a1 += d;
     a2 = add_product<D>(a2, d, d);
   };
+  int64_t r = r0;
   if (rows_small(cw, r1 - r0, shift, s1, s2, one)) r = r1;
-  // four rows of channel j (q: the first row's value of j, ld: the row
-  // stride of q) into the channel's sums, deviations formed in D
-  const auto four = [&](const auto* q, int64_t ld, int64_t j) BNORM_INLINE_LAMBDA {
-    const D sh = shift[j];
-    const double d0 = deviation(q[0], sh);
-    const double d1 = deviation(q[ld], sh);
-    const double d2 = deviation(q[2 * ld], sh);
-    const double d3 = deviation(q[3 * ld], sh);
-    s1[j] = s1[j] + d0 + d1 + d2 + d3;
-    s2[j] = add_product<D>(
-        add_product<D>(add_product<D>(add_product<D>(s2[j], d0, d0), d1, d1), d2, d2), d3, d3);
-  };
-  for (; r + 4 <= r1; r += 4) {
-    const T* x0 = x + r * C + c0;
-    if (r + 4 + kRowsAhead < p.outer)
-      prefetch_span(x0 + (4 + kRowsAhead) * C, cw * int64_t(sizeof(T)));
-#if defined(BNORM_HAVE_F16C)
-    if constexpr (std::is_same_v<T, Half>) {
-      // float16 through F16C: the four rows widened to floats (exact, the
-      // codec's values), a stage of channels at a time, then the float
-      // form of the same operations: the same bits, without the codec's
-      // integer conversion in the vector loop
-      constexpr int64_t kStageChannels = 256;
-      alignas(64) float st[4][kStageChannels];
-      for (int64_t b = 0; b < cw; b += kStageChannels) {
-        const int64_t w = std::min(kStageChannels, cw - b);
-        for (int k = 0; k < 4; ++k) widen(x0 + k * C + b, st[k], w);
-        each(st[0], w, [&](int64_t j) BNORM_INLINE_LAMBDA { four(st[0] + j, kStageChannels, b + j); });
+  // K rows (q: the first one's channels from j0 on, ld: the row stride, w
+  // channels) into the sums
+  const auto add_rows = [&](auto k_tag, const auto* q, int64_t ld, int64_t j0,
+                            int64_t w) BNORM_INLINE_LAMBDA {
+    constexpr int K = decltype(k_tag)::value;
+    each(q, w, [&](int64_t j) BNORM_INLINE_LAMBDA {
+      const D sh = shift[j0 + j];
+      double a1 = s1[j0 + j], a2 = s2[j0 + j];
+#pragma GCC unroll 4
+      for (int k = 0; k < K; ++k) {
+        const double d = deviation(q[k * ld + j], sh);
+        a1 += d;
+        a2 = add_product<D>(a2, d, d);
       }
-      continue;
-    }
+      s1[j0 + j] = a1, s2[j0 + j] = a2;
+    });
+  };
+  const auto sweep = [&](auto k_tag) BNORM_INLINE_LAMBDA {
+    constexpr int K = decltype(k_tag)::value;
+    for (; r + K <= r1; r += K) {
+      const T* x0 = x + r * C + c0;
+      if (K > 1 && r + K + kRowsAhead < p.outer)
+        prefetch_span(x0 + (K + kRowsAhead) * C, cw * int64_t(sizeof(T)));
+#if defined(BNORM_HAVE_F16C)
+      if constexpr (std::is_same_v<T, Half>) {
+        // float16 through F16C: the rows widened to floats (exact, the
+        // codec's values), a stage of channels at a time, then the float
+        // form of the same operations: the same bits, without the codec's
+        // integer conversion in the vector loop
+        alignas(64) float st[K][kStageChannels];
+        for (int64_t b = 0; b < cw; b += kStageChannels) {
+          const int64_t w = std::min(kStageChannels, cw - b);
+          for (int k = 0; k < K; ++k) widen(x0 + k * C + b, st[k], w);
+          add_rows(k_tag, st[0], kStageChannels, b, w);
+        }
+        continue;
+      }
 #endif
-    // per channel, the same operations in the same order whichever j the
-    // vector loop starts at: aligned to x's rows (simd.hpp)
-    each(x0, cw, [&](int64_t j) BNORM_INLINE_LAMBDA { four(x0 + j, C, j); });
-  }
-  for (; r < r1; ++r) {
-    const T* xr = x + r * C + c0;
-    BNORM_SIMD
-    for (int64_t j = 0; j < cw; ++j) {
-      const double d = deviation(xr[j], shift[j]);
-      s1[j] += d;
-      s2[j] = add_product<D>(s2[j], d, d);
+      add_rows(k_tag, x0, C, 0, cw);
     }
-  }
+  };
+  if (rows_per_sweep<T>(C) == 4) sweep(std::integral_constant<int, 4>());
+  sweep(std::integral_constant<int, 1>());
   for (int64_t j = 0; j < cw; ++j)
     merge_into(acc[j], from_shifted(n, static_cast<double>(shift[j]), s1[j], s2[j]));
 }
@@ -250,9 +272,9 @@ void rows_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
   int64_t r0, r1, unused;
   p.rows_unit(u0, &r0, &unused);
   p.rows_unit(u1 - 1, &unused, &r1);
-  // With a ReLU mask: its own vector loop. Otherwise four rows per sweep
-  // over the accumulators, added in row order, and a few channels kept in
-  // registers throughout.
+  // With a ReLU mask: its own vector loop. Otherwise one row per sweep
+  // over the accumulators, or a few channels kept in registers throughout;
+  // either way in row order.
   const int64_t o0 = r0 * C + c0;
   if constexpr (M != kNoMask) {
     double* mu = scratch;
@@ -267,7 +289,6 @@ void rows_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
     using D = Dev<T>;
     D* m = reinterpret_cast<D*>(scratch);
     for (int64_t j = 0; j < cw; ++j) m[j] = static_cast<D>(mean[c0 + j]);
-    int64_t r = r0;
     const T* g_first = dy + o0;
     const T* x_first = x + o0;
     const auto gradient = [&](int64_t row, int j, D mj, double& sa, double& sb) BNORM_INLINE_LAMBDA {
@@ -275,60 +296,52 @@ void rows_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
       sa += gj;
       sb = add_product<D>(sb, gj, deviation(x_first[row * C + j], mj));
     };
+    int64_t r = r0;
     if (rows_small(cw, r1 - r0, m, a, b, gradient)) r = r1;
-    // four rows of channel j into its sums (gq, xq: the first row's dy and
-    // x of j; ld: their row stride)
-    const auto four = [&](const auto* gq, const auto* xq, int64_t ld,
-                          int64_t j) BNORM_INLINE_LAMBDA {
-      const D mj = m[j];
-      const double q0 = static_cast<double>(gq[0]);
-      const double q1 = static_cast<double>(gq[ld]);
-      const double q2 = static_cast<double>(gq[2 * ld]);
-      const double q3 = static_cast<double>(gq[3 * ld]);
-      a[j] = a[j] + q0 + q1 + q2 + q3;
-      b[j] = add_product<D>(
-          add_product<D>(add_product<D>(add_product<D>(b[j], q0, deviation(xq[0], mj)), q1,
-                                        deviation(xq[ld], mj)),
-                         q2, deviation(xq[2 * ld], mj)),
-          q3, deviation(xq[3 * ld], mj));
-    };
-    for (; r + 4 <= r1; r += 4) {
-      // (no software prefetch: as for the planar runs, add_gradients in
-      // reduce_planar.hpp, it measured slower than the hardware prefetcher alone)
-      const T* g0 = dy + r * C + c0;
-      const T* x0 = x + r * C + c0;
-#if defined(BNORM_HAVE_F16C)
-      if constexpr (std::is_same_v<T, Half>) {
-        // float16 through F16C, staged as in rows_unit_moments: the same bits
-        constexpr int64_t kStageChannels = 256;
-        alignas(64) float sg[4][kStageChannels], sx[4][kStageChannels];
-        for (int64_t c = 0; c < cw; c += kStageChannels) {
-          const int64_t w = std::min(kStageChannels, cw - c);
-          for (int k = 0; k < 4; ++k) {
-            widen(g0 + k * C + c, sg[k], w);
-            widen(x0 + k * C + c, sx[k], w);
-          }
-          each(sx[0], w, [&](int64_t j) BNORM_INLINE_LAMBDA {
-            four(sg[0] + j, sx[0] + j, kStageChannels, c + j);
-          });
+    // K rows (gq, xq: the first one's dy and x from channel j0 on, ld:
+    // their row stride, w channels) into the sums
+    const auto add_rows = [&](auto k_tag, const auto* gq, const auto* xq, int64_t ld,
+                              int64_t j0, int64_t w) BNORM_INLINE_LAMBDA {
+      constexpr int K = decltype(k_tag)::value;
+      each(xq, w, [&](int64_t j) BNORM_INLINE_LAMBDA {
+        const D mj = m[j0 + j];
+        double sa = a[j0 + j], sb = b[j0 + j];
+#pragma GCC unroll 4
+        for (int k = 0; k < K; ++k) {
+          const double gj = static_cast<double>(gq[k * ld + j]);
+          sa += gj;
+          sb = add_product<D>(sb, gj, deviation(xq[k * ld + j], mj));
         }
-        continue;
-      }
+        a[j0 + j] = sa, b[j0 + j] = sb;
+      });
+    };
+    // (no software prefetch: as for the planar runs, add_gradients in
+    // reduce_planar.hpp, it measured slower than the hardware prefetcher alone)
+    const auto sweep = [&](auto k_tag) BNORM_INLINE_LAMBDA {
+      constexpr int K = decltype(k_tag)::value;
+      for (; r + K <= r1; r += K) {
+        const T* g0 = dy + r * C + c0;
+        const T* x0 = x + r * C + c0;
+#if defined(BNORM_HAVE_F16C)
+        if constexpr (std::is_same_v<T, Half>) {
+          // float16 through F16C, staged as in rows_unit_moments: the same bits
+          alignas(64) float sg[K][kStageChannels], sx[K][kStageChannels];
+          for (int64_t c = 0; c < cw; c += kStageChannels) {
+            const int64_t w = std::min(kStageChannels, cw - c);
+            for (int k = 0; k < K; ++k) {
+              widen(g0 + k * C + c, sg[k], w);
+              widen(x0 + k * C + c, sx[k], w);
+            }
+            add_rows(k_tag, sg[0], sx[0], kStageChannels, c, w);
+          }
+          continue;
+        }
 #endif
-      // per channel, the same operations in the same order whichever j
-      // the vector loop starts at: aligned to x's rows (simd.hpp)
-      each(x0, cw, [&](int64_t j) BNORM_INLINE_LAMBDA { four(g0 + j, x0 + j, C, j); });
-    }
-    for (; r < r1; ++r) {
-      const T* gr = dy + r * C + c0;
-      const T* xr = x + r * C + c0;
-      BNORM_SIMD
-      for (int64_t j = 0; j < cw; ++j) {
-        const double gj = static_cast<double>(gr[j]);
-        a[j] += gj;
-        b[j] = add_product<D>(b[j], gj, deviation(xr[j], m[j]));
+        add_rows(k_tag, g0, x0, C, 0, cw);
       }
-    }
+    };
+    if (rows_per_sweep<T>(C) == 4) sweep(std::integral_constant<int, 4>());
+    sweep(std::integral_constant<int, 1>());
   }
   for (int64_t j = 0; j < cw; ++j) out[j] = {a[j], b[j]};
 }
