@@ -102,6 +102,28 @@ def test_bench_bad_shape_is_a_clear_error(shape):
     assert "--shape" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+def test_bench_interleaves_its_timings(monkeypatch):
+    # every function runs in every round, each round starting one further
+    # along, and each gets the median of its own times
+    from bnorm.tools import bench
+    order = []
+    fake_clock = iter(range(10**6))
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(fake_clock))
+    costs = {"a": 0, "b": 5, "c": 9}  # extra clock ticks each call takes
+
+    def make(name):
+        def fn():
+            order.append(name)
+            for _ in range(costs[name]):
+                next(fake_clock)
+        return fn
+
+    med = bench._interleaved_medians({k: make(k) for k in costs}, 4)
+    assert order[:6] == ["a", "a", "b", "b", "c", "c"]  # the warm-up
+    assert order[6:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c"]
+    assert med == {"a": 1, "b": 6, "c": 10}
+
+
 def test_bench_json_for_one_shape(tmp_path):
     import json
     out = tmp_path / "bench.json"

@@ -113,6 +113,27 @@ def _median_time(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
+def _interleaved_medians(fns: Dict[str, Callable[[], object]],
+                         repeat: int) -> Dict[str, float]:
+    """Median time of each of fns, called in turn round by round (each round
+    starts one further along, so no one is always first): a slow spell of
+    the machine hits all of them alike, where timing one after the other
+    lets it land on one alone (seen here: the same bnorm call 1.9 ms in one
+    run and 3.6 ms in the next, PyTorch's beside it 1.7-1.9 ms)."""
+    names = list(fns)
+    for name in names:  # warm-up
+        fns[name]()
+        fns[name]()
+    times: Dict[str, List[float]] = {name: [] for name in names}
+    for r in range(repeat):
+        for k in range(len(names)):
+            name = names[(r + k) % len(names)]
+            t0 = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def _stats_limit() -> Optional[Tuple[float, str]]:
     """The float32 statistics' arithmetic alone on data in L1, one thread
     (the benchmark's own loop, _copy.pyx): ns per value and its instruction
@@ -300,7 +321,7 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
     llc = last_level_cache_bytes()
     pcopy = ParallelCopy(nthreads)
     print(f"bnorm {bnorm.__version__} ({_core.kernel_isa()}), {nthreads} thread(s), "
-          f"{dt}, median of {repeat} calls"
+          f"{dt}, median of {repeat} calls, interleaved with the peers and the floor copies"
           + (f"; torch {torch.__version__}" if torch is not None else
              "; PyTorch not installed")
           + (f"; last-level cache {llc / 2**20:.0f} MiB" if llc else "")
@@ -329,13 +350,16 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
         bnorm.set_num_threads(nthreads)
         bitwise = one == many
 
-        t_numpy = _median_time(lambda: np.copyto(y, x), repeat)
-        t_parallel = _median_time(lambda: pcopy(y, x), repeat)
-        t_copy = min(t_numpy, t_parallel)
         # one pass that only reads x, beside the copy: what a second read of
         # x costs (training and backward read x twice)
-        t_read = (_median_time(lambda: pcopy.read(x), repeat) if pcopy.kind == "openmp"
-                  else None)
+        if pcopy.kind == "openmp":
+            med = _interleaved_medians({"numpy copy": lambda: np.copyto(y, x),
+                                        "parallel copy": lambda: pcopy(y, x),
+                                        "read": lambda: pcopy.read(x)}, repeat)
+            t_read = med["read"]
+            t_case_copy = min(med["numpy copy"], med["parallel copy"])
+        else:
+            t_read = t_case_copy = None
         in_llc = llc is not None and x.nbytes <= llc
         # the training statistics alone (one read of x and the arithmetic in
         # double), in ns per value per thread, set beside the arithmetic's
@@ -401,11 +425,19 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
 
         ops["fwd+bwd"] = fwd_bwd
         for op in OPS + (("fwd+bwd",) if compiled else ()):
-            t_b = _median_time(ops[op], repeat)
+            # bnorm, its peers and the floor's two copies, interleaved
+            fns = {"bnorm": ops[op], "numpy copy": lambda: np.copyto(y, x),
+                   "parallel copy": lambda: pcopy(y, x)}
+            if op in torch_ops:
+                fns["torch"] = torch_ops[op]
+            if op in compiled:
+                fns["compiled"] = compiled[op]
+            med = _interleaved_medians(fns, repeat)
+            t_b, t_t, t_c = med["bnorm"], med.get("torch"), med.get("compiled")
+            t_numpy, t_parallel = med["numpy copy"], med["parallel copy"]
+            t_copy = min(t_numpy, t_parallel)
             t_r = (_median_time(refs[op], max(3, repeat // 3))
                    if with_reference and op in refs else None)
-            t_t = _median_time(torch_ops[op], repeat) if op in torch_ops else None
-            t_c = _median_time(compiled[op], repeat) if op in compiled else None
             n_copies = (copies("train fwd", rows_layout, x.nbytes, llc)
                         + copies("backward", rows_layout, x.nbytes, llc)
                         if op == "fwd+bwd" else copies(op, rows_layout, x.nbytes, llc))
@@ -415,7 +447,7 @@ def run(quick: bool = False, threads: Optional[int] = None, dtype: str = "float3
                 "op": op, "shape": list(shp), "layout": label, "axis": axis,
                 "dtype": dt.name, "threads": nthreads, "bnorm_s": t_b, "copy_s": t_copy,
                 "copy_numpy_s": t_numpy, "copy_parallel_s": t_parallel, "read_s": t_read,
-                "read_over_copy": (t_read / t_copy) if t_read else None, "in_llc": in_llc,
+                "read_over_copy": (t_read / t_case_copy) if t_read else None, "in_llc": in_llc,
                 "statistics_s": t_stats, "statistics_ns_per_value_per_thread": stats_ns,
                 "floor_copies": n_copies, "floor_ratio": floor, "reference_s": t_r,
                 "torch_s": t_t, "speedup_vs_torch": (t_t / t_b) if t_t else None,
