@@ -389,3 +389,32 @@ def test_bfloat16_autocast_step_of_a_fused_network():
     # bfloat16 has 8 bits: the fused network is as close to float32 as
     # PyTorch's own bfloat16 autocast is (within a factor of 2)
     assert fused_y <= 2 * native_y + 1e-3 and fused_g <= 2 * native_g + 1e-3, errs
+
+
+def test_model_benchmark_pairs_its_profiled_rounds(tmp_path, capsys):
+    # the end-to-end benchmark on a tiny input: every eager configuration
+    # has _PROFILE_ROUNDS profiled steps, native's ceiling is exactly 1, and
+    # the share and ceiling it prints are the medians of the paired rounds
+    import json
+    import statistics
+    from bnorm.tools import modelbench
+    out = tmp_path / "m.json"
+    assert modelbench.run("resnet18", batch=2, size=32, rounds=1, threads=1,
+                          dtypes=("float32",), formats=("nchw",), json_path=str(out),
+                          num_classes=10) == 0
+    rows = {r["config"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"native", "convert", "fuse"}
+    assert rows["native"]["ceiling"] == pytest.approx(1.0)
+    for r in rows.values():
+        assert len(r["profiled_bn_us"]) == modelbench._PROFILE_ROUNDS
+        assert len(r["profiled_step_us"]) == modelbench._PROFILE_ROUNDS
+        assert 0 < r["bn_share"] < 1
+        assert r["bn_share"] == pytest.approx(statistics.median(
+            b / t for b, t in zip(r["profiled_bn_us"], r["profiled_step_us"])))
+    nat, fu = rows["native"], rows["fuse"]
+    ceil = statistics.median(
+        1 / ((1 - nb / nt) + (nb / nt) * cb / nb)
+        for nb, nt, cb in zip(nat["profiled_bn_us"], nat["profiled_step_us"],
+                              fu["profiled_bn_us"]))
+    assert fu["ceiling"] == pytest.approx(ceil)
+    assert "medians over 3 profiled rounds" in capsys.readouterr().out

@@ -25,11 +25,13 @@ input. Per configuration:
              (saved-tensor hooks; each storage once, parameters excluded)
   peak       the growth of the resident set during one training step above
              what was resident before it (VmHWM after resetting it)
-  bn share   from one profiled step (eager only): the time of batch norm,
-             the activations after it and the residual additions (forward
-             and backward), over the step
+  bn share   from profiled steps (eager only; 3 rounds over the
+             configurations, the median): the time of batch norm, the
+             activations after it and the residual additions (forward and
+             backward), over the step
   ceiling    Amdahl's limit: 1 / ((1 - f) + f / s), f native's bn share and
-             s native's bn time over this configuration's, both profiled
+             s native's bn time over this configuration's, in the same
+             profiled round; the median over the rounds
 
 A measurement, never a pass/fail test: timings on a shared 2-core machine
 move 20-40% between runs, which is why the configurations are interleaved.
@@ -54,6 +56,9 @@ import bnorm
 import bnorm.torch as bt
 
 from . import models
+
+# profiled training steps per eager configuration (interleaved rounds)
+_PROFILE_ROUNDS = 3
 
 # the ops that batch norm and what fuses with it account for, in PyTorch's
 # profiler: forward ops and autograd nodes, PyTorch's and bnorm's
@@ -146,6 +151,8 @@ class Config:
         self.infer_times: List[float] = []
         self.saved = self.peak = None
         self.bn_us = self.step_us = None
+        self.prof_bn_us: List[float] = []  # per profiled round
+        self.prof_step_us: List[float] = []
 
     def autocast(self):
         if self.dtype == "bfloat16":
@@ -241,15 +248,24 @@ def run(name: str = "resnet18", batch: int = 16, size: int = 224, rounds: int = 
             before = _rss_bytes("VmRSS")
             c.train_step(xs[c.fmt], target)
             c.peak = _rss_bytes("VmHWM") - before
-        if not c.compiled:
-            # (twice: the profiler's first session pays its own start-up)
-            for _ in range(2):
-                with _quiet_stderr(), torch.profiler.profile(
-                        activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-                    t0 = time.perf_counter()
-                    c.train_step(xs[c.fmt], target)
-                    c.step_us = (time.perf_counter() - t0) * 1e6
-            c.bn_us = _bn_time_us(prof)
+    # profiled steps: one untimed session first (the profiler's first
+    # session pays its own start-up), then _PROFILE_ROUNDS rounds over the
+    # eager configurations, so that native's share and each configuration's
+    # batch-norm time pair up round by round
+    profiled = [c for c in configs if not c.compiled]
+    for r in range(_PROFILE_ROUNDS + 1):
+        for c in profiled:
+            with _quiet_stderr(), torch.profiler.profile(
+                    activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                t0 = time.perf_counter()
+                c.train_step(xs[c.fmt], target)
+                step = (time.perf_counter() - t0) * 1e6
+            if r > 0:
+                c.prof_step_us.append(step)
+                c.prof_bn_us.append(_bn_time_us(prof))
+    for c in profiled:
+        c.step_us = statistics.median(c.prof_step_us)
+        c.bn_us = statistics.median(c.prof_bn_us)
     for r in range(rounds):
         for c in configs:
             t0 = time.perf_counter()
@@ -279,17 +295,23 @@ def run(name: str = "resnet18", batch: int = 16, size: int = 224, rounds: int = 
         spi = statistics.median(a / b for a, b in zip(nat.infer_times, c.infer_times)) \
             if nat else None
         share = ceiling = None
-        if not c.compiled and c.bn_us is not None and nat is not None and nat.bn_us:
-            share = c.bn_us / c.step_us
-            f = nat.bn_us / nat.step_us
-            s = nat.bn_us / c.bn_us if c.bn_us > 0 else float("inf")
-            ceiling = 1.0 / ((1 - f) + f / s)
+        if not c.compiled and c.prof_bn_us and nat is not None and nat.prof_bn_us:
+            # per profiled round: this one's share, and Amdahl's limit from
+            # native's share and native's bn time over this one's in that
+            # round; the medians over the rounds
+            share = statistics.median(b / t for b, t in zip(c.prof_bn_us, c.prof_step_us))
+            ceilings = []
+            for nb, nt, cb in zip(nat.prof_bn_us, nat.prof_step_us, c.prof_bn_us):
+                f = nb / nt
+                s = nb / cb if cb > 0 else float("inf")
+                ceilings.append(1.0 / ((1 - f) + f / s))
+            ceiling = statistics.median(ceilings)
         rows.append(dict(config=c.name, variant=c.variant, compiled=c.compiled, dtype=c.dtype,
                          format=c.fmt, train_ms=[t * 1e3 for t in c.train_times],
                          infer_ms=[t * 1e3 for t in c.infer_times], train_speedup=sp,
                          infer_speedup=spi, saved_bytes=c.saved, peak_rss_bytes=c.peak,
                          bn_share=share, ceiling=ceiling,
-                         profiled_step_us=c.step_us, profiled_bn_us=c.bn_us))
+                         profiled_step_us=c.prof_step_us, profiled_bn_us=c.prof_bn_us))
         rng = f"{min(c.train_times) * 1e3:.0f}-{max(c.train_times) * 1e3:.0f}"
         print(f"{c.name:<16} {c.dtype:<9} {c.fmt:<14} {tr * 1e3:9.1f} {rng:>13} "
               f"{(f'{sp:.2f}x' if sp else '-'):>8} {inf * 1e3:9.1f} "
@@ -298,8 +320,8 @@ def run(name: str = "resnet18", batch: int = 16, size: int = 224, rounds: int = 
               f"{(f'{share:.1%}' if share is not None else '-'):>9} "
               f"{(f'{ceiling:.2f}x' if ceiling is not None else '-'):>8}")
     print(f"({time.perf_counter() - t_start:.0f} s; speedup: native's step over this one's in "
-          "the same round, median over the rounds; bn share and ceiling from one profiled "
-          "step each)")
+          "the same round, median over the rounds; bn share and ceiling: medians over "
+          f"{_PROFILE_ROUNDS} profiled rounds)")
     if json_path:
         with open(json_path, "w") as f:
             json.dump(dict(model=name, batch=batch, size=size, rounds=rounds,
