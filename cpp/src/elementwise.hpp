@@ -224,7 +224,7 @@ struct Map {
       // 1.39x on 1; 8x112x112x32 0.80x and 0.92x until rows under 256
       // bytes kept the four-row form, 0.95-1.04x since.
       const int64_t row_bytes = ld * int64_t(sizeof(T));
-      if (row_bytes >= 256 && row_bytes < 4096) return false;
+      if (row_bytes >= 256 && row_bytes < kPageBytes) return false;
       const T* a = in0 + off;
       const T* b = F::N > 1 ? in1 + off : nullptr;
       T* d = out + off;

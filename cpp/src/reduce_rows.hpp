@@ -45,7 +45,7 @@ constexpr int64_t kRowsAhead = 4;
 // their length (one row per stage measured 0.80-0.90x on float16).
 template <class T>
 constexpr int rows_per_sweep(int64_t channels) {
-  return sizeof(T) < 4 || channels * int64_t(sizeof(T)) >= 4096 ? 4 : 1;
+  return sizeof(T) < 4 || channels * int64_t(sizeof(T)) >= kPageBytes ? 4 : 1;
 }
 
 // Rows layout with a few channels known at compile time: the per-channel
@@ -99,7 +99,7 @@ inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t ro
   // in the unmasked loops: a masked call and an unmasked one on the masked
   // gradient (the fused backward's streaming path) give the same bits
   using D = Dev<T>;
-  const int64_t kChunkRows = rows_per_sweep<T>(ld);
+  const int64_t chunk_rows = rows_per_sweep<T>(ld);
   auto open = [&](double gv, double xv, int64_t o, int64_t j) {
     if constexpr (from_y(M)) {
       return mask_open<M>(static_cast<double>(y[o])) ? gv : 0.0;
@@ -109,8 +109,8 @@ inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t ro
       return mask_open<M>(pre) ? gv : 0.0;
     }
   };
-  for (int64_t r0 = 0; r0 < rows; r0 += kChunkRows) {
-    const int64_t r1 = std::min(rows, r0 + kChunkRows);
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk_rows) {
+    const int64_t r1 = std::min(rows, r0 + chunk_rows);
     int64_t j = 0;
 #ifdef BNORM_VECTOR_TYPES
     // NV vectors of channels at once: independent chains hide add latency
@@ -272,9 +272,9 @@ void rows_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
   int64_t r0, r1, unused;
   p.rows_unit(u0, &r0, &unused);
   p.rows_unit(u1 - 1, &unused, &r1);
-  // With a ReLU mask: its own vector loop. Otherwise one row per sweep
-  // over the accumulators, or a few channels kept in registers throughout;
-  // either way in row order.
+  // With a ReLU mask: its own vector loop. Otherwise rows_per_sweep rows
+  // per sweep over the accumulators, or a few channels kept in registers
+  // throughout; either way in row order.
   const int64_t o0 = r0 * C + c0;
   if constexpr (M != kNoMask) {
     double* mu = scratch;

@@ -162,6 +162,12 @@ inline void narrow(const float* f, Storage16<C>* p, int64_t n) {
   for (int64_t k = i; k < n; ++k) h[k] = C::from_float(f[k]);
 }
 
+// The page the hardware prefetchers track addresses within: loops over
+// channels-last rows shorter than this take one row at a time, since four
+// such rows swept channel by channel visit one page out of order
+// (rows_per_sweep() in reduce_rows.hpp, Map::row4 in elementwise.hpp).
+constexpr int64_t kPageBytes = 4096;
+
 // ---- reductions in double, fixed lane order -------------------------------
 
 constexpr int kLanes = 16;

@@ -150,7 +150,6 @@ class Config:
         self.train_times: List[float] = []
         self.infer_times: List[float] = []
         self.saved = self.peak = None
-        self.bn_us = self.step_us = None
         self.prof_bn_us: List[float] = []  # per profiled round
         self.prof_step_us: List[float] = []
 
@@ -263,9 +262,6 @@ def run(name: str = "resnet18", batch: int = 16, size: int = 224, rounds: int = 
             if r > 0:
                 c.prof_step_us.append(step)
                 c.prof_bn_us.append(_bn_time_us(prof))
-    for c in profiled:
-        c.step_us = statistics.median(c.prof_step_us)
-        c.bn_us = statistics.median(c.prof_bn_us)
     for r in range(rounds):
         for c in configs:
             t0 = time.perf_counter()
