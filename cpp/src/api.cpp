@@ -15,7 +15,7 @@ BNORM_API const char* bnorm_status_string(bnorm_status status) {
     case BNORM_OK: return "success";
     case BNORM_ERROR_NULL_POINTER: return "a required pointer argument is NULL";
     case BNORM_ERROR_INVALID_SIZE:
-      return "invalid size: negative, or the element count overflows";
+      return "invalid size: negative, or the element count or a size in bytes overflows";
     case BNORM_ERROR_UNSUPPORTED_DTYPE: return "unsupported dtype";
     case BNORM_ERROR_INVALID_EPS: return "eps must be finite and > 0";
     case BNORM_ERROR_INVALID_MOMENTUM: return "momentum must be in [0, 1]";
@@ -269,7 +269,9 @@ BNORM_API bnorm_status bnorm_workspace_size(int32_t op, bnorm_dtype dtype, int64
   }
   const int nt = n < kParallelMinElements ? 1 : (threads > 0 ? threads : num_threads());
   const Plan plan(outer, channels, inner, es);
-  *bytes = static_cast<size_t>(work_sizes(op, plan, nt, param_size_of(dtype)).total());
+  const WorkSizes w = work_sizes(op, plan, nt, param_size_of(dtype));
+  if (!w.ok) return BNORM_ERROR_INVALID_SIZE;
+  *bytes = static_cast<size_t>(w.total());
   return BNORM_OK;
 }
 

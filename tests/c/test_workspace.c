@@ -222,6 +222,25 @@ int main(int argc, char **argv) {
   CHECK(bnorm_workspace_size(1, BNORM_FLOAT32, -1, 4, 9, 0, &b) == BNORM_ERROR_INVALID_SIZE);
   CHECK(bnorm_workspace_size(1, BNORM_FLOAT32, INT64_MAX, 4, 9, 0, &b) ==
         BNORM_ERROR_INVALID_SIZE);
+  /* a shape with no values but channels near INTPTR_MAX / 8 passes the
+   * element count; its workspace in bytes does not fit, for every op that
+   * needs one, on one thread or many (found by the fuzzer: the size was a
+   * signed overflow) */
+  {
+    int32_t op;
+    const int64_t big = INT64_MAX / 8 - 1;
+    for (op = BNORM_OP_FORWARD_TRAINING; op <= BNORM_OP_BACKWARD_FROM_OUTPUT; ++op) {
+      if (op == BNORM_OP_FORWARD_INFERENCE) continue;
+      b = 12345;
+      CHECK(bnorm_workspace_size(op, BNORM_FLOAT64, 0, big, 1, 1, &b) ==
+                BNORM_ERROR_INVALID_SIZE && b == 12345);
+      CHECK(bnorm_workspace_size(op, BNORM_FLOAT32, 1, big / 4, 0, 64, &b) ==
+                BNORM_ERROR_INVALID_SIZE && b == 12345);
+      /* empty but representable: a size, and at least the coefficients */
+      CHECK(bnorm_workspace_size(op, BNORM_FLOAT64, 0, 1 << 20, 1, 2, &b) == BNORM_OK &&
+            b >= (size_t)(1 << 20) * 8 && b < ((size_t)1 << 40));
+    }
+  }
   b = 1;
   CHECK(bnorm_workspace_size(BNORM_OP_FORWARD_INFERENCE, BNORM_FLOAT32, 64, 40, 36, 0, &b) ==
             BNORM_OK && b == 0);

@@ -131,7 +131,8 @@ typedef int32_t bnorm_status;
 #define BNORM_OK                      0
 /* A required pointer argument is NULL. */
 #define BNORM_ERROR_NULL_POINTER      1
-/* A size is negative, or outer*channels*inner overflows int64 or memory. */
+/* A size is negative, or outer*channels*inner (or the workspace a call
+ * needs, in bytes) overflows int64 or memory. */
 #define BNORM_ERROR_INVALID_SIZE      2
 /* The dtype argument is not a known bnorm_dtype, or is not supported yet. */
 #define BNORM_ERROR_UNSUPPORTED_DTYPE 3
