@@ -270,7 +270,7 @@ BNORM_API bnorm_status bnorm_workspace_size(int32_t op, bnorm_dtype dtype, int64
   const int nt = n < kParallelMinElements ? 1 : (threads > 0 ? threads : num_threads());
   const Plan plan(outer, channels, inner, es);
   const WorkSizes w = work_sizes(op, plan, nt, param_size_of(dtype));
-  if (!w.ok) return BNORM_ERROR_INVALID_SIZE;
+  if (!w.fits()) return BNORM_ERROR_INVALID_SIZE;
   *bytes = static_cast<size_t>(w.total());
   return BNORM_OK;
 }

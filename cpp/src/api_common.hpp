@@ -225,7 +225,7 @@ bnorm_status run_kernel(int op, bnorm_dtype dtype, int64_t outer, int64_t channe
                     op != BNORM_OP_FORWARD_INFERENCE);
     const int nt = threads_for(outer * channels * inner);
     const WorkSizes sizes = work_sizes(op, plan, nt, param_size_of(dtype));
-    if (!sizes.ok) return BNORM_ERROR_INVALID_SIZE;
+    if (!sizes.fits()) return BNORM_ERROR_INVALID_SIZE;
     std::unique_ptr<char[]> own;
     if (!ws) {
       if (sizes.total() > 0) own.reset(new char[static_cast<size_t>(sizes.total())]);

@@ -26,14 +26,16 @@ constexpr int64_t kWorkAlign = 64;  // each piece starts on a cache line
 inline int64_t round_up(int64_t n, int64_t a) { return (n + a - 1) / a * a; }
 
 struct WorkSizes {
-  int64_t partials = 0, scratch = 0, coef = 0;  // bytes
-  // False when a size does not fit in the address space (a shape with no
-  // values can still have channels near INTPTR_MAX / 8): the call is then
-  // refused with BNORM_ERROR_INVALID_SIZE and nothing is allocated.
-  bool ok = true;
+  // Bytes, or -1 for a piece that does not fit in the address space (a
+  // shape with no values can still have channels near INTPTR_MAX / 8): the
+  // call is then refused with BNORM_ERROR_INVALID_SIZE before anything is
+  // allocated.
+  int64_t partials = 0, scratch = 0, coef = 0;
+  bool fits() const { return partials >= 0 && scratch >= 0 && coef >= 0; }
   // Bytes to ask of the caller: the pieces, each rounded to a cache line,
   // and the slack to align the first one in a block of any alignment.
-  // (Each piece is at most INTPTR_MAX / 4 when ok, so the sum cannot wrap.)
+  // (Each piece is at most INTPTR_MAX / 4 when it fits, so the sum cannot
+  // wrap.)
   int64_t total() const {
     const int64_t sum = round_up(partials, kWorkAlign) + round_up(scratch, kWorkAlign) +
                         round_up(coef, kWorkAlign);
@@ -41,7 +43,9 @@ struct WorkSizes {
   }
 };
 
-// a * b * c bytes, or -1 if that is above INTPTR_MAX / 4 (a, b, c >= 0).
+// a * b * c bytes, or -1 if that is above INTPTR_MAX / 4 (a, b, c >= 0):
+// unlike checked_elements (api_common.hpp), a bound that leaves room for the
+// sum of the three pieces.
 inline int64_t checked_bytes(int64_t a, int64_t b, int64_t c) {
   int64_t r;
   if (__builtin_mul_overflow(a, b, &r) || __builtin_mul_overflow(r, c, &r) ||
@@ -51,12 +55,13 @@ inline int64_t checked_bytes(int64_t a, int64_t b, int64_t c) {
 }
 
 // The pieces op (a BNORM_OP_* code, known to be valid) needs on nt threads;
-// param_size: bytes of one parameter (Param<T>).
+// param_size: bytes of one parameter (Param<T>). The shape passed
+// check_tensor, so channels <= INTPTR_MAX / 8 and 3 * channels cannot wrap.
 inline WorkSizes work_sizes(int op, const Plan& p, int nt, int64_t param_size) {
   WorkSizes w;
   const int64_t C = p.channels;
-  const int64_t stride = C > std::numeric_limits<int64_t>::max() / 4 ? -1 : scratch_stride(3 * C);
-  const int64_t scratch = !p.rows ? 0 : stride < 0 ? -1 : checked_bytes(nt, stride, sizeof(double));
+  const int64_t scratch =
+      p.rows ? checked_bytes(nt, scratch_stride(3 * C), sizeof(double)) : 0;
   const int64_t moments = checked_bytes(p.groups, C, sizeof(Moments));
   const int64_t sums = checked_bytes(p.groups, C, sizeof(Sums));
   switch (op) {
@@ -85,10 +90,6 @@ inline WorkSizes work_sizes(int op, const Plan& p, int nt, int64_t param_size) {
       w.coef = checked_bytes(5, C, param_size);  // k, r, q, 1 / gamma, beta
       break;
     default: break;  // BNORM_OP_FORWARD_INFERENCE: nothing
-  }
-  if (w.partials < 0 || w.scratch < 0 || w.coef < 0) {
-    w = WorkSizes();
-    w.ok = false;
   }
   return w;
 }
