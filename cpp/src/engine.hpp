@@ -14,12 +14,14 @@
 // finish + apply(dx); backward_sums = reduce(sums) + finish(store). So the
 // split phases run the single-process code itself.
 //
-// Two schedules compute the same bits. Whole blocks: when a planar block of
-// channels fits in a core's cache (Plan::whole_block), one thread reduces
-// it, finishes it and applies the map while its data is still cached.
+// Three schedules compute the same bits. Whole blocks: when a planar block
+// of channels fits in a core's cache (Plan::whole_block), one thread reduces
+// it and finishes it, and then, for a tensor larger than the last-level
+// cache, applies the map while the block is still in L2 (fused); for a
+// smaller one the map runs after all blocks, over the whole tensor.
 // Phases: otherwise the (lane, group) tasks are dealt to the threads, then
 // the channels are finished, then the map runs, each phase on all threads.
-// Per channel, both reduce the same groups and merge them in group order.
+// Per channel, all reduce the same groups and merge them in group order.
 #pragma once
 
 #include <algorithm>
@@ -112,8 +114,14 @@ void run_engine(const Plan& p, const R& red, const Fin& finish, const App& apply
   const int64_t C = p.channels;
   const int nt = work.threads;
   if (block > 0 && reduce) {
+    // The map follows each block's reduction while the block is in L2 only
+    // when the arrays it moves are larger than the last-level cache (the
+    // second read of x would come from memory); otherwise it runs after all
+    // blocks, as one sweep in long runs, and reads x again from L3.
+    const bool fused = apply_active && static_cast<double>(p.outer * C * p.inner) *
+                                               App::kBytes >= l3_cache_bytes();
     Dealer blocks(ceil_div(C, block));
-    parallel(nt, [&](int, int) {
+    auto blocks_phase = [&](int, int) {
       Acc tot[kMaxPlanarBlock], acc[kMaxPlanarBlock];
       double scratch[3 * kMaxPlanarBlock];  // (planar reducers need none)
       for (int64_t blk; blocks.take(&blk);) {
@@ -125,9 +133,13 @@ void run_engine(const Plan& p, const R& red, const Fin& finish, const App& apply
         }
         for (int64_t j = 0; j < cw; ++j) canonical_nan(tot[j]);
         finish(c0, cw, tot);
-        if (apply_active) apply.channels(p, c0, cw);
+        if (fused) apply.channels(p, c0, cw);
       }
-    });
+    };
+    if (apply_active && !fused)
+      parallel(nt, blocks_phase, [&](int tid, int n) { apply.all(p, tid, n); });
+    else
+      parallel(nt, blocks_phase);
     return;
   }
   Acc* part = static_cast<Acc*>(work.partials);

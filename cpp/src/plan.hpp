@@ -123,7 +123,8 @@ struct Plan {
   }
 
   // Channels one thread takes at once so that it can reduce them and then
-  // apply the elementwise pass while their data is still in its cache; 0
+  // apply the elementwise pass while their data is still in its cache (for
+  // a tensor larger than the last-level cache; see run_engine); 0
   // when the groups of a lane should rather be spread over threads. Only
   // the schedule depends on this, never the arithmetic. Planar blocks group
   // several short channels so that each outer index gives one contiguous
