@@ -2,8 +2,9 @@
 
 A planar call whose blocks of channels fit in L2 is reduced block by block
 (Plan::whole_block); the map then follows each block while it is in L2 when
-the arrays it moves are larger than the last-level cache ("fused"), or runs
-after all blocks as one sweep ("deferred"). A call whose single channels do
+the arrays it moves are larger than the last-level cache and it is a
+backward or a forward with runs of at least 2 KiB ("fused"), or runs after
+all blocks as one sweep ("deferred"). A call whose single channels do
 not fit in L2 runs the phases over all threads ("phases"). Which one runs
 depends on the cache sizes alone, which BNORM_L2_BYTES and BNORM_L3_BYTES
 replace for a process, so each schedule is reached here with small tensors:
@@ -11,7 +12,8 @@ replace for a process, so each schedule is reached here with small tensors:
   deferred  L2 4 MiB, L3 1 GiB: every case's blocks fit, nothing is larger
             than the last-level cache;
   fused     L2 4 MiB, L3 1 MiB (the smallest the library accepts): every
-            case moves more than 1 MiB;
+            case moves more than 1 MiB (the forward of 64x160x7x7, in runs
+            of 49 values, stays deferred; the other shapes' runs are long);
   phases    L2 128 KiB (the smallest accepted): a channel of the first shape
             is 72,000 values, more than 7/8 of that in every dtype.
 

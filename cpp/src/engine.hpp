@@ -17,8 +17,9 @@
 // Three schedules compute the same bits. Whole blocks: when a planar block
 // of channels fits in a core's cache (Plan::whole_block), one thread reduces
 // it and finishes it, and then, for a tensor larger than the last-level
-// cache, applies the map while the block is still in L2 (fused); for a
-// smaller one the map runs after all blocks, over the whole tensor.
+// cache, applies the map while the block is still in L2 (fused: backward,
+// and forward with long runs); otherwise the map runs after all blocks,
+// over the whole tensor (deferred).
 // Phases: otherwise the (lane, group) tasks are dealt to the threads, then
 // the channels are finished, then the map runs, each phase on all threads.
 // Per channel, all reduce the same groups and merge them in group order.
@@ -75,6 +76,7 @@ struct SumsReducer {
 template <class T, class Op, class Fill>
 struct Apply {
   static constexpr int64_t kBytes = Op::kArrays * sizeof(T);  // moved per value
+  static constexpr int64_t kValueBytes = sizeof(T);
   const Op& op;
   const Fill& fill;
   void all(const Plan& p, int tid, int n) const { sweep<T>(p, op, fill, tid, n); }
@@ -98,6 +100,7 @@ struct StoreResults {
 // No elementwise pass (moments, backward_sums).
 struct NoApply {
   static constexpr int64_t kBytes = 0;
+  static constexpr int64_t kValueBytes = 1;
   void all(const Plan&, int, int) const {}
   void channels(const Plan&, int64_t, int64_t) const {}
 };
@@ -107,6 +110,11 @@ struct NoApply {
 // > 0 takes planar blocks of that many channels whole (Plan::whole_block);
 // 0 runs the phases, with partials and scratch from `work`. reduce = false:
 // nothing to reduce (finish gets empty results), only finish and apply.
+// Bytes of one channel's run below which a forward map is not fused into
+// the block (measured: 784-byte runs 1.1-1.6x faster deferred, 3136-byte
+// runs 1.05-1.4x faster fused; docs/design.md).
+constexpr int64_t kFusedMinRun = 2048;
+
 template <class R, class Fin, class App>
 void run_engine(const Plan& p, const R& red, const Fin& finish, const App& apply,
                 bool apply_active, int64_t block, bool reduce, const Work& work) {
@@ -116,10 +124,15 @@ void run_engine(const Plan& p, const R& red, const Fin& finish, const App& apply
   if (block > 0 && reduce) {
     // The map follows each block's reduction while the block is in L2 only
     // when the arrays it moves are larger than the last-level cache (the
-    // second read of x would come from memory); otherwise it runs after all
-    // blocks, as one sweep in long runs, and reads x again from L3.
-    const bool fused = apply_active && static_cast<double>(p.outer * C * p.inner) *
-                                               App::kBytes >= l3_cache_bytes();
+    // second read of the inputs would come from memory), and then only when
+    // that saves more than one input per value (backward: dy and x) or the
+    // runs are long: a forward map in short runs stores a block in many
+    // short spans, which cost more than reading x again (docs/design.md).
+    // Otherwise it runs after all blocks, as one sweep over the tensor.
+    const bool fused =
+        apply_active &&
+        static_cast<double>(p.outer * C * p.inner) * App::kBytes >= l3_cache_bytes() &&
+        (R::kInBytes > App::kValueBytes || p.inner * App::kValueBytes >= kFusedMinRun);
     Dealer blocks(ceil_div(C, block));
     auto blocks_phase = [&](int, int) {
       Acc tot[kMaxPlanarBlock], acc[kMaxPlanarBlock];
