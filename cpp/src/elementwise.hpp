@@ -30,6 +30,69 @@ constexpr int64_t kLongRun = 256;
 #else
 #define BNORM_REGISTER_HALVES 0
 #endif
+
+#if BNORM_REGISTER_HALVES
+// 16 values of T (float, or a half type widened to float) from p, the lanes
+// past m zero when kTail (a masked load); and 16 floats stored into p (a
+// half type narrowed as its codec rounds: float16 by vcvtps2ph to nearest
+// even, bfloat16 by BFloat16Codec's integer rounding), only the lanes of m
+// when kTail (a masked store). Whole vectors use plain loads and stores: a
+// masked store, even of all lanes, made the channels-last maps 1.3-2x
+// slower on this AMD CPU.
+template <class T, bool kTail>
+inline __m512 load16(const T* p, __mmask16 m) {
+  if constexpr (std::is_same_v<T, float>) {
+    if constexpr (kTail) return _mm512_maskz_loadu_ps(m, p);
+    else return _mm512_loadu_ps(p);
+  } else {
+    const uint16_t* h = &p->bits;
+    __m256i v;
+    if constexpr (kTail) v = _mm256_maskz_loadu_epi16(m, h);
+    else v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h));
+    // (the all-lanes masked conversion: the same instruction, without the
+    // plain form's uninitialized operand that GCC 12 warns about)
+    if constexpr (std::is_same_v<T, Half>) return _mm512_maskz_cvtph_ps(0xFFFF, v);
+    else return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+  }
+}
+
+template <class T, bool kTail>
+inline void store16(T* p, __m512 r, __mmask16 m) {
+  if constexpr (std::is_same_v<T, float>) {
+    if constexpr (kTail) _mm512_mask_storeu_ps(p, m, r);
+    else _mm512_storeu_ps(p, r);
+    return;
+  } else {
+    __m256i y;
+    if constexpr (std::is_same_v<T, Half>) {
+      y = _mm512_maskz_cvtps_ph(0xFFFF, r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    } else {
+      // BFloat16Codec::from_float in integer lanes: round to nearest even,
+      // a NaN made quiet with its upper payload bits
+      const __m512i u = _mm512_castps_si512(r);
+      const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+      const __m512i rounded = _mm512_srli_epi32(
+          _mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
+      const __mmask16 nan = _mm512_cmpgt_epu32_mask(
+          _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+      const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+      y = _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet));
+    }
+    uint16_t* h = &p->bits;
+    if constexpr (kTail) _mm256_mask_storeu_epi16(h, m, y);
+    else _mm256_storeu_si256(reinterpret_cast<__m256i*>(h), y);
+  }
+}
+
+// Values [0, n) 16 at a time, the last < 16 under a mask: vec(j, m, tail)
+// with tail a std::bool_constant (true for the masked last vector).
+template <class V>
+inline void each16(int64_t n, const V& vec) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) vec(j, __mmask16(0xFFFF), std::false_type());
+  if (j < n) vec(j, static_cast<__mmask16>((1u << (n - j)) - 1), std::true_type());
+}
+#endif
 // Streaming stores pay off on long contiguous runs (or wide rows) only;
 // measured here, they slow down short ones, which therefore store normally.
 constexpr int64_t kStreamMinRun = 256;
@@ -143,60 +206,24 @@ struct Map {
   }
 
 #if BNORM_REGISTER_HALVES
-  // Half-precision values [0, n) of a, b into d 16 at a time in registers,
-  // the last < 16 under a mask: widened, the formula in float, narrowed as
-  // the codec rounds (float16: the same bits as staged(), without its three
-  // passes over stack buffers, which were 42% of a float16 training forward
-  // of 32x64x56x56 NCHW; bfloat16: the same bits as the converted loop,
-  // measured 1.0-1.6x faster than it, 2 threads: inference 32x256x14x14
-  // NCHW 1.63x, 8x112x112x32 NHWC 1.27x, training forward 1.0-1.2x). kv(q, j, m) is coefficient q of the values from j
-  // (m: the lanes in use). Each vector's loads come before its store, so d
-  // may be a or b.
+  // Half-precision values [0, n) of a, b into d 16 at a time in registers
+  // (each16): widened, the formula in float, narrowed as the codec rounds.
+  // float16: the same bits as staged(), without its three passes over stack
+  // buffers, which were 42% of a float16 training forward of 32x64x56x56
+  // NCHW. bfloat16: the same bits as the converted loop, measured 1.0-1.6x
+  // faster than it (2 threads: inference 32x256x14x14 NCHW 1.63x,
+  // 8x112x112x32 NHWC 1.27x, training forward 1.0-1.2x). kv(q, j, m) is
+  // coefficient q of the values from j (m: the lanes in use). Each
+  // vector's loads come before its store, so d may be a or b.
   template <class KV>
   static void in_registers(const T* a, const T* b, T* d, int64_t n, const KV& kv) {
-    constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    const uint16_t* ha = &a->bits;
-    const uint16_t* hb = F::N > 1 ? &b->bits : nullptr;
-    uint16_t* hd = &d->bits;
-    // whole vectors with plain stores (a masked store, even of all lanes,
-    // made the channels-last maps 1.3-2x slower on this AMD CPU), the tail
-    // with a masked one
-    const auto vec = [&](int64_t j, __mmask16 m, auto tail) BNORM_INLINE_LAMBDA {
+    each16(n, [&](int64_t j, __mmask16 m, auto tail) BNORM_INLINE_LAMBDA {
       constexpr bool kTail = decltype(tail)::value;
-      const auto load = [&](const uint16_t* h) BNORM_INLINE_LAMBDA {
-        __m256i v;
-        if constexpr (kTail) v = _mm256_maskz_loadu_epi16(m, h + j);
-        else v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + j));
-        // (the all-lanes masked conversion: the same instruction, without
-        // the plain form's uninitialized operand that GCC 12 warns about)
-        if constexpr (std::is_same_v<T, Half>) return _mm512_maskz_cvtph_ps(0xFFFF, v);
-        else return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
-      };
-      const __m512 x = load(ha);
+      const __m512 x = load16<T, kTail>(a + j, m);
       __m512 z = _mm512_setzero_ps();
-      if constexpr (F::N > 1) z = load(hb);
-      const __m512 r = F::value(x, z, [&](int q) { return kv(q, j, m); });
-      __m256i y;
-      if constexpr (std::is_same_v<T, Half>) {
-        y = _mm512_maskz_cvtps_ph(0xFFFF, r, kRound);
-      } else {
-        // BFloat16Codec::from_float in integer lanes: round to nearest
-        // even, a NaN made quiet with its upper payload bits
-        const __m512i u = _mm512_castps_si512(r);
-        const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-        const __m512i rounded = _mm512_srli_epi32(
-            _mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
-        const __mmask16 nan = _mm512_cmpgt_epu32_mask(
-            _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-        const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
-        y = _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet));
-      }
-      if constexpr (kTail) _mm256_mask_storeu_epi16(hd + j, m, y);
-      else _mm256_storeu_si256(reinterpret_cast<__m256i*>(hd + j), y);
-    };
-    int64_t j = 0;
-    for (; j + 16 <= n; j += 16) vec(j, __mmask16(0xFFFF), std::false_type());
-    if (j < n) vec(j, static_cast<__mmask16>((1u << (n - j)) - 1), std::true_type());
+      if constexpr (F::N > 1) z = load16<T, kTail>(b + j, m);
+      store16<T, kTail>(d + j, F::value(x, z, [&](int q) { return kv(q, j, m); }), m);
+    });
   }
 #endif
 
@@ -329,16 +356,34 @@ using ScaleOp = Map<ScaleFormula, T>;
 // run, row and row4 for the sweep, of a map written as one
 // span(off, n, k), k(q, i) the q-th coefficient of index i's channel; no
 // four-row form.
+// k.vec(q, i, m) (float coefficients, the AVX-512 copy) is the same as 16
+// floats k(q, i .. i + 16) in the lanes of m.
+template <class P, int K>
+struct RunCoefs {  // one channel's: the same for every index
+  P kv[K];
+  P operator()(int q, int64_t) const { return kv[q]; }
+#if BNORM_REGISTER_HALVES
+  __m512 vec(int q, int64_t, __mmask16) const { return _mm512_set1_ps(kv[q]); }
+#endif
+};
+template <class P>
+struct RowCoefs {  // a row's: index i is channel i
+  P* const* c;
+  P operator()(int q, int64_t i) const { return c[q][i]; }
+#if BNORM_REGISTER_HALVES
+  __m512 vec(int q, int64_t i, __mmask16 m) const { return _mm512_maskz_loadu_ps(m, c[q] + i); }
+#endif
+};
+
 template <class Derived, class P, int K>
 struct SpanMap {
   void run(int64_t off, int64_t n, P* const* c, int64_t j) const {
-    P kv[K];
-    for (int q = 0; q < K; ++q) kv[q] = c[q][j];
-    static_cast<const Derived*>(this)->span(off, n, [&](int q, int64_t) { return kv[q]; });
+    RunCoefs<P, K> k;
+    for (int q = 0; q < K; ++q) k.kv[q] = c[q][j];
+    static_cast<const Derived*>(this)->span(off, n, k);
   }
   void row(int64_t off, int64_t cw, P* const* c) const {
-    static_cast<const Derived*>(this)->span(off, cw,
-                                            [&](int q, int64_t i) { return c[q][i]; });
+    static_cast<const Derived*>(this)->span(off, cw, RowCoefs<P>{c});
   }
   bool row4(int64_t, int64_t, int64_t, P* const*) const { return false; }
 };
@@ -375,6 +420,12 @@ struct DxMaskOp : SpanMap<DxMaskOp<T, M, kFrozen, kRes>, Param<T>, from_x(M) ? 7
     const T* ys = from_y(M) ? y + off : nullptr;
     T* d = dx ? dx + off : nullptr;
     T* e = kRes ? dres + off : nullptr;
+#if BNORM_REGISTER_HALVES
+    if constexpr (kIsHalf<T> || std::is_same_v<T, float>) {
+      in_registers(g, xs, ys, d, e, n, k);
+      return;
+    }
+#endif
     const auto open = [&](int64_t i, P xv) {
       return gate(ld(g, i), xv, from_y(M) ? ld(ys, i) : P(0), from_x(M) ? k(4, i) : P(0),
                   from_x(M) ? k(5, i) : P(0), from_x(M) ? k(6, i) : P(0));
@@ -391,6 +442,63 @@ struct DxMaskOp : SpanMap<DxMaskOp<T, M, kFrozen, kRes>, Param<T>, from_x(M) ? 7
       each(e, n, [&](int64_t i) { st(e, i, open(i, ld(xs, i))); });
     }
   }
+
+#if BNORM_REGISTER_HALVES
+  // span() for float and half-precision data, 16 values at a time
+  // (each16), the same bits: the mask from y compared in float (exact, as
+  // gate's double holds y exactly), from x with the pre-activation in
+  // double as gate() forms it, the rest in float. (GCC 12 leaves gate's
+  // select scalar: the plain loop measured 2-4x slower than the unmasked
+  // backward in float32 and 3x in float16.)
+  template <class Coef>
+  static void in_registers(const T* g, const T* xs, const T* ys, T* d, T* e, int64_t n,
+                           const Coef& k) {
+    each16(n, [&](int64_t j, __mmask16 m, auto tail) BNORM_INLINE_LAMBDA {
+      constexpr bool kTail = decltype(tail)::value;
+      const __m512 xv = load16<T, kTail>(xs + j, m);
+      __mmask16 open = 0xFFFF;
+      const auto in_range = [](auto lo, auto hi, auto v) BNORM_INLINE_LAMBDA {
+        (void)hi;
+        if constexpr ((M & kClip6) != 0) return lo(v) & hi(v);
+        else return lo(v);
+      };
+      if constexpr (from_y(M)) {
+        const __m512 yv = load16<T, kTail>(ys + j, m);
+        open = in_range(
+            [](__m512 v) { return _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ); },
+            [](__m512 v) { return _mm512_cmp_ps_mask(v, _mm512_set1_ps(6.0f), _CMP_LT_OQ); },
+            yv);
+      } else if constexpr (from_x(M)) {
+        const auto half_open = [&](__m256 xh, __m256 mh, __m256 sh, __m256 bh) {
+          const __m512d pre = _mm512_add_pd(
+              _mm512_mul_pd(_mm512_sub_pd(_mm512_cvtps_pd(xh), _mm512_cvtps_pd(mh)),
+                            _mm512_cvtps_pd(sh)),
+              _mm512_cvtps_pd(bh));
+          return in_range(
+              [](__m512d v) { return _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_GT_OQ); },
+              [](__m512d v) { return _mm512_cmp_pd_mask(v, _mm512_set1_pd(6.0), _CMP_LT_OQ); },
+              pre);
+        };
+        const __m512 fm = k.vec(4, j, m), fs = k.vec(5, j, m), fb = k.vec(6, j, m);
+        const __mmask8 lo = half_open(_mm512_castps512_ps256(xv), _mm512_castps512_ps256(fm),
+                                      _mm512_castps512_ps256(fs), _mm512_castps512_ps256(fb));
+        const __mmask8 hi = half_open(
+            _mm512_extractf32x8_ps(xv, 1), _mm512_extractf32x8_ps(fm, 1),
+            _mm512_extractf32x8_ps(fs, 1), _mm512_extractf32x8_ps(fb, 1));
+        open = static_cast<__mmask16>(lo | (unsigned(hi) << 8));
+      }
+      const __m512 gi = _mm512_maskz_mov_ps(open, load16<T, kTail>(g + j, m));
+      if constexpr (kRes) store16<T, kTail>(e + j, gi, m);
+      if (d) {
+        const __m512 k0 = k.vec(0, j, m);
+        __m512 v;
+        if constexpr (kFrozen) v = gi * k0;
+        else v = (gi * k0 - k.vec(1, j, m)) - (xv - k.vec(2, j, m)) * k.vec(3, j, m);
+        store16<T, kTail>(d + j, v, m);
+      }
+    });
+  }
+#endif
 };
 
 // Coefficients read from K precomputed arrays of `channels` values.
