@@ -134,6 +134,64 @@ def test_vector_copy_matches_scalar_bitwise(scalar, isa):
     assert not bad, f"{isa} differs from scalar in {bad[:10]}"
 
 
+# Pre-activations at the edge of the ReLU and ReLU6 masks: the vector copies
+# decide a mask recomputed from x in float where float is sure of its sign
+# and in double elsewhere (open_from_x16, mask.hpp), which must give the
+# scalar copy's double decision on every value. Each channel's bias puts
+# (x - m) s + b at 0 (or 6) for an x0 near 0, and its x values are the 400
+# floats (or halves) around x0: far smaller than m, so float's x - m drops
+# their low bits, and on float32 data a few dozen values a run get a
+# nonzero float pre-activation of the other sign than double's (and
+# thousands an exact float 0 or 6), which a float-only decision gets wrong.
+BORDER_SCRIPT = r"""
+import hashlib, json
+import numpy as np
+import bnorm
+from bnorm import _core
+rng = np.random.default_rng(11)
+out = {}
+C, K = 24, 400
+for dt in (np.float32, np.float16):
+    f32 = np.float32
+    mean = (rng.uniform(1, 3, C) * rng.choice([-1, 1], C)).astype(f32)
+    invstd = rng.uniform(0.2, 3, C).astype(f32)
+    w = (rng.uniform(0.5, 2, C) * rng.choice([-1, 1], C)).astype(f32)
+    edge = np.where(np.arange(C) < C // 2, 0.0, 6.0)
+    x0 = rng.uniform(-0.01, 0.01, C)
+    b = (edge - (x0 - mean) * (invstd * w).astype(np.float64)).astype(f32)
+    cols = []
+    for c in range(C):
+        up, down = [dt(x0[c])], [dt(x0[c])]
+        for _ in range(K // 2):
+            up.append(np.nextafter(up[-1], dt(np.inf)))
+            down.append(np.nextafter(down[-1], dt(-np.inf)))
+        cols.append(np.array(down[::-1] + up[1:], dtype=dt)[:K])
+    rows = np.stack(cols, axis=1)  # (K, C): channel c's values down column c
+    g = rng.standard_normal(rows.shape).astype(dt)
+    cases = (("rows", rows, g, -1), ("planar", rows.T.reshape(1, C, K), g.T.reshape(1, C, K), 1),
+             ("planar 2", rows.T.reshape(C, 2, K // 2).transpose(1, 0, 2).copy(),
+              g.T.reshape(C, 2, K // 2).transpose(1, 0, 2).copy(), 1))
+    for layout, x, gg, axis in cases:
+        for act in ("relu", "relu6"):
+            for training in (True, False):
+                r = bnorm.batch_norm_backward(gg, x, mean, invstd, w, axis=axis,
+                                              training=training, activation=act, bias=b)
+                h = hashlib.sha256()
+                for a in r:
+                    h.update(np.ascontiguousarray(a).tobytes())
+                out[f"{np.dtype(dt).name}/{layout}/{act}/{training}"] = h.hexdigest()
+print(json.dumps({"isa": _core.kernel_isa(), "results": out}))
+"""
+
+
+@pytest.mark.parametrize("isa", ["avx2", "avx512"])
+def test_mask_from_x_at_its_edges_matches_scalar(isa):
+    scalar = scalar_results(BORDER_SCRIPT)
+    assert len(scalar) == 24
+    bad = isa_mismatches(BORDER_SCRIPT, isa, scalar)
+    assert not bad, f"{isa} differs from scalar in {bad}"
+
+
 def kernel_isa_when_asked(isa=None):
     """The copy a new process runs with BNORM_ISA=isa (None: unset)."""
     env = {k: v for k, v in os.environ.items() if k != "BNORM_ISA"}
