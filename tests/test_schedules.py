@@ -16,9 +16,15 @@ replace for a process, so each schedule is reached here with small tensors:
             of 49 values, stays deferred; the other shapes' runs are long);
   phases    L2 128 KiB (the smallest accepted): a channel of the first shape
             is 72,000 values, more than 7/8 of that in every dtype.
+  l3 blocks L2 128 KiB, L3 4 MiB: the first shape's channels do not fit in
+            L2, its tensors are larger than L3, and one channel's arrays
+            (864 KB in float32 backward, 432 KB in the half types) fit in
+            half a thread's share of L3 (917 KB with 2 threads), so blocks
+            of one channel are reduced and mapped in L3 (float64's do not
+            fit: phases).
 
 Each case runs with 2 threads in each schedule and with 1 thread deferred;
-all four must give the same bytes for every output (compared by their
+all five must give the same bytes for every output (compared by their
 SHA-256).
 """
 import json
@@ -73,6 +79,7 @@ SCHEDULES = {
     "deferred": {"BNORM_L2_BYTES": str(4 << 20), "BNORM_L3_BYTES": str(1 << 30)},
     "fused": {"BNORM_L2_BYTES": str(4 << 20), "BNORM_L3_BYTES": str(1 << 20)},
     "phases": {"BNORM_L2_BYTES": str(128 << 10), "BNORM_L3_BYTES": str(1 << 30)},
+    "l3 blocks": {"BNORM_L2_BYTES": str(128 << 10), "BNORM_L3_BYTES": str(4 << 20)},
 }
 
 
@@ -90,7 +97,7 @@ def deferred():
 
 
 @pytest.mark.parametrize("schedule,threads",
-                         [("fused", 2), ("phases", 2), ("deferred", 1)])
+                         [("fused", 2), ("phases", 2), ("l3 blocks", 2), ("deferred", 1)])
 def test_schedule_gives_the_same_bits(deferred, schedule, threads):
     other = results(schedule, threads)
     assert other.keys() == deferred.keys()

@@ -89,8 +89,7 @@ void backward_with(const Plan& p, const Call<T>& a, const Work& w, const Op& op)
   const BackFinishBlock<P> finish{
       {a.mean, a.invstd, a.weight, coef.arrays, a.dweight, a.dbias, m, a.frozen}};
   const int64_t block = need_sums && write
-                            ? p.whole_block(w.threads, red.kInBytes, apply.kBytes,
-                                            l2_cache_bytes())
+                            ? planar_block<decltype(red), decltype(apply)>(p, w.threads)
                             : 0;
   run_engine(p, red, finish, apply, write && total > 0, block, need_sums, w);
 }

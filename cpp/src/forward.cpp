@@ -135,7 +135,7 @@ void forward_training(const Plan& p, const Call<T>& a, const Work& w) {
   with_affine(a, p, [&](const auto& op) {
     using Op = std::decay_t<decltype(op)>;
     const Apply<T, Op, StoredCoefs<P, 3>> apply{op, fill};
-    const int64_t block = p.whole_block(w.threads, red.kInBytes, apply.kBytes, l2_cache_bytes());
+    const int64_t block = planar_block<decltype(red), decltype(apply)>(p, w.threads);
     run_engine(p, red, finish, apply, true, block, true, w);
   });
 }

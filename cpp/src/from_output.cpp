@@ -275,7 +275,7 @@ void from_output(const Plan& p, const Call<T>& a, const Work& w) {
   const Apply<T, FromOutputOp<A, kRes, T>, StoredCoefs<P, kFromOutputCoefs>> apply{op, fill};
   const int64_t block =
       need_sums && write
-          ? p.whole_block(w.threads, red.kInBytes, apply.kBytes, l2_cache_bytes())
+          ? planar_block<decltype(red), decltype(apply)>(p, w.threads)
           : 0;
   run_engine(p, red, finish, apply, write, block, need_sums, w);
 }
