@@ -135,9 +135,9 @@ def test_vector_copy_matches_scalar_bitwise(scalar, isa):
 
 
 # Pre-activations at the edge of the ReLU and ReLU6 masks: the vector copies
-# decide a mask recomputed from x in float where float is sure of its sign
-# and in double elsewhere (open_from_x16, mask.hpp), which must give the
-# scalar copy's double decision on every value. Each channel's bias puts
+# recompute a mask from x in double lanes (DxMaskOp::in_registers, and the
+# reducers), which must give the scalar copy's double decision on every
+# value, and would not if any of them decided it in float. Each channel's bias puts
 # (x - m) s + b at 0 (or 6) for an x0 near 0, and its x values are the 400
 # floats (or halves) around x0: far smaller than m, so float's x - m drops
 # their low bits, and on float32 data a few dozen values a run get a

@@ -5,9 +5,11 @@ A planar call whose blocks of channels fit in L2 is reduced block by block
 the arrays it moves are larger than the last-level cache and it is a
 backward or a forward with runs of at least 2 KiB ("fused"), or runs after
 all blocks as one sweep ("deferred"). A call whose single channels do
-not fit in L2 runs the phases over all threads ("phases"). Which one runs
-depends on the cache sizes alone, which BNORM_L2_BYTES and BNORM_L3_BYTES
-replace for a process, so each schedule is reached here with small tensors:
+not fit in L2 runs the phases over all threads ("phases"), unless it is
+larger than the last-level cache: then blocks that fit in L3 ("l3
+blocks"). Which one runs depends on the cache sizes alone, which
+BNORM_L2_BYTES and BNORM_L3_BYTES replace for a process, so each schedule
+is reached here with small tensors:
 
   deferred  L2 4 MiB, L3 1 GiB: every case's blocks fit, nothing is larger
             than the last-level cache;

@@ -22,16 +22,18 @@ constexpr int64_t kSweepTileBytes = 256 * 1024;
 constexpr int64_t kSweepTileRows = 128;
 // Runs at least this long are visited one by one (coefficients per run).
 constexpr int64_t kLongRun = 256;
-// Half-precision maps in AVX-512 registers (Map::in_registers); else
-// float16 staged, bfloat16 converted in the loop.
+// Maps in AVX-512 registers, 16 values at a time (load16, store16,
+// each16): the half types' plain formulas (Map::in_registers; else float16
+// staged, bfloat16 converted in the loop) and the fused backward's dx map
+// in float32 and the half types (DxMaskOp::in_registers).
 #if defined(BNORM_HAVE_F16C) && defined(__AVX512F__) && defined(__AVX512BW__) && \
     defined(__AVX512VL__)
-#define BNORM_REGISTER_HALVES 1
+#define BNORM_REGISTER_MAPS 1
 #else
-#define BNORM_REGISTER_HALVES 0
+#define BNORM_REGISTER_MAPS 0
 #endif
 
-#if BNORM_REGISTER_HALVES
+#if BNORM_REGISTER_MAPS
 // 16 values of T (float, or a half type widened to float) from p, the lanes
 // past m zero when kTail (a masked load); and 16 floats stored into p (a
 // half type narrowed as its codec rounds: float16 by vcvtps2ph to nearest
@@ -93,6 +95,27 @@ inline void each16(int64_t n, const V& vec) {
   if (j < n) vec(j, static_cast<__mmask16>((1u << (n - j)) - 1), std::true_type());
 }
 #endif
+// The per-channel coefficients of a run or a row: k(q, i) is the q-th
+// coefficient of index i's channel, and k.vec(q, i, m) (float
+// coefficients, the AVX-512 copy) the same as 16 floats k(q, i .. i + 16)
+// in the lanes of m.
+template <class P, int K>
+struct RunCoefs {  // one channel's: the same for every index
+  P kv[K];
+  P operator()(int q, int64_t) const { return kv[q]; }
+#if BNORM_REGISTER_MAPS
+  __m512 vec(int q, int64_t, __mmask16) const { return _mm512_set1_ps(kv[q]); }
+#endif
+};
+template <class P>
+struct RowCoefs {  // a row's: index i is channel i
+  P* const* c;
+  P operator()(int q, int64_t i) const { return c[q][i]; }
+#if BNORM_REGISTER_MAPS
+  __m512 vec(int q, int64_t i, __mmask16 m) const { return _mm512_maskz_loadu_ps(m, c[q] + i); }
+#endif
+};
+
 // Streaming stores pay off on long contiguous runs (or wide rows) only;
 // measured here, they slow down short ones, which therefore store normally.
 constexpr int64_t kStreamMinRun = 256;
@@ -140,9 +163,11 @@ struct Map {
     const T* a = in0 + off;
     const T* b = F::N > 1 ? in1 + off : nullptr;
     T* d = out + off;
-#if BNORM_REGISTER_HALVES
+#if BNORM_REGISTER_MAPS
     if constexpr (kIsHalf<T> && !F::kSimple) {
-      in_registers(a, b, d, n, [&](int q, int64_t, __mmask16) { return kv[q]; });
+      RunCoefs<P, K> rk;
+      for (int q = 0; q < K; ++q) rk.kv[q] = kv[q];
+      in_registers(a, b, d, n, rk);
       return;
     }
 #endif
@@ -169,11 +194,9 @@ struct Map {
     const T* a = in0 + off;
     const T* b = F::N > 1 ? in1 + off : nullptr;
     T* d = out + off;
-#if BNORM_REGISTER_HALVES
+#if BNORM_REGISTER_MAPS
     if constexpr (kIsHalf<T> && !F::kSimple) {
-      in_registers(a, b, d, cw, [&](int q, int64_t j, __mmask16 m) {
-        return _mm512_maskz_loadu_ps(m, c[q] + j);
-      });
+      in_registers(a, b, d, cw, RowCoefs<P>{c});
       return;
     }
 #endif
@@ -205,24 +228,24 @@ struct Map {
     }
   }
 
-#if BNORM_REGISTER_HALVES
+#if BNORM_REGISTER_MAPS
   // Half-precision values [0, n) of a, b into d 16 at a time in registers
   // (each16): widened, the formula in float, narrowed as the codec rounds.
   // float16: the same bits as staged(), without its three passes over stack
   // buffers, which were 42% of a float16 training forward of 32x64x56x56
   // NCHW. bfloat16: the same bits as the converted loop, measured 1.0-1.6x
   // faster than it (2 threads: inference 32x256x14x14 NCHW 1.63x,
-  // 8x112x112x32 NHWC 1.27x, training forward 1.0-1.2x). kv(q, j, m) is
-  // coefficient q of the values from j (m: the lanes in use). Each
-  // vector's loads come before its store, so d may be a or b.
-  template <class KV>
-  static void in_registers(const T* a, const T* b, T* d, int64_t n, const KV& kv) {
+  // 8x112x112x32 NHWC 1.27x, training forward 1.0-1.2x). k: RunCoefs or
+  // RowCoefs. Each vector's loads come before its store, so d may be a or
+  // b.
+  template <class Coef>
+  static void in_registers(const T* a, const T* b, T* d, int64_t n, const Coef& k) {
     each16(n, [&](int64_t j, __mmask16 m, auto tail) BNORM_INLINE_LAMBDA {
       constexpr bool kTail = decltype(tail)::value;
       const __m512 x = load16<T, kTail>(a + j, m);
       __m512 z = _mm512_setzero_ps();
       if constexpr (F::N > 1) z = load16<T, kTail>(b + j, m);
-      store16<T, kTail>(d + j, F::value(x, z, [&](int q) { return kv(q, j, m); }), m);
+      store16<T, kTail>(d + j, F::value(x, z, [&](int q) { return k.vec(q, j, m); }), m);
     });
   }
 #endif
@@ -356,25 +379,6 @@ using ScaleOp = Map<ScaleFormula, T>;
 // run, row and row4 for the sweep, of a map written as one
 // span(off, n, k), k(q, i) the q-th coefficient of index i's channel; no
 // four-row form.
-// k.vec(q, i, m) (float coefficients, the AVX-512 copy) is the same as 16
-// floats k(q, i .. i + 16) in the lanes of m.
-template <class P, int K>
-struct RunCoefs {  // one channel's: the same for every index
-  P kv[K];
-  P operator()(int q, int64_t) const { return kv[q]; }
-#if BNORM_REGISTER_HALVES
-  __m512 vec(int q, int64_t, __mmask16) const { return _mm512_set1_ps(kv[q]); }
-#endif
-};
-template <class P>
-struct RowCoefs {  // a row's: index i is channel i
-  P* const* c;
-  P operator()(int q, int64_t i) const { return c[q][i]; }
-#if BNORM_REGISTER_HALVES
-  __m512 vec(int q, int64_t i, __mmask16 m) const { return _mm512_maskz_loadu_ps(m, c[q] + i); }
-#endif
-};
-
 template <class Derived, class P, int K>
 struct SpanMap {
   void run(int64_t off, int64_t n, P* const* c, int64_t j) const {
@@ -420,7 +424,7 @@ struct DxMaskOp : SpanMap<DxMaskOp<T, M, kFrozen, kRes>, Param<T>, from_x(M) ? 7
     const T* ys = from_y(M) ? y + off : nullptr;
     T* d = dx ? dx + off : nullptr;
     T* e = kRes ? dres + off : nullptr;
-#if BNORM_REGISTER_HALVES
+#if BNORM_REGISTER_MAPS
     if constexpr (kIsHalf<T> || std::is_same_v<T, float>) {
       in_registers(g, xs, ys, d, e, n, k);
       return;
@@ -443,7 +447,7 @@ struct DxMaskOp : SpanMap<DxMaskOp<T, M, kFrozen, kRes>, Param<T>, from_x(M) ? 7
     }
   }
 
-#if BNORM_REGISTER_HALVES
+#if BNORM_REGISTER_MAPS
   // span() for float and half-precision data, 16 values at a time
   // (each16), the same bits: the mask from y compared in float (exact, as
   // gate's double holds y exactly), from x with the pre-activation in
@@ -457,29 +461,17 @@ struct DxMaskOp : SpanMap<DxMaskOp<T, M, kFrozen, kRes>, Param<T>, from_x(M) ? 7
       constexpr bool kTail = decltype(tail)::value;
       const __m512 xv = load16<T, kTail>(xs + j, m);
       __mmask16 open = 0xFFFF;
-      const auto in_range = [](auto lo, auto hi, auto v) BNORM_INLINE_LAMBDA {
-        (void)hi;
-        if constexpr ((M & kClip6) != 0) return lo(v) & hi(v);
-        else return lo(v);
-      };
       if constexpr (from_y(M)) {
-        const __m512 yv = load16<T, kTail>(ys + j, m);
-        open = in_range(
-            [](__m512 v) { return _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ); },
-            [](__m512 v) { return _mm512_cmp_ps_mask(v, _mm512_set1_ps(6.0f), _CMP_LT_OQ); },
-            yv);
+        open = open_lanes<M>(load16<T, kTail>(ys + j, m));
       } else if constexpr (from_x(M)) {
-        const auto half_open = [&](__m256 xh, __m256 mh, __m256 sh, __m256 bh) {
-          const __m512d pre = _mm512_add_pd(
+        // the pre-activation in double, 8 lanes at a time, as gate() forms it
+        const __m512 fm = k.vec(4, j, m), fs = k.vec(5, j, m), fb = k.vec(6, j, m);
+        const auto half_open = [](__m256 xh, __m256 mh, __m256 sh, __m256 bh) {
+          return open_lanes<M>(_mm512_add_pd(
               _mm512_mul_pd(_mm512_sub_pd(_mm512_cvtps_pd(xh), _mm512_cvtps_pd(mh)),
                             _mm512_cvtps_pd(sh)),
-              _mm512_cvtps_pd(bh));
-          return in_range(
-              [](__m512d v) { return _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_GT_OQ); },
-              [](__m512d v) { return _mm512_cmp_pd_mask(v, _mm512_set1_pd(6.0), _CMP_LT_OQ); },
-              pre);
+              _mm512_cvtps_pd(bh)));
         };
-        const __m512 fm = k.vec(4, j, m), fs = k.vec(5, j, m), fb = k.vec(6, j, m);
         const __mmask8 lo = half_open(_mm512_castps512_ps256(xv), _mm512_castps512_ps256(fm),
                                       _mm512_castps512_ps256(fs), _mm512_castps512_ps256(fb));
         const __mmask8 hi = half_open(

@@ -125,12 +125,17 @@ constexpr int64_t kFusedMinRun = 2048;
 // float16/bfloat16 backward 1.08-1.23x (with ReLU 1.18-1.48x), training
 // 1.0x; 1 thread float32 1.01-1.17x. A whole thread's share measured less
 // (2 threads 1.04-1.23x, 1 thread 0.94-1.03x).
+// Whether the arrays a map moves over the whole tensor exceed the
+// last-level cache.
+template <class App>
+bool moves_past_l3(const Plan& p) {
+  return static_cast<double>(p.outer * p.channels * p.inner) * App::kBytes >= l3_cache_bytes();
+}
+
 template <class R, class App>
 int64_t planar_block(const Plan& p, int nt) {
   const int64_t b = p.whole_block(nt, R::kInBytes, App::kBytes, l2_cache_bytes());
-  if (b > 0) return b;
-  if (static_cast<double>(p.outer * p.channels * p.inner) * App::kBytes < l3_cache_bytes())
-    return 0;
+  if (b > 0 || !moves_past_l3<App>(p)) return b;
   return p.whole_block(nt, R::kInBytes, App::kBytes, l3_cache_bytes() / (2 * std::max(nt, 1)));
 }
 
@@ -149,8 +154,7 @@ void run_engine(const Plan& p, const R& red, const Fin& finish, const App& apply
     // short spans, which cost more than reading x again (docs/design.md).
     // Otherwise it runs after all blocks, as one sweep over the tensor.
     const bool fused =
-        apply_active &&
-        static_cast<double>(p.outer * C * p.inner) * App::kBytes >= l3_cache_bytes() &&
+        apply_active && moves_past_l3<App>(p) &&
         (R::kInBytes > App::kValueBytes || p.inner * App::kValueBytes >= kFusedMinRun);
     Dealer blocks(ceil_div(C, block));
     auto blocks_phase = [&](int, int) {

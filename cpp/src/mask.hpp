@@ -49,6 +49,23 @@ inline VecD gate_lanes(VecD g, VecD v) {
   return v > 0.0 ? g : VecD{};
 }
 
+#if defined(__AVX512F__)
+// mask_open<M> of 16 floats or 8 doubles, as a lane mask (for a float v the
+// same as mask_open of the double it widens to).
+template <int M>
+inline __mmask16 open_lanes(__m512 v) {
+  __mmask16 o = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ);
+  if constexpr ((M & kClip6) != 0) o &= _mm512_cmp_ps_mask(v, _mm512_set1_ps(6.0f), _CMP_LT_OQ);
+  return o;
+}
+template <int M>
+inline __mmask8 open_lanes(__m512d v) {
+  __mmask8 o = _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_GT_OQ);
+  if constexpr ((M & kClip6) != 0) o &= _mm512_cmp_pd_mask(v, _mm512_set1_pd(6.0), _CMP_LT_OQ);
+  return o;
+}
+#endif
+
 // g where the mask is open, 0 elsewhere; v holds the lanes of y (kMaskY)
 // or x (kMaskX).
 template <int M, class Q>

@@ -203,7 +203,7 @@ void planar_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
         if (short_runs && o + 1 < o1) {
           prefetch_span(dy + off + stride, run_bytes);
           prefetch_span(x + off + stride, run_bytes);
-          if (from_y(M)) prefetch_span(mk.y + off + stride, run_bytes);
+          if constexpr (from_y(M)) prefetch_span(mk.y + off + stride, run_bytes);
         }
         add_gradients<M>(dy + off, x + off, hi - lo, static_cast<double>(mean[c]),
                          ua[j], ub[j],

@@ -79,6 +79,9 @@ inline bool rows_small(int64_t cw, int64_t rows, const K* k, double* s1, double*
   }
 }
 
+// Vectors of channels the masked rows sums take over all rows at once.
+constexpr int kWholeRowsVectors = 8;
+
 // Rows layout with a ReLU mask M (GCC 12 does not vectorize a select whose
 // mask comes from converted floats, so this is written with vector types):
 // over `rows` rows of stride ld and channels [0, cw),
@@ -90,7 +93,6 @@ inline bool rows_small(int64_t cw, int64_t rows, const K* k, double* s1, double*
 // streams than the prefetchers follow: against them, 1.2-1.5x on (64, 7, 7,
 // 2048) and 1.3-1.5x on (32, 14, 14, 256) float32, 1.0x on (256, 1024),
 // measured with compare_libs, 2 threads.)
-constexpr int kWholeRowsVectors = 8;
 template <int M, class T>
 inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t rows,
                                   int64_t ld, int64_t cw, const double* mu,
@@ -105,8 +107,8 @@ inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t ro
   // rows_small keeps the unmasked sums' (a row per chunk reloaded 16
   // accumulators and the means for every row of 256 bytes). Other widths
   // keep the chunks: more than one block over all rows would read each row
-  // once per block. In one process, alternating, same bits, 2 threads, backward
-  // with ReLU from y / from x: float32 16x56x56x64 1.52x / 1.85x,
+  // once per block. In one process, alternating, same bits, 2 threads,
+  // backward with ReLU from y / from x: float32 16x56x56x64 1.52x / 1.85x,
   // 8x112x112x32 1.92x / 2.11x, 4x56x56x64 1.90x / 2.45x (1 thread 1.63x /
   // 1.70x); float16 1.16-1.29x, bfloat16 1.10-1.19x.
 #if defined(BNORM_VECTOR_TYPES) && defined(__AVX512F__)
