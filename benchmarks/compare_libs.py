@@ -79,9 +79,16 @@ def run(lib, op, code, dims, bufs, flags=0):
     elif op == "backward":
         st = lib.bnorm_backward_fused(code, o, c, i, ptr(g), ptr(x), None, ptr(sm), ptr(si),
                                       ptr(w), None, ptr(dx), ptr(dw), ptr(db), None, 0)
-    else:  # backward relu (mask from y)
+    elif op == "backward relu":  # the mask from y
         st = lib.bnorm_backward_fused(code, o, c, i, ptr(g), ptr(x), ptr(y), ptr(sm), ptr(si),
                                       ptr(w), ptr(b), ptr(dx), ptr(dw), ptr(db), None, 4)
+    elif op in ("backward relu x", "backward relu6 x", "frozen relu x"):
+        # the mask recomputed from x (no y given); frozen: the map pass alone
+        fl = (8 if "relu6" in op else 4) | (2 if op.startswith("frozen") else 0)
+        st = lib.bnorm_backward_fused(code, o, c, i, ptr(g), ptr(x), None, ptr(sm), ptr(si),
+                                      ptr(w), ptr(b), ptr(dx), ptr(dw), ptr(db), None, fl)
+    else:
+        raise SystemExit(f"unknown op {op!r}")
     assert st == 0, (op, st)
 
 
@@ -92,7 +99,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=11)
     ap.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
-    ap.add_argument("--ops", default="train,inference,backward,train relu+res,backward relu")
+    ap.add_argument("--ops", default="train,inference,backward,train relu+res,backward relu",
+                    help="comma-separated; also 'backward relu x', 'backward relu6 x' "
+                         "(the mask from x) and 'frozen relu x' (its map pass alone)")
     ap.add_argument("--shape", action="append",
                     help="a shape instead of the suite, e.g. 256x1024 (repeatable)")
     args = ap.parse_args(argv)

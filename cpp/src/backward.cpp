@@ -9,6 +9,7 @@
 // frozen statistics). g is dy, or dy behind the ReLU of a fused forward
 // (mask.hpp), which the fused backward also writes to dresidual.
 #include <cmath>
+#include <type_traits>
 
 #include "engine.hpp"
 #include "kernels.hpp"
@@ -49,27 +50,43 @@ struct BackFinishBlock {
 };
 
 // The coefficient arrays of the dx maps, in the workspace: k, r, mean, q;
-// then the forward's m, s, b for a recomputed mask.
+// then the forward's m, s, b for a recomputed mask, and the interval of x
+// where that mask is open (open_interval).
 template <class P>
 struct DxCoefs {
-  P* arrays[7];
+  P* arrays[9];
   DxCoefs(void* coef, int64_t C, int k) {
     P* base = static_cast<P*>(coef);
-    for (int i = 0; i < 7; ++i) arrays[i] = i < k ? base + i * C : nullptr;
+    for (int i = 0; i < 9; ++i) arrays[i] = i < k ? base + i * C : nullptr;
   }
 };
+
+// Each channel's interval of x where the mask from x is open, into lo and
+// hi; false (and the formula is used) if some channel has none, or for
+// double data.
+template <int M, class P>
+bool mask_intervals(const P* fm, const P* fs, const P* fb, int64_t C, P* lo, P* hi) {
+  if constexpr (!std::is_same_v<P, float>) {
+    (void)fm, (void)fs, (void)fb, (void)C, (void)lo, (void)hi;
+    return false;
+  } else {
+    for (int64_t c = 0; c < C; ++c)
+      if (!open_interval<M>(fm[c], fs[c], fb[c], lo + c, hi + c)) return false;
+    return true;
+  }
+}
 
 // backward with ReLU mask M and the dx map `op` (plain dx, frozen dx, or
 // the fused op with dres).
 template <int M, class T, class Op>
-void backward_with(const Plan& p, const Call<T>& a, const Work& w, const Op& op) {
+void backward_with(const Plan& p, const Call<T>& a, const Work& w, Op op) {
   using P = Param<T>;
   const int64_t C = p.channels;
   const int64_t total = p.outer * C * p.inner;
   const double m = static_cast<double>(p.outer * p.inner);
   const bool write = a.out || a.dresidual;
   const bool need_sums = total > 0 && (a.dweight || a.dbias || (write && !a.frozen));
-  const DxCoefs<P> coef(w.coef, C, from_x(M) ? 7 : 4);
+  const DxCoefs<P> coef(w.coef, C, from_x(M) ? 9 : 4);
   SumsReducer<M, T> red{a.dy, a.x, a.mean, MaskArgs<T>{a.y}};
   if (from_x(M)) {
     // the forward's coefficients from the saved statistics (AffineOp):
@@ -84,7 +101,20 @@ void backward_with(const Plan& p, const Call<T>& a, const Work& w, const Op& op)
     red.mask.fs = coef.arrays[5];
     red.mask.fb = coef.arrays[6];
   }
-  const StoredCoefs<P, Op::K> fill{coef.arrays};
+  // the dx map decides the mask by the intervals where they exist (the
+  // reductions by the formula: the same decisions)
+  P* map_arrays[7];
+  for (int i = 0; i < 7; ++i) map_arrays[i] = coef.arrays[i];
+  if constexpr (from_x(M)) {
+    if (total > 0 && write &&
+        mask_intervals<M>(coef.arrays[4], coef.arrays[5], coef.arrays[6], C, coef.arrays[7],
+                          coef.arrays[8])) {
+      op.ranged = true;
+      map_arrays[4] = coef.arrays[7];
+      map_arrays[5] = coef.arrays[8];
+    }
+  }
+  const StoredCoefs<P, Op::K> fill{map_arrays};
   const Apply<T, Op, StoredCoefs<P, Op::K>> apply{op, fill};
   const BackFinishBlock<P> finish{
       {a.mean, a.invstd, a.weight, coef.arrays, a.dweight, a.dbias, m, a.frozen}};

@@ -395,7 +395,10 @@ struct SpanMap {
 // Backward fused with a ReLU (and a residual input): g = dy where the mask M
 // is open (mask.hpp), else 0; dx = (g * k - r) - (x - mean) * q, or g * k
 // with frozen statistics; the residual's gradient dres = g when kRes.
-// Coefficients: k, r, mean, q, then fm, fs, fb (the forward's, for kMaskX).
+// Coefficients: k, r, mean, q, then fm, fs, fb (the forward's, for kMaskX),
+// or, when `ranged`, lo and hi in place of fm and fs: each channel's
+// interval of x where the mask is open (open_interval), which decides as
+// the formula does with one or two comparisons.
 template <class T, int M, bool kFrozen, bool kRes>
 struct DxMaskOp : SpanMap<DxMaskOp<T, M, kFrozen, kRes>, Param<T>, from_x(M) ? 7 : 4> {
   static constexpr int K = from_x(M) ? 7 : 4;
@@ -407,10 +410,12 @@ struct DxMaskOp : SpanMap<DxMaskOp<T, M, kFrozen, kRes>, Param<T>, from_x(M) ? 7
   const T* y;  // the forward's output (kMaskY)
   T* dx;       // may be null (only dres wanted)
   T* dres;
+  bool ranged = false;  // (kMaskX) coefficients 4 and 5 are the intervals
 
   // the mask exactly as the reductions decide it (mask.hpp, masked)
-  static P gate(P g, P xv, P yv, P m, P s, P b) {
+  P gate(P g, P xv, P yv, P m, P s, P b) const {
     if (from_y(M)) return mask_open<M>(static_cast<double>(yv)) ? g : P(0);
+    if (from_x(M) && ranged) return m <= xv && xv <= s ? g : P(0);  // (m, s: lo, hi)
     if (from_x(M))
       return mask_open<M>((static_cast<double>(xv) - static_cast<double>(m)) *
                               static_cast<double>(s) + static_cast<double>(b)) ? g : P(0);
@@ -426,7 +431,8 @@ struct DxMaskOp : SpanMap<DxMaskOp<T, M, kFrozen, kRes>, Param<T>, from_x(M) ? 7
     T* e = kRes ? dres + off : nullptr;
 #if BNORM_REGISTER_MAPS
     if constexpr (kIsHalf<T> || std::is_same_v<T, float>) {
-      in_registers(g, xs, ys, d, e, n, k);
+      if (from_x(M) && ranged) in_registers<true>(g, xs, ys, d, e, n, k);
+      else in_registers<false>(g, xs, ys, d, e, n, k);
       return;
     }
 #endif
@@ -454,7 +460,7 @@ struct DxMaskOp : SpanMap<DxMaskOp<T, M, kFrozen, kRes>, Param<T>, from_x(M) ? 7
   // double as gate() forms it, the rest in float. (GCC 12 leaves gate's
   // select scalar: the plain loop measured 2-4x slower than the unmasked
   // backward in float32 and 3x in float16.)
-  template <class Coef>
+  template <bool kRanged, class Coef>
   static void in_registers(const T* g, const T* xs, const T* ys, T* d, T* e, int64_t n,
                            const Coef& k) {
     each16(n, [&](int64_t j, __mmask16 m, auto tail) BNORM_INLINE_LAMBDA {
@@ -463,6 +469,9 @@ struct DxMaskOp : SpanMap<DxMaskOp<T, M, kFrozen, kRes>, Param<T>, from_x(M) ? 7
       __mmask16 open = 0xFFFF;
       if constexpr (from_y(M)) {
         open = open_lanes<M>(load16<T, kTail>(ys + j, m));
+      } else if constexpr (from_x(M) && kRanged) {
+        open = _mm512_cmp_ps_mask(k.vec(4, j, m), xv, _CMP_LE_OQ) &
+               _mm512_cmp_ps_mask(xv, k.vec(5, j, m), _CMP_LE_OQ);
       } else if constexpr (from_x(M)) {
         // the pre-activation in double, 8 lanes at a time, as gate() forms it
         const __m512 fm = k.vec(4, j, m), fs = k.vec(5, j, m), fb = k.vec(6, j, m);

@@ -1,7 +1,10 @@
 // The ReLU of a fused backward, shared by the reducers and the dx maps.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "half.hpp"
 #include "simd.hpp"
@@ -39,6 +42,100 @@ inline double masked(double g, T x, T y, Q m, Q s, Q b) {
                             static_cast<double>(s) + static_cast<double>(b)) ? g : 0.0;
   (void)x, (void)y, (void)m, (void)s, (void)b;
   return g;
+}
+
+// The mask from x as an interval of x. For float x and finite float m, s,
+// b, the pre-activation p(x) = (x - m) * s + b in double is monotone in x
+// (each rounded operation is), so the x where mask_open<M>(p(x)) holds are
+// the floats of one interval [lo, hi] (ordered as floats, NaN outside it):
+// one or two comparisons of x decide what the double formula decides, the
+// same on every value. open_interval finds its ends, each by a few
+// evaluations of p near m - b / s (and m + (6 - b) / s for ReLU6); false
+// when m, s or b is not finite (then the formula itself must be used).
+namespace detail {
+// float bits -> unsigned key in the order of the floats (-0 just below +0)
+inline uint32_t float_key(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+inline float key_float(uint32_t k) {
+  const uint32_t u = (k & 0x80000000u) ? (k & 0x7FFFFFFFu) : ~k;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+// The smallest key in [lo, hi] at which `up` holds, `up` false at lo, true
+// at hi and monotone; searched outwards from `guess` (usually within an ulp
+// or two of the answer), then by halving.
+template <class Up>
+inline uint32_t first_up(const Up& up, uint32_t lo, uint32_t hi, uint32_t guess) {
+  if (guess > lo && guess < hi) {
+    const bool at = up(guess);
+    for (uint32_t step = 1;; step *= 2) {
+      if (at) {
+        hi = guess;
+        if (guess - lo <= step) break;
+        guess -= step;
+        if (!up(guess)) { lo = guess; break; }
+      } else {
+        lo = guess;
+        if (hi - guess <= step) break;
+        guess += step;
+        if (up(guess)) { hi = guess; break; }
+      }
+      if (step >= 0x40000000u) break;
+    }
+  }
+  while (hi - lo > 1) {
+    const uint32_t mid = lo + (hi - lo) / 2;
+    if (up(mid)) hi = mid;
+    else lo = mid;
+  }
+  return hi;
+}
+inline uint32_t guess_key(double x) {
+  if (!(x == x)) return float_key(0.0f);
+  x = std::min(std::max(x, -3.4e38), 3.4e38);
+  return float_key(static_cast<float>(x));
+}
+}  // namespace detail
+
+template <int M>
+inline bool open_interval(float m, float s, float b, float* lo, float* hi) {
+  if (!std::isfinite(m) || !std::isfinite(s) || !std::isfinite(b)) return false;
+  const double dm = m, ds = s, db = b;
+  const auto pre = [&](uint32_t k) {
+    return (static_cast<double>(detail::key_float(k)) - dm) * ds + db;
+  };
+  const uint32_t kmin = detail::float_key(-INFINITY), kmax = detail::float_key(INFINITY);
+  uint32_t a = kmin, z = kmax;  // the open keys: [a, z], empty if a > z
+  if (s == 0.0f) {
+    // finite x: p = b (an exact 0 when b is 0); +-inf: inf * 0 is NaN, closed
+    if (mask_open<M>(db)) a = kmin + 1, z = kmax - 1;
+    else a = kmax, z = kmin;
+  } else {
+    // p(-inf) and p(+inf) are -inf and +inf (or +inf and -inf): > 0 holds
+    // at one end only, so it switches once, as < 6 does for ReLU6
+    const bool rising = s > 0.0f;
+    const auto bound = [&](double edge, bool above) {  // ends of {p > edge} or {p < edge}
+      const uint32_t g = detail::guess_key(dm + (edge - db) / ds);
+      if (above == rising)  // the set is [k, kmax]
+        a = std::max(a, detail::first_up([&](uint32_t k) { return above ? pre(k) > edge : pre(k) < edge; },
+                                         kmin, kmax, g));
+      else  // [kmin, k - 1], k the first key where it fails
+        z = std::min(z, detail::first_up([&](uint32_t k) { return above ? !(pre(k) > edge) : !(pre(k) < edge); },
+                                         kmin, kmax, g) - 1);
+    };
+    bound(0.0, true);
+    if constexpr ((M & kClip6) != 0) bound(6.0, false);
+  }
+  if (a > z) {
+    *lo = INFINITY, *hi = -INFINITY;
+  } else {
+    *lo = detail::key_float(a), *hi = detail::key_float(z);
+  }
+  return true;
 }
 
 #ifdef BNORM_VECTOR_TYPES

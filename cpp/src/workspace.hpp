@@ -73,7 +73,8 @@ inline WorkSizes work_sizes(int op, const Plan& p, int nt, int64_t param_size) {
     case BNORM_OP_BACKWARD:
       w.partials = sums;
       w.scratch = scratch;
-      w.coef = checked_bytes(7, C, param_size);  // k, r, mean, q; the forward's m, s, b
+      // k, r, mean, q; the forward's m, s, b; the mask's interval lo, hi
+      w.coef = checked_bytes(9, C, param_size);
       break;
     case BNORM_OP_MOMENTS:
       w.partials = moments;
