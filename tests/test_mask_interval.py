@@ -13,7 +13,9 @@ interval would show: the floats (or halves) next to each channel's edge,
 the infinities, NaN, both zeros, the largest and the subnormal values; and
 on channels whose statistics are special: a zero or subnormal weight, a
 huge mean or scale, a negative weight, and statistics that are not finite
-(where no interval is used).
+(where no interval is used). The reductions decide by the same intervals
+(from 64 values per channel): dx, dweight and dbias must be those of the
+plain backward of the masked dy, bit for bit.
 """
 import ctypes
 from pathlib import Path
@@ -114,6 +116,17 @@ def check(dt, rows, mean, invstd, w, b, act):
             u = np.uint16 if dres.itemsize == 2 else np.uint32
             bad = np.flatnonzero(dres.view(u) != want.view(u))
             assert bad.size == 0, (name, frozen, act, bad[:10], x.ravel()[bad[:10]])
+            # the reductions decide the same mask: dx, dweight and dbias are
+            # those of the plain backward of the masked dy, bit for bit
+            dx0 = np.full_like(gg, 7)
+            dw0, db0 = np.zeros(C, f32), np.zeros(C, f32)
+            st = lib.bnorm_backward_fused(code, *dims, p(want), p(x), None, p(mean), p(invstd),
+                                          p(w), None, p(dx0), p(dw0), p(db0), None,
+                                          2 if frozen else 0)
+            assert st == 0
+            for got, ref, what in ((dx, dx0, "dx"), (dw, dw0, "dweight"), (db, db0, "dbias")):
+                uu = np.uint16 if got.itemsize == 2 else np.uint32
+                assert np.array_equal(got.view(uu), ref.view(uu)), (name, frozen, act, what)
 
 
 @pytest.mark.parametrize("act", ["relu", "relu6"])

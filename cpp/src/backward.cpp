@@ -76,6 +76,9 @@ bool mask_intervals(const P* fm, const P* fs, const P* fb, int64_t C, P* lo, P* 
   }
 }
 
+// Values per channel from which a mask from x is decided by intervals.
+constexpr double kRangedMinValues = 64;
+
 // backward with ReLU mask M and the dx map `op` (plain dx, frozen dx, or
 // the fused op with dres).
 template <int M, class T, class Op>
@@ -101,17 +104,23 @@ void backward_with(const Plan& p, const Call<T>& a, const Work& w, Op op) {
     red.mask.fs = coef.arrays[5];
     red.mask.fb = coef.arrays[6];
   }
-  // the dx map decides the mask by the intervals where they exist (the
-  // reductions by the formula: the same decisions)
+  // The reductions and the dx map decide the mask by each channel's interval
+  // of x where it is open, where every channel has one (the formula's
+  // decisions, two comparisons per value instead of the formula in double);
+  // not for a few values per channel, where finding the intervals (about
+  // ten evaluations of the formula per channel, on one thread) would cost
+  // more than it saves.
   P* map_arrays[7];
   for (int i = 0; i < 7; ++i) map_arrays[i] = coef.arrays[i];
   if constexpr (from_x(M)) {
-    if (total > 0 && write &&
+    if (total > 0 && (write || need_sums) && m >= kRangedMinValues &&
         mask_intervals<M>(coef.arrays[4], coef.arrays[5], coef.arrays[6], C, coef.arrays[7],
                           coef.arrays[8])) {
       op.ranged = true;
       map_arrays[4] = coef.arrays[7];
       map_arrays[5] = coef.arrays[8];
+      red.mask.lo = coef.arrays[7];
+      red.mask.hi = coef.arrays[8];
     }
   }
   const StoredCoefs<P, Op::K> fill{map_arrays};

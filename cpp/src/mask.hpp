@@ -32,11 +32,17 @@ inline bool mask_open(double v) {
   return v > 0.0;
 }
 
-// (kMaskX computes the pre-activation in double in every pass of a call, so
-// the reductions and the dx pass always agree on the mask.)
-template <int M, class T, class Q>
+// (kMaskX decides by the pre-activation in double, or with kRanged by the
+// channel's interval of x where that is open (open_interval below: m and s
+// are then its ends lo and hi), which gives the same decision on every
+// value; so the reductions and the dx pass always agree on the mask.)
+template <int M, bool kRanged = false, class T, class Q>
 inline double masked(double g, T x, T y, Q m, Q s, Q b) {
   if (from_y(M)) return mask_open<M>(static_cast<double>(y)) ? g : 0.0;
+  if (from_x(M) && kRanged) {
+    const double xv = static_cast<double>(x);
+    return static_cast<double>(m) <= xv && xv <= static_cast<double>(s) ? g : 0.0;
+  }
   if (from_x(M))
     return mask_open<M>((static_cast<double>(x) - static_cast<double>(m)) *
                             static_cast<double>(s) + static_cast<double>(b)) ? g : 0.0;
@@ -164,11 +170,14 @@ inline __mmask8 open_lanes(__m512d v) {
 #endif
 
 // g where the mask is open, 0 elsewhere; v holds the lanes of y (kMaskY)
-// or x (kMaskX).
-template <int M, class Q>
+// or x (kMaskX; with kRanged m and s are the interval's ends).
+template <int M, bool kRanged = false, class Q>
 inline VecD masked_lanes(VecD g, VecD v, Q m, Q s, Q b) {
   if constexpr (from_y(M)) {
     return gate_lanes<M>(g, v);
+  } else if constexpr (from_x(M) && kRanged) {
+    (void)b;
+    return ((v >= static_cast<double>(m)) & (v <= static_cast<double>(s))) ? g : VecD{};
   } else if constexpr (from_x(M)) {
     const VecD pre = (v - static_cast<double>(m)) * static_cast<double>(s) +
                      static_cast<double>(b);
@@ -179,24 +188,27 @@ inline VecD masked_lanes(VecD g, VecD v, Q m, Q s, Q b) {
   }
 }
 // The same with p pointing at kVecLanes values of y or x, of type T.
-template <int M, class T, class Q>
+template <int M, bool kRanged = false, class T, class Q>
 inline VecD masked(VecD g, const T* p, Q m, Q s, Q b) {
   if constexpr (M == kNoMask) {
     (void)p, (void)m, (void)s, (void)b;
     return g;
   } else {
-    return masked_lanes<M>(g, load_lanes(p), m, s, b);
+    return masked_lanes<M, kRanged>(g, load_lanes(p), m, s, b);
   }
 }
 #endif
 
 
 // The mask's inputs: the forward's output y (kMaskY, in the layout of dy),
-// or per-channel forward coefficients m, s, b (kMaskX).
+// or per-channel forward coefficients m, s, b (kMaskX), and where every
+// channel has one, the intervals [lo, hi] of x where the mask is open
+// (open_interval; null otherwise).
 template <class T>
 struct MaskArgs {
   const T* y = nullptr;
   const Param<T> *fm = nullptr, *fs = nullptr, *fb = nullptr;
+  const Param<T> *lo = nullptr, *hi = nullptr;
 };
 
 }  // namespace BNORM_ISA_NS

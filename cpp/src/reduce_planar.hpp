@@ -79,7 +79,9 @@ inline void add_deviations(const T* x, int64_t n, double shift, Lanes& s1,
 // backward reduction 20-25% slower on tensors larger than L2 (measured, 1
 // and 2 threads). planar_sums prefetches the next outer index's runs when
 // they are shorter than a page.
-template <int M = kNoMask, class T>
+// (kRanged: fm and fs are the ends of the channel's interval of x where the
+// mask is open; mask.hpp.)
+template <int M = kNoMask, bool kRanged = false, class T>
 inline void add_gradients(const T* g, const T* x, int64_t n, double mean,
                           Lanes& a, Lanes& b, const T* y = nullptr,
                           Param<T> fm = 0, Param<T> fs = 0, Param<T> fb = 0) {
@@ -94,7 +96,7 @@ inline void add_gradients(const T* g, const T* x, int64_t n, double mean,
 #pragma GCC unroll 16
     for (int k = 0; k < kRegs; ++k) {
       const int64_t o = i + k * kVecLanes;
-      const VecD gi = masked<M>(load_lanes(g + o), from_y(M) ? y + o : x + o, fm, fs, fb);
+      const VecD gi = masked<M, kRanged>(load_lanes(g + o), from_y(M) ? y + o : x + o, fm, fs, fb);
       va.r[k] += gi;
       vb.r[k] = add_product<D>(vb.r[k], gi, deviation_lanes<D>(x + o, m0));
     }
@@ -107,7 +109,7 @@ inline void add_gradients(const T* g, const T* x, int64_t n, double mean,
       const int64_t r = n - o;
       if (r <= 0) break;
       const VecD v = M == kNoMask ? VecD{} : load_lanes_first(from_y(M) ? y + o : x + o, r);
-      const VecD gi = keep_first(masked_lanes<M>(load_lanes_first(g + o, r), v, fm, fs, fb), r);
+      const VecD gi = keep_first(masked_lanes<M, kRanged>(load_lanes_first(g + o, r), v, fm, fs, fb), r);
       va.r[k] += gi;
       vb.r[k] = add_product<D>(vb.r[k], gi, deviation_lanes_first<D>(x + o, m0, r));
     }
@@ -119,7 +121,7 @@ inline void add_gradients(const T* g, const T* x, int64_t n, double mean,
 #else
   for (; i + kLanes <= n; i += kLanes) {
     for (int k = 0; k < kLanes; ++k) {
-      const double gi = masked<M>(static_cast<double>(g[i + k]), x[i + k],
+      const double gi = masked<M, kRanged>(static_cast<double>(g[i + k]), x[i + k],
                                   from_y(M) ? y[i + k] : T(), fm, fs, fb);
       a.v[k] += gi;
       b.v[k] = add_product<D>(b.v[k], gi, deviation(x[i + k], m0));
@@ -127,7 +129,7 @@ inline void add_gradients(const T* g, const T* x, int64_t n, double mean,
   }
 #endif
   for (int k = 0; i + k < n; ++k) {
-    const double gi = masked<M>(static_cast<double>(g[i + k]), x[i + k],
+    const double gi = masked<M, kRanged>(static_cast<double>(g[i + k]), x[i + k],
                                 from_y(M) ? y[i + k] : T(), fm, fs, fb);
     a.v[k] += gi;
     b.v[k] = add_product<D>(b.v[k], gi, deviation(x[i + k], m0));
@@ -204,6 +206,14 @@ void planar_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
           prefetch_span(dy + off + stride, run_bytes);
           prefetch_span(x + off + stride, run_bytes);
           if constexpr (from_y(M)) prefetch_span(mk.y + off + stride, run_bytes);
+        }
+        if constexpr (from_x(M)) {
+          if (mk.lo) {
+            add_gradients<M, true>(dy + off, x + off, hi - lo, static_cast<double>(mean[c]),
+                                   ua[j], ub[j], static_cast<const T*>(nullptr), mk.lo[c],
+                                   mk.hi[c], Param<T>(0));
+            continue;
+          }
         }
         add_gradients<M>(dy + off, x + off, hi - lo, static_cast<double>(mean[c]),
                          ua[j], ub[j],

@@ -93,7 +93,10 @@ constexpr int kWholeRowsVectors = 8;
 // streams than the prefetchers follow: against them, 1.2-1.5x on (64, 7, 7,
 // 2048) and 1.3-1.5x on (32, 14, 14, 256) float32, 1.0x on (256, 1024),
 // measured with compare_libs, 2 threads.)
-template <int M, class T>
+// With kRanged (kMaskX), fm and fs are the ends of each channel's interval
+// of x where the mask is open (open_interval, mask.hpp) and fb is unused:
+// the same decisions as the formula, with two comparisons.
+template <int M, bool kRanged, class T>
 inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t rows,
                                   int64_t ld, int64_t cw, const double* mu,
                                   const Param<T>* fm, const Param<T>* fs,
@@ -120,6 +123,8 @@ inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t ro
   auto open = [&](double gv, double xv, int64_t o, int64_t j) {
     if constexpr (from_y(M)) {
       return mask_open<M>(static_cast<double>(y[o])) ? gv : 0.0;
+    } else if constexpr (kRanged) {
+      return static_cast<double>(fm[j]) <= xv && xv <= static_cast<double>(fs[j]) ? gv : 0.0;
     } else {
       const double pre = (xv - static_cast<double>(fm[j])) * static_cast<double>(fs[j]) +
                          static_cast<double>(fb[j]);
@@ -145,7 +150,7 @@ inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t ro
         if constexpr (from_x(M)) {
           cm[k] = load_lanes(fm + jk);
           cs[k] = load_lanes(fs + jk);
-          cb[k] = load_lanes(fb + jk);
+          if constexpr (!kRanged) cb[k] = load_lanes(fb + jk);
         }
       }
       for (int64_t r = r0; r < r1; ++r) {
@@ -156,6 +161,8 @@ inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t ro
           VecD gv = load_lanes(g + o);
           if constexpr (from_y(M))
             gv = gate_lanes<M>(gv, load_lanes(y + o));
+          else if constexpr (kRanged)
+            gv = ((xv >= cm[k]) & (xv <= cs[k])) ? gv : VecD{};
           else
             gv = gate_lanes<M>(gv, (xv - cm[k]) * cs[k] + cb[k]);
           va[k] += gv;
@@ -298,10 +305,20 @@ void rows_sums(const Plan& p, const T* dy, const T* x, const Param<T>* mean,
   if constexpr (M != kNoMask) {
     double* mu = scratch;
     for (int64_t j = 0; j < cw; ++j) mu[j] = static_cast<double>(mean[c0 + j]);
-    rows_gradients_masked<M>(dy + o0, x + o0, from_y(M) ? mk.y + o0 : nullptr,
-                             r1 - r0, C, cw, mu, from_x(M) ? mk.fm + c0 : nullptr,
-                             from_x(M) ? mk.fs + c0 : nullptr,
-                             from_x(M) ? mk.fb + c0 : nullptr, a, b);
+    bool ranged = false;
+    if constexpr (from_x(M)) {
+      if (mk.lo) {
+        rows_gradients_masked<M, true>(dy + o0, x + o0, static_cast<const T*>(nullptr),
+                                       r1 - r0, C, cw, mu, mk.lo + c0, mk.hi + c0,
+                                       static_cast<const Param<T>*>(nullptr), a, b);
+        ranged = true;
+      }
+    }
+    if (!ranged)
+      rows_gradients_masked<M, false>(dy + o0, x + o0, from_y(M) ? mk.y + o0 : nullptr,
+                                      r1 - r0, C, cw, mu, from_x(M) ? mk.fm + c0 : nullptr,
+                                      from_x(M) ? mk.fs + c0 : nullptr,
+                                      from_x(M) ? mk.fb + c0 : nullptr, a, b);
   } else {
     // x - mean formed in Dev<T> (the saved mean of float and half-precision
     // data is a float), g * (x - mean) exact in double (simd.hpp)
