@@ -418,3 +418,42 @@ def test_model_benchmark_pairs_its_profiled_rounds(tmp_path, capsys):
                               fu["profiled_bn_us"]))
     assert fu["ceiling"] == pytest.approx(ceil)
     assert "medians over 3 profiled rounds" in capsys.readouterr().out
+
+
+def test_model_benchmark_copy_floor_counts_resnet18s_batch_norms(tmp_path):
+    # the copy floor's inputs: ResNet-18's 20 batch norms as the fused model
+    # calls them (the stem's and 8 first-in-block ones BN + ReLU, 8 BN + add
+    # + ReLU, 3 plain shortcut ones), their bytes, and PERF's copies per
+    # pattern; and the copy ceiling recomputed from the JSON
+    import json
+    import statistics
+    from bnorm.tools import modelbench
+    out = tmp_path / "m.json"
+    assert modelbench.run("resnet18", batch=2, size=32, rounds=1, threads=1,
+                          dtypes=("float32",), formats=("channels_last",),
+                          variants=["native", "fuse"], json_path=str(out),
+                          num_classes=10) == 0
+    doc = json.loads(out.read_text())
+    (floor,) = doc["bn_floors"]
+    calls = floor["calls"]
+    kinds = [(c["activation"], c["residual"]) for c in calls]
+    assert kinds.count(("relu", False)) == 9
+    assert kinds.count(("relu", True)) == 8
+    assert kinds.count((None, False)) == 3
+    assert len(calls) == 20
+    stem = calls[0]
+    assert stem["shape"] == [2, 64, 16, 16] and stem["nbytes"] == 2 * 64 * 16 * 16 * 4
+    # (a 1x1 map is contiguous as well: bnorm reads it as planar)
+    assert all(c["channels_last"] for c in calls if c["shape"][2] * c["shape"][3] > 1)
+    # tensors this small sit in the last-level cache: forward 1 copy,
+    # backward 1.5, and with a residual and a ReLU 1.5 more
+    for c in calls:
+        assert c["copies"] == (4.0 if c["residual"] else 2.5)
+    assert 0 < floor["floor_us"] and 0 < floor["memory_floor_us"]
+    rows = {r["config"]: r for r in doc["rows"]}
+    nat = rows["native"]
+    want = statistics.median(nt / (nt - nb + floor["floor_us"])
+                             for nb, nt in zip(nat["profiled_bn_us"], nat["profiled_step_us"]))
+    for r in rows.values():
+        assert r["copy_ceiling"] == pytest.approx(want)
+        assert r["bn_floor_us"] == floor["floor_us"]

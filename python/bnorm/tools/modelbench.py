@@ -32,6 +32,15 @@ input. Per configuration:
   ceiling    Amdahl's limit: 1 / ((1 - f) + f / s), f native's bn share and
              s native's bn time over this configuration's, in the same
              profiled round; the median over the rounds
+  copy ceil  the speedup over native that batch norm (with what fuses with
+             it) would give if it ran at the machine's copy speed: native's
+             profiled step with its bn time replaced by the floor of the
+             fused model's batch norms (each one's copies by PERF's rule,
+             bnorm.tools.floor.copies, plus half a copy per residual read
+             and a copy for the fused backward's y read and dresidual write,
+             each timed as a parallel copy of that tensor with the run's
+             threads); the same for every configuration of a dtype and
+             format. No batch-norm implementation in that place can beat it
 
 A measurement, never a pass/fail test: timings on a shared 2-core machine
 move 20-40% between runs, which is why the configurations are interleaved.
@@ -192,6 +201,80 @@ class Config:
         return sum(seen.values())
 
 
+def bn_calls(model: nn.Module, x: torch.Tensor, autocast) -> List[dict]:
+    """Each batch-norm module call of one training-mode forward of
+    ``model``: the bytes of its input, whether it is channels-last, whether
+    a residual was added and the fused activation (BatchNormAct's, or None).
+    Runs on a copy: the model's running statistics are not touched."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+    model = copy.deepcopy(model)
+    calls: List[dict] = []
+
+    def hook(mod, args, kwargs, out):
+        t = args[0]
+        res = args[1] if len(args) > 1 else kwargs.get("residual")
+        rows = (t.dim() >= 3 and not t.is_contiguous()
+                and t.movedim(1, -1).is_contiguous())
+        calls.append(dict(shape=list(t.shape), dtype=str(t.dtype).replace("torch.", ""),
+                          nbytes=t.numel() * t.element_size(), channels_last=bool(rows),
+                          residual=res is not None,
+                          activation=getattr(mod, "activation", None)))
+    handles = [m.register_forward_hook(hook, with_kwargs=True)
+               for m in model.modules() if isinstance(m, _BatchNorm)]
+    try:
+        model.train()
+        with torch.no_grad(), autocast:
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def bn_floor_us(calls: List[dict], threads: int, repeat: int = 15) -> Dict[str, float]:
+    """The least time the batch norms ``calls`` (bn_calls) can take in a
+    training step, forward and backward, at copy speed: per call, the copies
+    of its tensor that PERF's floors count (training forward 1, backward
+    1.5; 1.5 and 2.5 for a channels-last tensor larger than the last-level
+    cache), half a copy more for reading a residual in the forward, one more
+    for the fused backward's read of y and write of dresidual (a residual
+    with an activation), each copy timed as a parallel copy of that many
+    bytes with ``threads`` threads (median of ``repeat``). Returns
+    {"cached": that sum, the copies of tensors that fit in the last-level
+    cache timed there (repeated copies, as when the tensor was just written),
+    "memory": every copy at the speed of one four times the last-level
+    cache's size (the data from memory, as a saved x is in the backward)}."""
+    import numpy as np
+
+    from .floor import ParallelCopy, copies, last_level_cache_bytes
+    llc = last_level_cache_bytes()
+    pc = ParallelCopy(threads)
+    copy_us: Dict[int, float] = {}
+    big = 4 * (llc or 32 << 20)
+    try:
+        for n in sorted({c["nbytes"] for c in calls} | {big}):
+            src, dst = np.ones(n, np.uint8), np.empty(n, np.uint8)
+            ts = []
+            for k in range(repeat + 3):
+                t0 = time.perf_counter()
+                pc(dst, src)
+                if k >= 3:
+                    ts.append(time.perf_counter() - t0)
+            copy_us[n] = statistics.median(ts) * 1e6
+    finally:
+        pc.close()
+    cached = memory = 0.0
+    for c in calls:
+        n, rows = c["nbytes"], c["channels_last"]
+        k = copies("train fwd", rows, n, llc) + copies("backward", rows, n, llc)
+        if c["residual"]:
+            k += 0.5 + (1.0 if c["activation"] else 0.0)
+        c["copies"] = k
+        cached += k * copy_us[n]
+        memory += k * copy_us[big] * n / big
+    return dict(cached=cached, memory=memory)
+
+
 def _fmt_ms(ts: List[float]) -> str:
     if not ts:
         return "-"
@@ -262,6 +345,19 @@ def run(name: str = "resnet18", batch: int = 16, size: int = 224, rounds: int = 
             if r > 0:
                 c.prof_step_us.append(step)
                 c.prof_bn_us.append(_bn_time_us(prof))
+    # the floor of batch norm's part of each (dtype, format), from the fused
+    # model's batch norms
+    floors: Dict[tuple, dict] = {}
+    for dtype in dtypes:
+        for fmt in formats:
+            fused = next((c for c in configs if c.variant == "fuse" and c.dtype == dtype
+                          and c.fmt == fmt), None)
+            if fused is None:
+                fused = Config("fuse", False, dtype, fmt, base, num_classes)
+            calls = bn_calls(fused.module, xs[fmt], fused.autocast())
+            fl = bn_floor_us(calls, torch.get_num_threads())
+            floors[(dtype, fmt)] = dict(floor_us=fl["cached"], memory_floor_us=fl["memory"],
+                                        calls=calls)
     for r in range(rounds):
         for c in configs:
             t0 = time.perf_counter()
@@ -276,7 +372,7 @@ def run(name: str = "resnet18", batch: int = 16, size: int = 224, rounds: int = 
     natives = {(c.dtype, c.fmt): c for c in configs if c.variant == "native" and not c.compiled}
     header = (f"{'config':<16} {'dtype':<9} {'format':<14} {'train ms':>9} {'range':>13} "
               f"{'speedup':>8} {'infer ms':>9} {'speedup':>8} {'saved MB':>9} {'peak MB':>8} "
-              f"{'bn share':>9} {'ceiling':>8}")
+              f"{'bn share':>9} {'ceiling':>8} {'copy ceil':>9}")
     print(header)
     print("-" * len(header))
     rows = []
@@ -302,11 +398,18 @@ def run(name: str = "resnet18", batch: int = 16, size: int = 224, rounds: int = 
                 s = nb / cb if cb > 0 else float("inf")
                 ceilings.append(1.0 / ((1 - f) + f / s))
             ceiling = statistics.median(ceilings)
+        fl = floors.get((c.dtype, c.fmt))
+        copy_ceiling = None
+        if fl is not None and nat is not None and nat.prof_bn_us:
+            copy_ceiling = statistics.median(
+                nt / (nt - nb + fl["floor_us"]) for nb, nt in zip(nat.prof_bn_us,
+                                                                  nat.prof_step_us))
         rows.append(dict(config=c.name, variant=c.variant, compiled=c.compiled, dtype=c.dtype,
                          format=c.fmt, train_ms=[t * 1e3 for t in c.train_times],
                          infer_ms=[t * 1e3 for t in c.infer_times], train_speedup=sp,
                          infer_speedup=spi, saved_bytes=c.saved, peak_rss_bytes=c.peak,
-                         bn_share=share, ceiling=ceiling,
+                         bn_share=share, ceiling=ceiling, copy_ceiling=copy_ceiling,
+                         bn_floor_us=fl["floor_us"] if fl else None,
                          profiled_step_us=c.prof_step_us, profiled_bn_us=c.prof_bn_us))
         rng = f"{min(c.train_times) * 1e3:.0f}-{max(c.train_times) * 1e3:.0f}"
         print(f"{c.name:<16} {c.dtype:<9} {c.fmt:<14} {tr * 1e3:9.1f} {rng:>13} "
@@ -314,14 +417,32 @@ def run(name: str = "resnet18", batch: int = 16, size: int = 224, rounds: int = 
               f"{(f'{spi:.2f}x' if spi else '-'):>8} {c.saved / 2**20:9.1f} "
               f"{(f'{c.peak / 2**20:.0f}' if c.peak is not None else '-'):>8} "
               f"{(f'{share:.1%}' if share is not None else '-'):>9} "
-              f"{(f'{ceiling:.2f}x' if ceiling is not None else '-'):>8}")
+              f"{(f'{ceiling:.2f}x' if ceiling is not None else '-'):>8} "
+              f"{(f'{copy_ceiling:.2f}x' if copy_ceiling is not None else '-'):>9}")
     print(f"({time.perf_counter() - t_start:.0f} s; speedup: native's step over this one's in "
           "the same round, median over the rounds; bn share and ceiling: medians over "
           f"{_PROFILE_ROUNDS} profiled rounds)")
+    for (dtype, fmt), fl in floors.items():
+        nat = natives.get((dtype, fmt))
+        nb = statistics.median(nat.prof_bn_us) / 1e3 if nat and nat.prof_bn_us else None
+        moved = sum(c["copies"] * c["nbytes"] * 2 for c in fl["calls"]) / 1e6
+        mem = ""
+        if nat and nat.prof_bn_us:
+            mc = statistics.median(nt / (nt - b + fl["memory_floor_us"])
+                                   for b, nt in zip(nat.prof_bn_us, nat.prof_step_us))
+            mem = f", {mc:.2f}x over native"
+        print(f"copy floor of batch norm's part, {dtype} {fmt}: {len(fl['calls'])} batch norms, "
+              f"{moved:.0f} MB read and written: {fl['floor_us'] / 1e3:.1f} ms at cached copy "
+              f"speed (copy ceil), {fl['memory_floor_us'] / 1e3:.1f} ms at memory copy speed"
+              f"{mem}" + (f"; native's profiled bn time {nb:.1f} ms" if nb is not None else ""))
     if json_path:
         with open(json_path, "w") as f:
             json.dump(dict(model=name, batch=batch, size=size, rounds=rounds,
                            threads=torch.get_num_threads(), bnorm=bnorm.__version__,
-                           torch=torch.__version__, rows=rows), f, indent=1)
+                           torch=torch.__version__, rows=rows,
+                           bn_floors=[dict(dtype=d, format=f_, floor_us=v["floor_us"],
+                                           memory_floor_us=v["memory_floor_us"],
+                                           calls=v["calls"])
+                                      for (d, f_), v in floors.items()]), f, indent=1)
         print(f"wrote {json_path}")
     return 0
