@@ -10,6 +10,16 @@ import bnorm
 TOL = {np.dtype(np.float32): 2e-6, np.dtype(np.float64): 1e-12}
 
 
+def values_around(x0, dt, k):
+    """The k consecutive values of the type dt centred on dt(x0), in
+    increasing order (the values next to a mask's edge)."""
+    up, down = [dt(x0)], [dt(x0)]
+    for _ in range(k // 2):
+        up.append(np.nextafter(up[-1], dt(np.inf)))
+        down.append(np.nextafter(down[-1], dt(-np.inf)))
+    return (down[::-1] + up[1:])[:k]
+
+
 def rel_err(a, ref):
     a = np.asarray(a, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import bnorm
+from conftest import values_around
 
 try:
     import ml_dtypes
@@ -58,14 +59,8 @@ def edge_channels(rng, dt, C, K):
     b = (edge - (x0 - mean) * (invstd * w).astype(f64)).astype(f32)
     big = float(np.finfo(np.float16).max) if dt is np.float16 else 3.0e38
     specials = [np.inf, -np.inf, np.nan, 0.0, -0.0, big, -big, 1e-7, -1e-7]
-    cols = []
-    for c in range(C):
-        up, down = [dt(x0[c])], [dt(x0[c])]
-        for _ in range(K // 2):
-            up.append(np.nextafter(up[-1], dt(np.inf)))
-            down.append(np.nextafter(down[-1], dt(-np.inf)))
-        vals = down[::-1] + up[1:]
-        cols.append(np.array(vals[:K - len(specials)] + specials, dtype=dt))
+    cols = [np.array(values_around(x0[c], dt, K)[:K - len(specials)] + specials, dtype=dt)
+            for c in range(C)]
     return np.stack(cols, axis=1), mean, invstd, w, b  # (K, C)
 
 
