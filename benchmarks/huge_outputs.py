@@ -10,7 +10,6 @@ PyTorch's allocator (the size bound raised past any tensor), beside native
 PyTorch, the three in turns within each round. Prints each one's median
 step and the per-round ratios. A measurement, not a test.
 """
-import argparse
 import copy
 import statistics
 import sys
@@ -18,25 +17,14 @@ import time
 
 import torch
 
-import bnorm
 import bnorm.torch as bt
 from bnorm import torch as bnorm_torch
 from bnorm.tools import models
+from model_layers import network_setup  # (this folder, the script's own)
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="resnet18")
-    ap.add_argument("--format", choices=["nchw", "channels_last"], default="channels_last")
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--rounds", type=int, default=9)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    bnorm.set_num_threads(args.threads)
-    mf = torch.channels_last if args.format == "channels_last" else torch.contiguous_format
-    torch.manual_seed(0)
+    args, mf = network_setup(__doc__, argv, [("rounds", 9)])
     base = models.build(args.model)
     fused = bt.fuse(bt.convert(copy.deepcopy(base))).to(memory_format=mf)
     native = copy.deepcopy(base).to(memory_format=mf)

@@ -29,19 +29,28 @@ FWD = {"_EagerActTrain", "_EagerTrain"}
 BWD = {"_EagerActTrainBackward", "_EagerTrainBackward"}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def network_setup(doc, argv, extra):
+    """The options a whole-network script shares (model, format, batch,
+    size, threads; ``extra``: (name, default) integer options), parsed, with
+    the threads set and the seed fixed; returns (args, memory format)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--model", default="resnet18")
     ap.add_argument("--format", choices=["nchw", "channels_last"], default="channels_last")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    for name, default in extra:
+        ap.add_argument(f"--{name}", type=int, default=default)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     bnorm.set_num_threads(args.threads)
     torch.manual_seed(0)
-    mf = torch.channels_last if args.format == "channels_last" else torch.contiguous_format
+    return args, (torch.channels_last if args.format == "channels_last"
+                  else torch.contiguous_format)
+
+
+def main(argv=None):
+    args, mf = network_setup(__doc__, argv, [("steps", 3)])
     model = bt.fuse(bt.convert(copy.deepcopy(models.build(args.model)))).to(memory_format=mf)
     x = torch.randn(args.batch, 3, args.size, args.size).contiguous(memory_format=mf)
     target = torch.randint(0, 1000, (args.batch,))
