@@ -206,36 +206,3 @@ def test_bfloat16_autocast_training_step():
     for (name, p), q in zip(conv.named_parameters(), ref.parameters()):
         assert p.grad is not None and p.grad.dtype == p.dtype, name
         torch.testing.assert_close(p.grad, q.grad, rtol=0.1, atol=0.05)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
-def test_large_outputs_from_numpy_memory_in_models(dtype, fmt):
-    # outputs of 4 MiB and more come from NumPy's allocator (huge pages):
-    # with x's strides, not views (so a ReLU may run in place on them, as
-    # ResNet's nn.ReLU(inplace=True) does), and the same values and
-    # gradients as PyTorch's batch norm; smaller ones from PyTorch's
-    from bnorm.torch import _new_output
-    shape = (8, 32, 64, 64) if dtype == torch.float32 else (8, 64, 64, 64)  # 4 MiB
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(shape, generator=g).to(dtype).contiguous(memory_format=fmt)
-    out = _new_output(x)
-    assert out.stride() == x.stride() and out.dtype == dtype and out._base is None
-    assert not out.untyped_storage().resizable()  # NumPy's memory, not PyTorch's
-    small = _new_output(x[:1].contiguous(memory_format=fmt))
-    assert small.untyped_storage().resizable()
-    dy = torch.randn(shape, generator=g).to(dtype).contiguous(memory_format=fmt)
-    C = shape[1]
-    grads = []
-    for mod in (torch.nn.BatchNorm2d(C), bt.BatchNorm2d(C), bt.BatchNormAct2d(C)):
-        xi = x.detach().clone().requires_grad_()
-        y = mod(xi)
-        if not isinstance(mod, bt.BatchNormAct2d):
-            y = torch.relu_(y)  # in place on the op's output
-        y.backward(dy)
-        assert y.stride() == x.stride() and xi.grad.stride() == x.stride()
-        grads.append((y.float(), xi.grad.float(), mod.weight.grad, mod.running_var.clone()))
-    tol = 1e-4 if dtype == torch.float32 else 2e-2
-    for got in grads[1:]:
-        for a, b in zip(got, grads[0]):
-            assert (a - b).abs().max().item() <= tol * (1 + b.abs().max().item())

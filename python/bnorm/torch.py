@@ -138,32 +138,9 @@ def _output_like(x: Tensor) -> Tensor:
     return torch.empty_like(x, memory_format=torch.preserve_format)
 
 
-# Outputs from this size on are allocated by NumPy, which advises the kernel
-# to back allocations of 4 MiB and more with transparent huge pages: a fresh
-# output's first touch then faults 2 MiB at a time instead of 4 KiB. Writing
-# a new 51 MB tensor measured 17.4 ms with torch.empty against 4.0 ms from
-# NumPy (1.4 ms into memory already touched), 2 threads; PyTorch's own
-# allocator does the same with THP_MEM_ALLOC_ENABLE=1 (4.5 ms).
-_HUGE_OUTPUT_BYTES = 4 << 20
-_NUMPY_STORAGE = {torch.float32: np.float32, torch.float64: np.float64,
-                  torch.float16: np.float16, torch.bfloat16: np.int16}
-
-
-def _new_output(x: Tensor) -> Tensor:
-    """_output_like for the operators' real outputs (x dense, on the CPU):
-    large ones in memory from NumPy's allocator (huge pages), with x's
-    strides. Not a view (autograd lets a custom op's output be changed in
-    place only when it is none): a tensor of its own over that storage."""
-    storage = _NUMPY_STORAGE.get(x.dtype)
-    if storage is None or x.numel() * x.element_size() < _HUGE_OUTPUT_BYTES:
-        return _output_like(x)
-    memory = torch.from_numpy(np.empty(x.numel(), storage)).untyped_storage()
-    return torch.empty((0,), dtype=x.dtype).set_(memory, 0, x.shape, x.stride())
-
-
 def _laid_out_like(dy: Tensor, x: Tensor) -> Tensor:
     """dy in x's memory format (a copy only when it is in another one)."""
-    return dy if dy.stride() == x.stride() else _new_output(x).copy_(dy)
+    return dy if dy.stride() == x.stride() else _output_like(x).copy_(dy)
 
 
 def _new_running(x: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
@@ -203,7 +180,7 @@ def _train_impl(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                 eps: float, in_place: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     x = _dense(x.resolve_conj().resolve_neg())
     pdtype = _param_dtype(x.dtype)
-    y = _new_output(x)
+    y = _output_like(x)
     xs, axis = _memory_order(x)
     ys, _ = _memory_order(y)
     tracked, new_mean, new_var = _new_running(x, running_mean, running_var, in_place)
@@ -233,7 +210,7 @@ def _infer_impl(x: Tensor, running_mean: Tensor, running_var: Tensor, weight: Op
               bias: Optional[Tensor], eps: float) -> Tensor:
     x = _dense(x.resolve_conj().resolve_neg())
     pdtype = _param_dtype(x.dtype)
-    y = _new_output(x)
+    y = _output_like(x)
     xs, axis = _memory_order(x)
     ys, _ = _memory_order(y)
     _bn.batch_norm(_np(xs), _param(running_mean, pdtype), _param(running_var, pdtype),
@@ -255,7 +232,7 @@ def _backward_impl(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor,
                  weight: Optional[Tensor], training: bool) -> Tuple[Tensor, Tensor, Tensor]:
     x = _dense(x.resolve_conj().resolve_neg())
     pdtype = _param_dtype(x.dtype)
-    dx = _new_output(x)
+    dx = _output_like(x)
     dys, axis = _memory_order(_laid_out_like(dy.resolve_conj().resolve_neg(), x))
     xs, _ = _memory_order(x)
     dxs, _ = _memory_order(dx)
@@ -509,7 +486,7 @@ def _act_train_impl(x: Tensor, residual: Optional[Tensor], weight: Optional[Tens
                     in_place: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     x = _dense(x.resolve_conj().resolve_neg())
     pdtype = _param_dtype(x.dtype)
-    y = _new_output(x)
+    y = _output_like(x)
     xs, axis = _memory_order(x)
     ys, _ = _memory_order(y)
     tracked, new_mean, new_var = _new_running(x, running_mean, running_var, in_place)
@@ -543,7 +520,7 @@ def _act_infer_impl(x: Tensor, residual: Optional[Tensor], running_mean: Tensor,
                     eps: float, act: str) -> Tensor:
     x = _dense(x.resolve_conj().resolve_neg())
     pdtype = _param_dtype(x.dtype)
-    y = _new_output(x)
+    y = _output_like(x)
     xs, axis = _memory_order(x)
     ys, _ = _memory_order(y)
     _bn.batch_norm(_np(xs), _param(running_mean, pdtype), _param(running_var, pdtype),
@@ -568,8 +545,8 @@ def _act_backward_impl(dy: Tensor, x: Tensor, y: Optional[Tensor], mean: Tensor,
                        residual: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     x = _dense(x.resolve_conj().resolve_neg())
     pdtype = _param_dtype(x.dtype)
-    dx = _new_output(x)
-    dres = _new_output(x) if residual else x.new_empty((0,))
+    dx = _output_like(x)
+    dres = _output_like(x) if residual else x.new_empty((0,))
     dys, axis = _memory_order(_laid_out_like(dy.resolve_conj().resolve_neg(), x))
     xs, _ = _memory_order(x)
     ys = None if y is None else _np(_memory_order(_laid_out_like(y, x))[0])
@@ -803,7 +780,7 @@ def _iabn_train_impl(x: Tensor, residual: Optional[Tensor], weight: Optional[Ten
                      in_place_stats: bool = False):
     x = _dense(x.resolve_conj().resolve_neg())
     pdtype = _param_dtype(x.dtype)
-    y = _new_output(x) if into is None else into
+    y = _output_like(x) if into is None else into
     xs, axis = _memory_order(x)
     ys, _ = _memory_order(y)
     tracked, new_mean, new_var = _new_running(x, running_mean, running_var, in_place_stats)
@@ -841,7 +818,7 @@ def _iabn_infer_impl(x: Tensor, residual: Optional[Tensor], running_mean: Tensor
                      into: Optional[Tensor] = None) -> Tensor:
     x = _dense(x.resolve_conj().resolve_neg())
     pdtype = _param_dtype(x.dtype)
-    y = _new_output(x) if into is None else into
+    y = _output_like(x) if into is None else into
     xs, axis = _memory_order(x)
     ys, _ = _memory_order(y)
     scale = _iabn_scale(weight, x.shape[1], eps, pdtype, x)
@@ -872,8 +849,8 @@ def _from_output_impl(dy: Tensor, y: Tensor, residual: Optional[Tensor], invstd:
                       scale: Tensor, bias: Optional[Tensor], training: bool, activation: str,
                       param: float) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     pdtype = _param_dtype(y.dtype)
-    dx = _new_output(y)
-    dres = _new_output(y) if residual is not None else y.new_empty((0,))
+    dx = _output_like(y)
+    dres = _output_like(y) if residual is not None else y.new_empty((0,))
     dys, axis = _memory_order(_laid_out_like(dy.resolve_conj().resolve_neg(), y))
     ys, _ = _memory_order(y)
     dxs, _ = _memory_order(dx)
@@ -1128,7 +1105,7 @@ class _SyncFunction(torch.autograd.Function):
         rows = torch.stack(_gather(local, group)).numpy()
         total, gmean, gm2 = _dist.merge_moments(rows[:, 0].astype(np.int64),
                                                 rows[:, 1:1 + c], rows[:, 1 + c:])
-        y = _new_output(x)
+        y = _output_like(x)
         ys, _ = _memory_order(y)
         _, save_mean, save_invstd = _dist.normalize(
             xn, total, gmean, gm2, _param(weight, pdtype), _param(bias, pdtype), eps,
@@ -1152,7 +1129,7 @@ class _SyncFunction(torch.autograd.Function):
         for r in range(1, sums.shape[0]):  # added in rank order: the same bits everywhere
             total += sums[r]
         c = sum_dy.shape[0]
-        dx = _new_output(x)
+        dx = _output_like(x)
         dxs, _ = _memory_order(dx)
         _dist.backward_elementwise(_np(gs), _np(xs), _np(mean), _np(invstd),
                                    _param(weight, pdtype), total[:c].numpy(),
