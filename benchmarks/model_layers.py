@@ -9,8 +9,9 @@ profiler and reads, per batch-norm call in forward order, the time of its
 fused forward and of its backward (the autograd node of the same call,
 matched in reverse order), the median over ``--steps`` profiled steps.
 Beside them: the floor of that call as ``python -m bnorm bench --model``
-counts it (bnorm.tools.modelbench.bn_floor_us: PERF's copies of the
-tensor, timed as parallel copies, from cache and from memory). Where the
+counts it (bnorm.tools.modelbench.bn_floor_us: the kernel benchmark's
+copies of the tensor, timed as parallel copies, from cache and from
+memory). Where the
 time of a layer is far above both floors is where the step still loses
 time to batch norm. A measurement, not a test.
 """

@@ -35,8 +35,9 @@ input. Per configuration:
   copy ceil  the speedup over native that batch norm (with what fuses with
              it) would give if it ran at the machine's copy speed: native's
              profiled step with its bn time replaced by the floor of the
-             fused model's batch norms (each one's copies by PERF's rule,
-             bnorm.tools.floor.copies, plus half a copy per residual read
+             fused model's batch norms (each one's copies by the kernel
+             benchmark's rule, bnorm.tools.floor.copies, plus half a copy
+             per residual read
              and a copy for the fused backward's y read and dresidual write,
              each timed as a parallel copy of that tensor with the run's
              threads); the same for every configuration of a dtype and
@@ -234,9 +235,9 @@ def bn_calls(model: nn.Module, x: torch.Tensor, autocast) -> List[dict]:
 def bn_floor_us(calls: List[dict], threads: int, repeat: int = 15) -> Dict[str, float]:
     """The least time the batch norms ``calls`` (bn_calls) can take in a
     training step, forward and backward, at copy speed: per call, the copies
-    of its tensor that PERF's floors count (training forward 1, backward
-    1.5; 1.5 and 2.5 for a channels-last tensor larger than the last-level
-    cache), half a copy more for reading a residual in the forward, one more
+    of its tensor that the kernel benchmark's floors count (forward 1,
+    backward 1.5; 1.5 and 2.5 for a channels-last tensor larger than the
+    last-level cache), half a copy more for reading a residual in the forward, one more
     for the fused backward's read of y and write of dresidual (a residual
     with an activation), each copy timed as a parallel copy of that many
     bytes with ``threads`` threads (median of ``repeat``). Returns
