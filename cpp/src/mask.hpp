@@ -126,12 +126,12 @@ inline bool open_interval(float m, float s, float b, float* lo, float* hi) {
     const bool rising = s > 0.0f;
     const auto bound = [&](double edge, bool above) {  // ends of {p > edge} or {p < edge}
       const uint32_t g = detail::guess_key(dm + (edge - db) / ds);
+      const auto inside = [&](uint32_t k) { return above ? pre(k) > edge : pre(k) < edge; };
       if (above == rising)  // the set is [k, kmax]
-        a = std::max(a, detail::first_up([&](uint32_t k) { return above ? pre(k) > edge : pre(k) < edge; },
-                                         kmin, kmax, g));
+        a = std::max(a, detail::first_up(inside, kmin, kmax, g));
       else  // [kmin, k - 1], k the first key where it fails
-        z = std::min(z, detail::first_up([&](uint32_t k) { return above ? !(pre(k) > edge) : !(pre(k) < edge); },
-                                         kmin, kmax, g) - 1);
+        z = std::min(z,
+                     detail::first_up([&](uint32_t k) { return !inside(k); }, kmin, kmax, g) - 1);
     };
     bound(0.0, true);
     if constexpr ((M & kClip6) != 0) bound(6.0, false);

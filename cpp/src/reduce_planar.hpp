@@ -109,7 +109,8 @@ inline void add_gradients(const T* g, const T* x, int64_t n, double mean,
       const int64_t r = n - o;
       if (r <= 0) break;
       const VecD v = M == kNoMask ? VecD{} : load_lanes_first(from_y(M) ? y + o : x + o, r);
-      const VecD gi = keep_first(masked_lanes<M, kRanged>(load_lanes_first(g + o, r), v, fm, fs, fb), r);
+      const VecD gi =
+          keep_first(masked_lanes<M, kRanged>(load_lanes_first(g + o, r), v, fm, fs, fb), r);
       va.r[k] += gi;
       vb.r[k] = add_product<D>(vb.r[k], gi, deviation_lanes_first<D>(x + o, m0, r));
     }
