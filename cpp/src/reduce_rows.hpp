@@ -120,16 +120,13 @@ inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t ro
   const bool whole = false;
 #endif
   const int64_t chunk_rows = whole ? rows : rows_per_sweep<T>(ld);
-  auto open = [&](double gv, double xv, int64_t o, int64_t j) {
-    if constexpr (from_y(M)) {
-      return mask_open<M>(static_cast<double>(y[o])) ? gv : 0.0;
-    } else if constexpr (kRanged) {
-      return static_cast<double>(fm[j]) <= xv && xv <= static_cast<double>(fs[j]) ? gv : 0.0;
-    } else {
-      const double pre = (xv - static_cast<double>(fm[j])) * static_cast<double>(fs[j]) +
-                         static_cast<double>(fb[j]);
-      return mask_open<M>(pre) ? gv : 0.0;
-    }
+  // a value's g behind the mask, as mask.hpp's masked() decides it
+  using P = Param<T>;
+  auto open = [&](double gv, int64_t o, int64_t j) {
+    if constexpr (from_y(M))
+      return masked<M>(gv, x[o], y[o], P(0), P(0), P(0));
+    else
+      return masked<M, kRanged>(gv, x[o], T(), fm[j], fs[j], kRanged ? P(0) : fb[j]);
   };
   for (int64_t r0 = 0; r0 < rows; r0 += chunk_rows) {
     const int64_t r1 = std::min(rows, r0 + chunk_rows);
@@ -187,8 +184,7 @@ inline void rows_gradients_masked(const T* g, const T* x, const T* y, int64_t ro
     for (; j < cw; ++j)
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t o = r * ld + j;
-        const double xv = static_cast<double>(x[o]);
-        const double gj = open(static_cast<double>(g[o]), xv, o, j);
+        const double gj = open(static_cast<double>(g[o]), o, j);
         a[j] += gj;
         b[j] = add_product<D>(b[j], gj, deviation(x[o], static_cast<D>(mu[j])));
       }
