@@ -25,6 +25,12 @@ is reached here with small tensors:
             of one channel are reduced and mapped in L3 (float64's do not
             fit: phases).
 
+Blocks whose runs make short spans (under 16 KiB per outer index, as in
+64x160x7x7 and 600x4x7x7) are widened to as many channels as the budget
+of the map allows ("wide"): in deferred and fused, 600x4x7x7 takes wide
+blocks; in phases, its float32 and float64 channels (117,600 bytes of x)
+do not fit in L2 and it runs the phases.
+
 Each case runs with 2 threads in each schedule and with 1 thread deferred;
 all five must give the same bytes for every output (compared by their
 SHA-256).
@@ -49,7 +55,7 @@ except ImportError:
     pass
 rng = np.random.default_rng(11)
 out = {}
-for shape in [(20, 12, 60, 60), (64, 160, 7, 7), (4, 6, 8, 8000)]:
+for shape in [(20, 12, 60, 60), (64, 160, 7, 7), (4, 6, 8, 8000), (600, 4, 7, 7)]:
     for dt in dtypes:
         pd = np.float64 if dt == np.float64 else np.float32
         x = (rng.standard_normal(shape) * 3 + 5).astype(dt)

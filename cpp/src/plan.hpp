@@ -148,15 +148,18 @@ struct Plan {
     const int64_t budget = cache_bytes * 7 / 8;
     if (lane_bytes(in_size) > budget) return 0;
     const int64_t all = std::max<int64_t>(1, lane_bytes(all_size));
-    int64_t cb = std::clamp<int64_t>(budget / all, 1, kMaxPlanarBlock);
-    int64_t tasks = ceil_div(channels, cb);
-    if (nt > 1 && tasks % nt != 0 && tasks < 8 * nt) {
-      tasks = nt * ceil_div(tasks, nt);  // even out the threads' shares
-      cb = ceil_div(channels, tasks);
-      tasks = ceil_div(channels, cb);
-      if (tasks % nt != 0 && tasks < 8 * nt) return 0;
+    const int64_t cb = std::clamp<int64_t>(budget / all, 1, kMaxPlanarBlock);
+    if (nt <= 1) return cb;
+    // The fewest blocks (of ceil(channels / count) channels each, the last
+    // one shorter) whose count evens out the threads' shares: a multiple of
+    // nt, or at least 8 per thread. (A count that one step of rounding up
+    // did not even out used to fall back to the phases.)
+    for (int64_t want = ceil_div(channels, cb);; ++want) {
+      const int64_t b = ceil_div(channels, want);
+      const int64_t tasks = ceil_div(channels, b);
+      if (tasks % nt == 0 || tasks >= 8 * nt) return b;
+      if (b == 1) return 0;
     }
-    return cb;
   }
 };
 
