@@ -115,7 +115,8 @@ def _np(t: Optional[Tensor]) -> Optional[np.ndarray]:
     """A NumPy view of a CPU tensor's memory (no copy), or None."""
     if t is None:
         return None
-    t = t.detach()
+    if t.requires_grad:  # (detach is an op through the dispatcher: only when needed)
+        t = t.detach()
     if t.dtype == torch.bfloat16:
         return t.view(torch.int16).numpy().view(_ml.bfloat16)
     return t.numpy()
@@ -131,6 +132,55 @@ def _param(t: Optional[Tensor], pdtype: torch.dtype) -> Optional[np.ndarray]:
 def _dense(x: Tensor) -> Tensor:
     """x, or a contiguous copy when bnorm cannot read its layout."""
     return x if _memory_order(x) is not None else x.contiguous()
+
+
+# The hot paths below ask torch as little as they can: inside a network each
+# torch call (an op through the dispatcher most of all: movedim, detach,
+# empty_like) finds its code and data out of the caches after a convolution,
+# and costs 4-23 us there against about 1 us in a loop (measured with the
+# caches flushed between calls). So the layout is read once per tensor, off
+# its NumPy view (a transpose in NumPy, not a movedim in torch).
+
+_LAST = {n: (0, *range(2, n), 1) for n in range(3, 9)}
+
+
+def _plain(t: Tensor) -> Tensor:
+    """t with any pending negation applied (numpy() refuses it; the
+    conjugate bit cannot be set on the real dtypes bnorm takes)."""
+    return t.resolve_neg() if t.is_neg() else t
+
+
+def _arrays(t: Tensor) -> Optional[Tuple[np.ndarray, int]]:
+    """(a NumPy view of t in its memory order, the channel axis there): (t's
+    view, 1) when contiguous, (with axis 1 moved last, -1) when
+    channels-last; None for any other layout. As _memory_order."""
+    a = _np(t)
+    if a.flags.c_contiguous:
+        return a, 1
+    if a.ndim >= 3:
+        m = a.transpose(_LAST.get(a.ndim) or (0, *range(2, a.ndim), 1))
+        if m.flags.c_contiguous:
+            return m, -1
+    return None
+
+
+def _input(x: Tensor) -> Tuple[Tensor, np.ndarray, int]:
+    """(x, or a contiguous copy when bnorm cannot read its layout; its
+    NumPy view in memory order; the channel axis there)."""
+    x = _plain(x)
+    r = _arrays(x)
+    if r is None:
+        x = x.contiguous()
+        r = (_np(x), 1)
+    return x, r[0], r[1]
+
+
+def _as_input(t: Tensor, axis: int) -> np.ndarray:
+    """The NumPy view of t (laid out as the input: an output of
+    _output_like, or a tensor with the input's strides) in the input's
+    memory order."""
+    a = _np(t)
+    return a if axis == 1 else a.transpose(_LAST.get(a.ndim) or (0, *range(2, a.ndim), 1))
 
 
 def _output_like(x: Tensor) -> Tensor:
@@ -178,16 +228,15 @@ def _train_fake(x: Tensor, running_mean: Optional[Tensor], running_var: Optional
 def _train_impl(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                 running_mean: Optional[Tensor], running_var: Optional[Tensor], momentum: float,
                 eps: float, in_place: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    x = _dense(x.resolve_conj().resolve_neg())
+    x, xs, axis = _input(x)
     pdtype = _param_dtype(x.dtype)
     y = _output_like(x)
-    xs, axis = _memory_order(x)
-    ys, _ = _memory_order(y)
     tracked, new_mean, new_var = _new_running(x, running_mean, running_var, in_place)
     _, mean, invstd = _bn.batch_norm_train(
-        _np(xs), _param(weight, pdtype), _param(bias, pdtype), eps, axis=axis,
+        xs, _param(weight, pdtype), _param(bias, pdtype), eps, axis=axis,
         running_mean=_np(new_mean) if tracked else None,
-        running_var=_np(new_var) if tracked else None, momentum=momentum, out=_np(ys))
+        running_var=_np(new_var) if tracked else None, momentum=momentum,
+        out=_as_input(y, axis))
     return y, torch.from_numpy(mean), torch.from_numpy(invstd), new_mean, new_var
 
 
@@ -208,14 +257,12 @@ def _(x, weight, bias, running_mean, running_var, momentum, eps):
 
 def _infer_impl(x: Tensor, running_mean: Tensor, running_var: Tensor, weight: Optional[Tensor],
               bias: Optional[Tensor], eps: float) -> Tensor:
-    x = _dense(x.resolve_conj().resolve_neg())
+    x, xs, axis = _input(x)
     pdtype = _param_dtype(x.dtype)
     y = _output_like(x)
-    xs, axis = _memory_order(x)
-    ys, _ = _memory_order(y)
-    _bn.batch_norm(_np(xs), _param(running_mean, pdtype), _param(running_var, pdtype),
+    _bn.batch_norm(xs, _param(running_mean, pdtype), _param(running_var, pdtype),
                    _param(weight, pdtype), _param(bias, pdtype), eps=eps, axis=axis,
-                   out=_np(ys))
+                   out=_as_input(y, axis))
     return y
 
 
@@ -230,15 +277,13 @@ def _(x, running_mean, running_var, weight, bias, eps):
 
 def _backward_impl(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor,
                  weight: Optional[Tensor], training: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    x = _dense(x.resolve_conj().resolve_neg())
+    x, xs, axis = _input(x)
     pdtype = _param_dtype(x.dtype)
     dx = _output_like(x)
-    dys, axis = _memory_order(_laid_out_like(dy.resolve_conj().resolve_neg(), x))
-    xs, _ = _memory_order(x)
-    dxs, _ = _memory_order(dx)
+    dys = _as_input(_laid_out_like(_plain(dy), x), axis)
     _, dw, db = _bn.batch_norm_backward(
-        _np(dys), _np(xs), _param(mean, pdtype), _param(invstd, pdtype),
-        _param(weight, pdtype), axis=axis, training=training, out=_np(dxs))
+        dys, xs, _param(mean, pdtype), _param(invstd, pdtype),
+        _param(weight, pdtype), axis=axis, training=training, out=_as_input(dx, axis))
     return dx, torch.from_numpy(dw), torch.from_numpy(db)
 
 
@@ -473,28 +518,28 @@ def _act_supported(x: Tensor, residual: Optional[Tensor], running_mean, running_
                                 and residual.shape == x.shape)
 
 
-def _residual_like(residual: Optional[Tensor], x: Tensor) -> Optional[np.ndarray]:
+def _residual_like(residual: Optional[Tensor], x: Tensor, axis: int) -> Optional[np.ndarray]:
+    """The residual's NumPy view in the memory order of x (whose channel
+    axis there is `axis`): a copy only when its layout differs from x's."""
     if residual is None:
         return None
-    r = _laid_out_like(residual.detach().resolve_conj().resolve_neg(), x)
-    return _np(_memory_order(r)[0])
+    return _as_input(_laid_out_like(_plain(residual), x), axis)
 
 
 def _act_train_impl(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor],
                     bias: Optional[Tensor], running_mean: Optional[Tensor],
                     running_var: Optional[Tensor], momentum: float, eps: float, act: str,
                     in_place: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    x = _dense(x.resolve_conj().resolve_neg())
+    x, xs, axis = _input(x)
     pdtype = _param_dtype(x.dtype)
     y = _output_like(x)
-    xs, axis = _memory_order(x)
-    ys, _ = _memory_order(y)
     tracked, new_mean, new_var = _new_running(x, running_mean, running_var, in_place)
     _, mean, invstd = _bn.batch_norm_train(
-        _np(xs), _param(weight, pdtype), _param(bias, pdtype), eps, axis=axis,
+        xs, _param(weight, pdtype), _param(bias, pdtype), eps, axis=axis,
         running_mean=_np(new_mean) if tracked else None,
-        running_var=_np(new_var) if tracked else None, momentum=momentum, out=_np(ys),
-        activation=_bn_activation(act), residual=_residual_like(residual, x))
+        running_var=_np(new_var) if tracked else None, momentum=momentum,
+        out=_as_input(y, axis), activation=_bn_activation(act),
+        residual=_residual_like(residual, x, axis))
     return y, torch.from_numpy(mean), torch.from_numpy(invstd), new_mean, new_var
 
 
@@ -518,15 +563,13 @@ def _(x, residual, weight, bias, running_mean, running_var, momentum, eps, act):
 def _act_infer_impl(x: Tensor, residual: Optional[Tensor], running_mean: Tensor,
                     running_var: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                     eps: float, act: str) -> Tensor:
-    x = _dense(x.resolve_conj().resolve_neg())
+    x, xs, axis = _input(x)
     pdtype = _param_dtype(x.dtype)
     y = _output_like(x)
-    xs, axis = _memory_order(x)
-    ys, _ = _memory_order(y)
-    _bn.batch_norm(_np(xs), _param(running_mean, pdtype), _param(running_var, pdtype),
+    _bn.batch_norm(xs, _param(running_mean, pdtype), _param(running_var, pdtype),
                    _param(weight, pdtype), _param(bias, pdtype), eps=eps, axis=axis,
-                   out=_np(ys), activation=_bn_activation(act),
-                   residual=_residual_like(residual, x))
+                   out=_as_input(y, axis), activation=_bn_activation(act),
+                   residual=_residual_like(residual, x, axis))
     return y
 
 
@@ -543,19 +586,17 @@ def _act_backward_impl(dy: Tensor, x: Tensor, y: Optional[Tensor], mean: Tensor,
                        invstd: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                        training: bool, act: str,
                        residual: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    x = _dense(x.resolve_conj().resolve_neg())
+    x, xs, axis = _input(x)
     pdtype = _param_dtype(x.dtype)
     dx = _output_like(x)
     dres = _output_like(x) if residual else x.new_empty((0,))
-    dys, axis = _memory_order(_laid_out_like(dy.resolve_conj().resolve_neg(), x))
-    xs, _ = _memory_order(x)
-    ys = None if y is None else _np(_memory_order(_laid_out_like(y, x))[0])
+    dys = _as_input(_laid_out_like(_plain(dy), x), axis)
+    ys = None if y is None else _as_input(_laid_out_like(_plain(y), x), axis)
     _, dw, db, *rest = _bn._backward_fused(
-        _np(dys), _np(xs), _param(mean, pdtype), _param(invstd, pdtype),
+        dys, xs, _param(mean, pdtype), _param(invstd, pdtype),
         _param(weight, pdtype), axis, training, _bn_activation(act), ys,
         _param(bias, pdtype) if act != "identity" and y is None else None, residual,
-        _np(_memory_order(dx)[0]),
-        dresidual_out=_np(_memory_order(dres)[0]) if residual else None)
+        _as_input(dx, axis), dresidual_out=_as_input(dres, axis) if residual else None)
     return dx, torch.from_numpy(dw), torch.from_numpy(db), dres
 
 
@@ -778,18 +819,16 @@ def _iabn_train_impl(x: Tensor, residual: Optional[Tensor], weight: Optional[Ten
                      running_var: Optional[Tensor], momentum: float, eps: float,
                      activation: str, param: float, into: Optional[Tensor] = None,
                      in_place_stats: bool = False):
-    x = _dense(x.resolve_conj().resolve_neg())
+    x, xs, axis = _input(x)
     pdtype = _param_dtype(x.dtype)
     y = _output_like(x) if into is None else into
-    xs, axis = _memory_order(x)
-    ys, _ = _memory_order(y)
     tracked, new_mean, new_var = _new_running(x, running_mean, running_var, in_place_stats)
     scale = _iabn_scale(weight, x.shape[1], eps, pdtype, x)
     _, mean, invstd = _bn.batch_norm_train(
-        _np(xs), _np(scale), _param(bias, pdtype), eps, axis=axis,
+        xs, _np(scale), _param(bias, pdtype), eps, axis=axis,
         running_mean=_np(new_mean) if tracked else None,
-        running_var=_np(new_var) if tracked else None, momentum=momentum, out=_np(ys),
-        residual=_residual_like(residual, x))
+        running_var=_np(new_var) if tracked else None, momentum=momentum,
+        out=_as_input(y, axis), residual=_residual_like(residual, x, axis))
     _iabn_activate(y, activation, param)
     return y, torch.from_numpy(mean), torch.from_numpy(invstd), new_mean, new_var
 
@@ -816,15 +855,13 @@ def _iabn_infer_impl(x: Tensor, residual: Optional[Tensor], running_mean: Tensor
                      running_var: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                      eps: float, activation: str, param: float,
                      into: Optional[Tensor] = None) -> Tensor:
-    x = _dense(x.resolve_conj().resolve_neg())
+    x, xs, axis = _input(x)
     pdtype = _param_dtype(x.dtype)
     y = _output_like(x) if into is None else into
-    xs, axis = _memory_order(x)
-    ys, _ = _memory_order(y)
     scale = _iabn_scale(weight, x.shape[1], eps, pdtype, x)
-    _bn.batch_norm(_np(xs), _param(running_mean, pdtype), _param(running_var, pdtype),
-                   _np(scale), _param(bias, pdtype), eps=eps, axis=axis, out=_np(ys),
-                   residual=_residual_like(residual, x))
+    _bn.batch_norm(xs, _param(running_mean, pdtype), _param(running_var, pdtype),
+                   _np(scale), _param(bias, pdtype), eps=eps, axis=axis,
+                   out=_as_input(y, axis), residual=_residual_like(residual, x, axis))
     _iabn_activate(y, activation, param)
     return y
 
@@ -848,17 +885,17 @@ def _(x, residual, running_mean, running_var, weight, bias, eps, activation, par
 def _from_output_impl(dy: Tensor, y: Tensor, residual: Optional[Tensor], invstd: Tensor,
                       scale: Tensor, bias: Optional[Tensor], training: bool, activation: str,
                       param: float) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    y, ys, axis = _input(y)
     pdtype = _param_dtype(y.dtype)
     dx = _output_like(y)
     dres = _output_like(y) if residual is not None else y.new_empty((0,))
-    dys, axis = _memory_order(_laid_out_like(dy.resolve_conj().resolve_neg(), y))
-    ys, _ = _memory_order(y)
-    dxs, _ = _memory_order(dx)
+    dys = _as_input(_laid_out_like(_plain(dy), y), axis)
     _, dscale, db, *_ = _bn.batch_norm_backward_from_output(
-        _np(dys), _np(ys), _param(invstd, pdtype), _param(scale, pdtype),
+        dys, ys, _param(invstd, pdtype), _param(scale, pdtype),
         _param(bias, pdtype), axis=axis, activation=activation, activation_param=param,
-        training=training, residual=_residual_like(residual, y), out=_np(dxs),
-        _dresidual_out=_np(_memory_order(dres)[0]) if residual is not None else None)
+        training=training, residual=_residual_like(residual, y, axis),
+        out=_as_input(dx, axis),
+        _dresidual_out=_as_input(dres, axis) if residual is not None else None)
     return dx, torch.from_numpy(dscale), torch.from_numpy(db), dres
 
 
