@@ -144,6 +144,11 @@ def _dense(x: Tensor) -> Tensor:
 _LAST = {n: (0, *range(2, n), 1) for n in range(3, 9)}
 
 
+def _channels_last_view(a: np.ndarray) -> np.ndarray:
+    """a (N, C, ...) seen with axis 1 moved last (a NumPy view)."""
+    return a.transpose(_LAST.get(a.ndim) or (0, *range(2, a.ndim), 1))
+
+
 def _plain(t: Tensor) -> Tensor:
     """t with any pending negation applied (numpy() refuses it; the
     conjugate bit cannot be set on the real dtypes bnorm takes)."""
@@ -158,7 +163,7 @@ def _arrays(t: Tensor) -> Optional[Tuple[np.ndarray, int]]:
     if a.flags.c_contiguous:
         return a, 1
     if a.ndim >= 3:
-        m = a.transpose(_LAST.get(a.ndim) or (0, *range(2, a.ndim), 1))
+        m = _channels_last_view(a)
         if m.flags.c_contiguous:
             return m, -1
     return None
@@ -180,7 +185,7 @@ def _as_input(t: Tensor, axis: int) -> np.ndarray:
     _output_like, or a tensor with the input's strides) in the input's
     memory order."""
     a = _np(t)
-    return a if axis == 1 else a.transpose(_LAST.get(a.ndim) or (0, *range(2, a.ndim), 1))
+    return a if axis == 1 else _channels_last_view(a)
 
 
 def _output_like(x: Tensor) -> Tensor:
