@@ -98,19 +98,6 @@ def _supported(x: Tensor, running_mean: Optional[Tensor], running_var: Optional[
 
 # ---- between tensors and bnorm's arrays (no copies) ---------------------------
 
-def _memory_order(t: Tensor) -> Optional[Tuple[Tensor, int]]:
-    """t seen in its memory order with the channel axis (1) where bnorm
-    finds it: (t, 1) when contiguous, (t with axis 1 moved last, -1) when
-    channels-last; None for any other layout."""
-    if t.is_contiguous():
-        return t, 1
-    if t.dim() >= 3:
-        moved = t.movedim(1, -1)
-        if moved.is_contiguous():
-            return moved, -1
-    return None
-
-
 def _np(t: Optional[Tensor]) -> Optional[np.ndarray]:
     """A NumPy view of a CPU tensor's memory (no copy), or None."""
     if t is None:
@@ -129,11 +116,6 @@ def _param(t: Optional[Tensor], pdtype: torch.dtype) -> Optional[np.ndarray]:
     return _np(t if t.dtype == pdtype else t.to(pdtype))
 
 
-def _dense(x: Tensor) -> Tensor:
-    """x, or a contiguous copy when bnorm cannot read its layout."""
-    return x if _memory_order(x) is not None else x.contiguous()
-
-
 # The hot paths below ask torch as little as they can: inside a network each
 # torch call (an op through the dispatcher most of all: movedim, detach,
 # empty_like) finds its code and data out of the caches after a convolution,
@@ -141,12 +123,9 @@ def _dense(x: Tensor) -> Tensor:
 # caches flushed between calls). So the layout is read once per tensor, off
 # its NumPy view (a transpose in NumPy, not a movedim in torch).
 
-_LAST = {n: (0, *range(2, n), 1) for n in range(3, 9)}
-
-
 def _channels_last_view(a: np.ndarray) -> np.ndarray:
     """a (N, C, ...) seen with axis 1 moved last (a NumPy view)."""
-    return a.transpose(_LAST.get(a.ndim) or (0, *range(2, a.ndim), 1))
+    return a.transpose((0, *range(2, a.ndim), 1))
 
 
 def _plain(t: Tensor) -> Tensor:
@@ -158,7 +137,7 @@ def _plain(t: Tensor) -> Tensor:
 def _arrays(t: Tensor) -> Optional[Tuple[np.ndarray, int]]:
     """(a NumPy view of t in its memory order, the channel axis there): (t's
     view, 1) when contiguous, (with axis 1 moved last, -1) when
-    channels-last; None for any other layout. As _memory_order."""
+    channels-last; None for any other layout."""
     a = _np(t)
     if a.flags.c_contiguous:
         return a, 1
@@ -989,7 +968,8 @@ class _InPlaceABNFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, residual, weight, bias, running_mean, running_var, training, momentum,
                 eps, activation, param, inplace):
-        into = x if inplace and _memory_order(x) is not None else None
+        # in place where bnorm reads x's layout (a pending negation leaves it as is)
+        into = x if inplace and _arrays(_plain(x)) is not None else None
         if training:
             y, _, invstd, _, _ = _iabn_train_impl(x, residual, weight, bias, running_mean,
                                                   running_var, momentum, eps, activation, param,
@@ -1137,10 +1117,8 @@ class _SyncFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps, group):
         from . import distributed as _dist
-        x = _dense(x.detach())
+        x, xn, axis = _input(x.detach())
         pdtype = _param_dtype(x.dtype)
-        xs, axis = _memory_order(x)
-        xn = _np(xs)
         count, mean, m2 = _dist.moments(xn, axis=axis)
         c = mean.shape[0]
         local = torch.from_numpy(np.concatenate(([float(count)], mean, m2)))
@@ -1148,11 +1126,10 @@ class _SyncFunction(torch.autograd.Function):
         total, gmean, gm2 = _dist.merge_moments(rows[:, 0].astype(np.int64),
                                                 rows[:, 1:1 + c], rows[:, 1 + c:])
         y = _output_like(x)
-        ys, _ = _memory_order(y)
         _, save_mean, save_invstd = _dist.normalize(
             xn, total, gmean, gm2, _param(weight, pdtype), _param(bias, pdtype), eps,
             axis=axis, running_mean=_np(running_mean), running_var=_np(running_var),
-            momentum=momentum, out=_np(ys))
+            momentum=momentum, out=_as_input(y, axis))
         ctx.group, ctx.count = group, total
         _save(ctx, x, weight, bias, torch.from_numpy(save_mean), torch.from_numpy(save_invstd))
         return y
@@ -1162,9 +1139,9 @@ class _SyncFunction(torch.autograd.Function):
         from . import distributed as _dist
         x, weight, mean, invstd = ctx.saved_tensors
         pdtype = _param_dtype(x.dtype)
-        gs, axis = _memory_order(_laid_out_like(grad_y, x))
-        xs, _ = _memory_order(x)
-        sum_dy, sum_dy_xmu = _dist.backward_reduce(_np(gs), _np(xs), _np(mean), axis=axis)
+        xs, axis = _arrays(x)  # (saved dense by the forward)
+        gs = _as_input(_laid_out_like(grad_y, x), axis)
+        sum_dy, sum_dy_xmu = _dist.backward_reduce(gs, xs, _np(mean), axis=axis)
         sums = torch.stack(_gather(torch.from_numpy(np.concatenate((sum_dy, sum_dy_xmu))),
                                    ctx.group))
         total = sums[0].clone()
@@ -1172,10 +1149,10 @@ class _SyncFunction(torch.autograd.Function):
             total += sums[r]
         c = sum_dy.shape[0]
         dx = _output_like(x)
-        dxs, _ = _memory_order(dx)
-        _dist.backward_elementwise(_np(gs), _np(xs), _np(mean), _np(invstd),
+        _dist.backward_elementwise(gs, xs, _np(mean), _np(invstd),
                                    _param(weight, pdtype), total[:c].numpy(),
-                                   total[c:].numpy(), ctx.count, axis=axis, out=_np(dxs))
+                                   total[c:].numpy(), ctx.count, axis=axis,
+                                   out=_as_input(dx, axis))
         # weight and bias: this rank's share (the data-parallel wrapper adds
         # or averages them over the ranks, as for every other parameter)
         dw = torch.from_numpy(sum_dy_xmu * invstd.double().numpy())
