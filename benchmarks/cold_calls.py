@@ -10,7 +10,9 @@ rewritten before each timed call, which does the same; the table gives the
 median time per call with and without that flush for PyTorch's eval
 BatchNorm2d (+ ReLU) and bnorm's converted and fused modules on small
 channels-last tensors, and then single torch calls of the kind the
-operators' glue makes, each after a flush. A measurement, not a test.
+operators' glue makes, each after a flush, and last a converted module's
+eval call rebuilt piece by piece from its kernel call up. A measurement,
+not a test.
 """
 import argparse
 import statistics
@@ -80,7 +82,61 @@ def main(argv=None):
         print("single calls after a flush (us, median):")
         for name, f in calls.items():
             print(f"  {name:32s} {median_us(f):6.1f}")
+        glue_steps(median_us)
     return 0
+
+
+def glue_steps(median_us):
+    """A converted module's eval call on 2x64x7x7 channels-last (the kernel
+    itself a few us), rebuilt step by step from the kernel call up, each
+    line adding one piece of the glue, all after a flush: what a leaner
+    glue could save at most."""
+    from bnorm import _core
+    x = torch.randn(2, 64, 7, 7).contiguous(memory_format=torch.channels_last)
+    m = bt.convert(torch.nn.BatchNorm2d(64)).eval()
+    ps = (m.running_mean, m.running_var, m.weight, m.bias)
+    arrays = [t.detach().numpy() for t in ps]  # parameter views made once
+
+    def kernel():  # output, views of x and y, the kernel: nothing else
+        y = torch.empty_like(x)
+        _core.fast_inference(x.numpy().transpose(0, 2, 3, 1), *arrays, 1e-5, -1,
+                             y.numpy().transpose(0, 2, 3, 1), None, 0)
+
+    def module():  # + what torch's own module forward does first
+        m._check_input_dim(x)
+        bt._module_step(m)
+        kernel()
+
+    def checks():  # + which path (dtypes and devices, compiling, grad)
+        m._check_input_dim(x)
+        bt._module_step(m)
+        bt._supported(x, *ps)
+        bt._compiling()
+        _ = torch.is_grad_enabled() and x.requires_grad
+        kernel()
+
+    def layout():  # + the layout read and the parameter views per call
+        m._check_input_dim(x)
+        bt._module_step(m)
+        bt._supported(x, *ps)
+        bt._compiling()
+        _ = torch.is_grad_enabled() and x.requires_grad
+        x2, xs, axis = bt._input(x)
+        y = bt._output_like(x2)
+        pd = bt._param_dtype(x2.dtype)
+        _core.fast_inference(xs, *(bt._param(t, pd) for t in ps), 1e-5, axis,
+                             bt._as_input(y, axis), None, 0)
+
+    steps = {"kernel call, views, output": kernel, "+ module bookkeeping": module,
+             "+ path checks": checks, "+ layout and parameter views": layout,
+             "the converted module (all of it)": lambda: m(x)}
+    nat = torch.nn.BatchNorm2d(64).eval()
+    steps["PyTorch's module"] = lambda: nat(x)
+    print("a converted module's eval call (2x64x7x7 channels-last), built up piece by piece,"
+          " after a flush (us; median, then min-max of 4 repeats):")
+    res = {k: [median_us(f) for _ in range(4)] for k, f in steps.items()}
+    for k, v in res.items():
+        print(f"  {k:36s} {statistics.median(v):6.1f}  ({min(v):.1f}-{max(v):.1f})")
 
 
 if __name__ == "__main__":

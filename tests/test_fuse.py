@@ -90,6 +90,32 @@ def test_patterns_found_in_the_networks():
     assert "LeakyReLU" in lk["bn1"]
 
 
+def test_fuse_computes_every_plain_batch_norm_with_bnorm():
+    # fused or not, no batch norm of PyTorch's own classes is left in a fused
+    # model: the unfused ones become bnorm's plain modules (as convert makes
+    # them), sharing the original's tensors; the original is not changed
+    for name in ("resnet18", "mobilenet_v2", "resnet18_leaky"):
+        model = models.build(name, 10)
+        fused = bt.fuse(model)
+        kinds = {type(m) for m in fused.modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+        assert kinds <= {bt.BatchNorm2d, bt.BatchNormAct2d}, (name, kinds)
+        assert all(type(m) is nn.BatchNorm2d for m in model.modules()
+                   if isinstance(m, nn.modules.batchnorm._BatchNorm)), name
+        assert [n for n, _ in fused.named_parameters()] == \
+            [n for n, _ in model.named_parameters()]
+        assert all(a is b for a, b in zip(fused.parameters(), model.parameters()))
+    # a lone batch norm: bnorm's module with its tensors, the original kept
+    bn = nn.BatchNorm1d(3)
+    f = bt.fuse(bn)
+    assert type(f) is bt.BatchNorm1d and type(bn) is nn.BatchNorm1d
+    assert f.weight is bn.weight and "" in f.bnorm_fusions
+    assert not hasattr(bn, "bnorm_fusions")
+    # a subclass (SyncBatchNorm) is left as it is
+    sync = nn.Sequential(nn.SyncBatchNorm(3), nn.ReLU())
+    assert type(bt.fuse(sync).get_submodule("0")) is nn.SyncBatchNorm
+
+
 # ---- the same function ------------------------------------------------------------
 
 @pytest.mark.slow
@@ -207,6 +233,9 @@ def test_pattern_table():
     assert "several uses" in rep["bns.6"]
     assert "more than once" in rep["shared"]
     assert "sigmoid" in rep["bns.7"]
+    # the ones left unfused compute with bnorm's plain module
+    for name in ("bns.5", "bns.6", "bns.7", "shared"):
+        assert type(fused.get_submodule(name)) is bt.BatchNorm2d, name
     x = rand(3, 4, 5, 5, seed=3)
     assert_close_all(step(model, x), step(fused, x))
 
@@ -265,6 +294,9 @@ def test_a_model_that_does_not_trace_has_its_children_fused():
     assert rep["block.1"] == "relu"
     assert rep["bn"].startswith("unfused: the module around it does not trace")
     assert type(model.block) is nn.Sequential and type(model.block[1]) is nn.BatchNorm2d
+    # the one left unfused is bnorm's, the original's is still PyTorch's
+    assert type(fused.bn) is bt.BatchNorm2d and type(model.bn) is nn.BatchNorm2d
+    assert fused.bn.running_mean is model.bn.running_mean
     x = rand(2, 3, 6, 6, seed=4)
     assert_close_all(step(model, x), step(fused, x))
 
@@ -418,6 +450,28 @@ def test_model_benchmark_pairs_its_profiled_rounds(tmp_path, capsys):
                               fu["profiled_bn_us"]))
     assert fu["ceiling"] == pytest.approx(ceil)
     assert "medians over 3 profiled rounds" in capsys.readouterr().out
+
+
+def test_model_benchmark_aa_times_a_second_native_model(tmp_path):
+    # --aa: a second, unconverted copy of the native model, timed and
+    # profiled like the others, its speedup native's step over its own
+    import json
+    import statistics
+    from bnorm.tools import modelbench
+    out = tmp_path / "m.json"
+    assert modelbench.run("resnet18", batch=2, size=32, rounds=2, threads=1,
+                          dtypes=("float32",), formats=("nchw",), variants=["native"],
+                          json_path=str(out), num_classes=10, aa=True) == 0
+    rows = {r["config"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"native", "native-aa"}
+    nat, aa = rows["native"], rows["native-aa"]
+    assert aa["train_speedup"] == pytest.approx(statistics.median(
+        a / b for a, b in zip(nat["train_ms"], aa["train_ms"])))
+    assert len(aa["profiled_bn_us"]) == modelbench._PROFILE_ROUNDS
+    # the same network: the same bytes saved for the backward
+    assert aa["saved_bytes"] == nat["saved_bytes"]
+    with pytest.raises(ValueError, match="unknown configurations"):
+        modelbench.run("resnet18", batch=2, size=32, rounds=1, variants=["native", "nope"])
 
 
 def test_model_benchmark_copy_floor_counts_resnet18s_batch_norms(tmp_path):

@@ -62,6 +62,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                             "channels_last (or --layout)")
     bench.add_argument("--batch", type=int, default=16, help="--model: batch size (16)")
     bench.add_argument("--size", type=int, default=224, help="--model: image size (224)")
+    bench.add_argument("--aa", action="store_true",
+                       help="--model: also time a second copy of the native model (its "
+                            "speedup is the run's own noise)")
     bench.add_argument("--rounds", type=int, default=7,
                        help="--model: timed steps per configuration, interleaved (7)")
     demo = sub.add_parser("demo", help="the paper's first experiment in miniature: "
@@ -119,7 +122,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 return run_model(args.model, batch=args.batch, size=args.size,
                                  rounds=args.rounds, threads=args.threads,
                                  with_compile=args.with_compile, dtypes=dtypes,
-                                 formats=formats, json_path=args.json_path)
+                                 formats=formats, json_path=args.json_path, aa=args.aa)
             if args.fused:
                 from .tools.fusedbench import run as run_fused
                 return run_fused(quick=args.quick, threads=args.threads, dtype=args.dtype,

@@ -19,12 +19,15 @@ model's parameters trains both, and ``state_dict`` keys are unchanged, so a
 checkpoint of one loads into the other). The ReLU and addition nodes are
 removed. The original model is not changed.
 
-Not fused, and left as they are (computed by PyTorch's modules, or by bnorm's
-if the model was converted): a batch norm module called more than once, or
-whose output has other uses; other activations (LeakyReLU, SiLU, ...:
-bnorm's fused kernels have the ReLU and ReLU6; ``convert_inplace_abn`` takes
-LeakyReLU and ELU); batch norm subclasses other than
-PyTorch's and bnorm's plain ones (SyncBatchNorm, say).
+Not fused: a batch norm module called more than once, or whose output has
+other uses; other activations (LeakyReLU, SiLU, ...: bnorm's fused kernels
+have the ReLU and ReLU6; ``convert_inplace_abn`` takes LeakyReLU and ELU).
+These still compute with bnorm: each of PyTorch's plain
+``BatchNorm1d/2d/3d`` left in the fused model (fused or not, traced or not)
+becomes bnorm's plain module of the same class, sharing its tensors, as
+``convert`` would make it (in NCHW training PyTorch's own kernel is several
+times slower than bnorm's). Batch norm subclasses other than PyTorch's and
+bnorm's plain ones (SyncBatchNorm, say) are left as they are.
 
 Where the whole model does not trace (data-dependent control flow, say),
 each child module is fused on its own, recursively, and the modules that
@@ -60,9 +63,7 @@ def _plain_bn(m: nn.Module) -> Optional[type]:
     """The torch.nn batch norm class m is (PyTorch's or bnorm's plain
     subclass), or None."""
     for base in _BN:
-        if type(m) is base or type(m) is {nn.BatchNorm1d: _bt.BatchNorm1d,
-                                          nn.BatchNorm2d: _bt.BatchNorm2d,
-                                          nn.BatchNorm3d: _bt.BatchNorm3d}[base]:
+        if type(m) is base or type(m) is _bt._SWAPS[base]:
             return base
     return None
 
@@ -123,16 +124,52 @@ def _only_user(node: fx.Node) -> Optional[fx.Node]:
     return users[0] if len(users) == 1 else None
 
 
-def _share_state(bn: nn.Module, cls: type, activation: Optional[str]) -> nn.Module:
+def _share_state(bn: nn.Module, cls: type, activation: Optional[str] = None) -> nn.Module:
     """A module of class cls with bn's parameters, buffers and settings (the
-    same tensors), and its own containers so that the original is untouched."""
+    same tensors), and its own containers so that the original is untouched;
+    with `activation` when cls is a fused class."""
     new = copy.copy(bn)
     new._parameters = dict(bn._parameters)
     new._buffers = dict(bn._buffers)
     new._modules = dict(bn._modules)
     new.__class__ = cls
-    new.activation = activation
+    if cls in _ACT_CLASS.values():
+        new.activation = activation
     return new
+
+
+def _compute_rest_with_bnorm(out: nn.Module) -> nn.Module:
+    """In fuse's output, every batch norm still of PyTorch's plain classes
+    (one that could not be fused) replaced by bnorm's plain module sharing
+    its tensors, as convert would make it, so that bnorm computes every plain
+    batch norm of the fused model. Containers in the output are fuse's own
+    copies (so the original keeps its modules); a module held in several
+    places gets one replacement."""
+    swap = _bt._SWAPS
+    made: Dict[int, nn.Module] = {}
+
+    def replaced(m: nn.Module) -> nn.Module:
+        if id(m) not in made:
+            made[id(m)] = _share_state(m, swap[type(m)])
+        return made[id(m)]
+
+    if type(out) in swap:
+        return replaced(out)
+    seen = set()
+    stack = [out]
+    while stack:
+        m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        for k, child in m._modules.items():
+            if child is None:
+                continue
+            if type(child) in swap:
+                m._modules[k] = replaced(child)
+            else:
+                stack.append(child)
+    return out
 
 
 def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
@@ -336,5 +373,6 @@ def convert_inplace_abn(model: nn.Module) -> nn.Module:
 
 def fuse(model: nn.Module) -> nn.Module:
     out, report = _run(model, _fuse_graph, "unfused")
+    out = _compute_rest_with_bnorm(out)
     out.bnorm_fusions = report
     return out

@@ -11,6 +11,10 @@ one process, configurations that differ in one thing each:
   iabn       (``resnet18_leaky`` only) every BatchNorm2d + LeakyReLU an
              In-Place ABN (``bnorm.torch.InPlaceABN``)
   compile    ``torch.compile`` of native and of fuse (``--compile``)
+  native-aa  (``--aa``) a second copy of the native model, timed like the
+             others: its speedup is native against itself, the noise of
+             this run (an A/A comparison) against which the others' margins
+             can be read
 
 each in float32 and under bfloat16 autocast, with NCHW and channels_last
 input. Per configuration:
@@ -289,7 +293,7 @@ def run(name: str = "resnet18", batch: int = 16, size: int = 224, rounds: int = 
         threads: Optional[int] = None, with_compile: bool = False,
         dtypes=("float32", "bfloat16"), formats=("nchw", "channels_last"),
         variants: Optional[List[str]] = None, json_path: Optional[str] = None,
-        num_classes: int = 1000) -> int:
+        num_classes: int = 1000, aa: bool = False) -> int:
     if threads is not None:
         torch.set_num_threads(threads)
         bnorm.set_num_threads(threads)
@@ -297,6 +301,11 @@ def run(name: str = "resnet18", batch: int = 16, size: int = 224, rounds: int = 
     base = models.build(name, num_classes)
     if variants is None:
         variants = ["native", "convert", "fuse"] + (["iabn"] if name == "resnet18_leaky" else [])
+    if aa and "native-aa" not in variants:
+        variants = list(variants) + ["native-aa"]
+    unknown = set(variants) - {"native", "convert", "fuse", "iabn", "native-aa"}
+    if unknown:
+        raise ValueError(f"unknown configurations {sorted(unknown)}")
     if "bfloat16" in dtypes:
         try:
             import ml_dtypes  # noqa: F401
