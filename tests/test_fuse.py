@@ -470,6 +470,20 @@ def test_model_benchmark_aa_times_a_second_native_model(tmp_path):
     assert len(aa["profiled_bn_us"]) == modelbench._PROFILE_ROUNDS
     # the same network: the same bytes saved for the backward
     assert aa["saved_bytes"] == nat["saved_bytes"]
+    # --bound: the network with no batch norm and no activation module
+    out2 = tmp_path / "b.json"
+    assert modelbench.run("resnet18", batch=2, size=32, rounds=1, threads=1,
+                          dtypes=("float32",), formats=("nchw",), variants=["native"],
+                          json_path=str(out2), num_classes=10, bound=True) == 0
+    rows = {r["config"]: r for r in json.loads(out2.read_text())["rows"]}
+    assert set(rows) == {"native", "free-bn"}
+    free = models.build("resnet18", 10)
+    modelbench._free_batch_norm(free)
+    assert not any(isinstance(m, modelbench._FREE) for m in free.modules())
+    # 20 batch norms, 17 ReLUs (the stem's and two per block)
+    assert sum(isinstance(m, nn.Identity) for m in free.modules()) == 20 + 17
+    # it holds less for the backward (no batch norm inputs, no masks)
+    assert rows["free-bn"]["saved_bytes"] < rows["native"]["saved_bytes"]
     with pytest.raises(ValueError, match="unknown configurations"):
         modelbench.run("resnet18", batch=2, size=32, rounds=1, variants=["native", "nope"])
 

@@ -65,6 +65,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     bench.add_argument("--aa", action="store_true",
                        help="--model: also time a second copy of the native model (its "
                             "speedup is the run's own noise)")
+    bench.add_argument("--bound", action="store_true",
+                       help="--model: also time the network with its batch norms and "
+                            "activations removed (free-bn: what no batch norm can beat)")
     bench.add_argument("--rounds", type=int, default=7,
                        help="--model: timed steps per configuration, interleaved (7)")
     demo = sub.add_parser("demo", help="the paper's first experiment in miniature: "
@@ -122,7 +125,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 return run_model(args.model, batch=args.batch, size=args.size,
                                  rounds=args.rounds, threads=args.threads,
                                  with_compile=args.with_compile, dtypes=dtypes,
-                                 formats=formats, json_path=args.json_path, aa=args.aa)
+                                 formats=formats, json_path=args.json_path, aa=args.aa,
+                                 bound=args.bound)
             if args.fused:
                 from .tools.fusedbench import run as run_fused
                 return run_fused(quick=args.quick, threads=args.threads, dtype=args.dtype,

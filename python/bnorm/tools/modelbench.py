@@ -15,6 +15,14 @@ one process, configurations that differ in one thing each:
              others: its speedup is native against itself, the noise of
              this run (an A/A comparison) against which the others' margins
              can be read
+  free-bn    (``--bound``) the network with every batch norm and every
+             activation module (ReLU, ReLU6, LeakyReLU: in these networks
+             each follows a batch norm) replaced by ``nn.Identity``: batch
+             norm at no cost, moving no data and allocating nothing. No
+             batch norm, however fast, can make a step faster than this
+             one, so its speedup bounds every other row's. (It computes
+             another function; the times of the convolutions do not depend
+             on the values, and the step checks that its output is finite.)
 
 each in float32 and under bfloat16 autocast, with NCHW and channels_last
 input. Per configuration:
@@ -143,6 +151,19 @@ class _quiet_stderr:
         os.close(self.saved)
 
 
+_FREE = (nn.modules.batchnorm._BatchNorm, nn.ReLU, nn.ReLU6, nn.LeakyReLU)
+
+
+def _free_batch_norm(model: nn.Module) -> None:
+    """Every batch norm and activation module of model replaced by
+    nn.Identity, in place (the free-bn configuration)."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, _FREE):
+            setattr(model, name, nn.Identity())
+        else:
+            _free_batch_norm(child)
+
+
 class Config:
     def __init__(self, variant: str, compiled: bool, dtype: str, fmt: str, base: nn.Module,
                  num_classes: int):
@@ -155,6 +176,8 @@ class Config:
             model = bt.fuse(model)
         elif variant == "iabn":
             model = bt.convert_inplace_abn(model)
+        elif variant == "free-bn":
+            _free_batch_norm(model)
         if fmt == "channels_last":
             model = model.to(memory_format=torch.channels_last)
         self.module = model
@@ -293,7 +316,7 @@ def run(name: str = "resnet18", batch: int = 16, size: int = 224, rounds: int = 
         threads: Optional[int] = None, with_compile: bool = False,
         dtypes=("float32", "bfloat16"), formats=("nchw", "channels_last"),
         variants: Optional[List[str]] = None, json_path: Optional[str] = None,
-        num_classes: int = 1000, aa: bool = False) -> int:
+        num_classes: int = 1000, aa: bool = False, bound: bool = False) -> int:
     if threads is not None:
         torch.set_num_threads(threads)
         bnorm.set_num_threads(threads)
@@ -301,9 +324,10 @@ def run(name: str = "resnet18", batch: int = 16, size: int = 224, rounds: int = 
     base = models.build(name, num_classes)
     if variants is None:
         variants = ["native", "convert", "fuse"] + (["iabn"] if name == "resnet18_leaky" else [])
-    if aa and "native-aa" not in variants:
-        variants = list(variants) + ["native-aa"]
-    unknown = set(variants) - {"native", "convert", "fuse", "iabn", "native-aa"}
+    for flag, extra in ((aa, "native-aa"), (bound, "free-bn")):
+        if flag and extra not in variants:
+            variants = list(variants) + [extra]
+    unknown = set(variants) - {"native", "convert", "fuse", "iabn", "native-aa", "free-bn"}
     if unknown:
         raise ValueError(f"unknown configurations {sorted(unknown)}")
     if "bfloat16" in dtypes:
@@ -337,6 +361,13 @@ def run(name: str = "resnet18", batch: int = 16, size: int = 224, rounds: int = 
         if c.compiled:
             print(f"  compiled {c.name} {c.dtype} {c.fmt} in {time.perf_counter() - t0:.0f} s",
                   flush=True)
+    for c in configs:
+        if c.variant == "free-bn":
+            with torch.no_grad(), c.autocast():
+                finite = bool(torch.isfinite(c.module(xs[c.fmt])).all())
+            if not finite:
+                print(f"  free-bn {c.dtype} {c.fmt}: the output is not finite; its times "
+                      "may not compare with the others'")
     for c in configs:
         c.saved = c.saved_bytes(xs[c.fmt], target)
         if _reset_peak():
