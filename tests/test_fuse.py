@@ -452,17 +452,24 @@ def test_model_benchmark_pairs_its_profiled_rounds(tmp_path, capsys):
     assert "medians over 3 profiled rounds" in capsys.readouterr().out
 
 
-def test_model_benchmark_aa_times_a_second_native_model(tmp_path):
-    # --aa: a second, unconverted copy of the native model, timed and
-    # profiled like the others, its speedup native's step over its own
+def _native_and(tmp_path, **extra):
+    """The rows of a tiny float32 NCHW ResNet-18 model benchmark of native
+    and what the extra options add, by configuration."""
     import json
-    import statistics
     from bnorm.tools import modelbench
     out = tmp_path / "m.json"
     assert modelbench.run("resnet18", batch=2, size=32, rounds=2, threads=1,
                           dtypes=("float32",), formats=("nchw",), variants=["native"],
-                          json_path=str(out), num_classes=10, aa=True) == 0
-    rows = {r["config"]: r for r in json.loads(out.read_text())["rows"]}
+                          json_path=str(out), num_classes=10, **extra) == 0
+    return {r["config"]: r for r in json.loads(out.read_text())["rows"]}
+
+
+def test_model_benchmark_aa_and_bound_configurations(tmp_path):
+    import statistics
+    from bnorm.tools import modelbench
+    # --aa: a second, unconverted copy of the native model, timed and
+    # profiled like the others, its speedup native's step over its own
+    rows = _native_and(tmp_path, aa=True)
     assert set(rows) == {"native", "native-aa"}
     nat, aa = rows["native"], rows["native-aa"]
     assert aa["train_speedup"] == pytest.approx(statistics.median(
@@ -471,11 +478,7 @@ def test_model_benchmark_aa_times_a_second_native_model(tmp_path):
     # the same network: the same bytes saved for the backward
     assert aa["saved_bytes"] == nat["saved_bytes"]
     # --bound: the network with no batch norm and no activation module
-    out2 = tmp_path / "b.json"
-    assert modelbench.run("resnet18", batch=2, size=32, rounds=1, threads=1,
-                          dtypes=("float32",), formats=("nchw",), variants=["native"],
-                          json_path=str(out2), num_classes=10, bound=True) == 0
-    rows = {r["config"]: r for r in json.loads(out2.read_text())["rows"]}
+    rows = _native_and(tmp_path, bound=True)
     assert set(rows) == {"native", "free-bn"}
     free = models.build("resnet18", 10)
     modelbench._free_batch_norm(free)
