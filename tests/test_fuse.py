@@ -487,6 +487,18 @@ def test_model_benchmark_aa_and_bound_configurations(tmp_path):
     assert sum(isinstance(m, nn.Identity) for m in free.modules()) == 20 + 17
     # it holds less for the backward (no batch norm inputs, no masks)
     assert rows["free-bn"]["saved_bytes"] < rows["native"]["saved_bytes"]
+    # without batch norms ResNet-50's outputs grow to ~1e5 here (and its
+    # training steps overflow); rescaled once, to a unit output per layer,
+    # they are of unit order
+    torch.manual_seed(0)
+    deep = models.build("resnet50", 10)
+    modelbench._free_batch_norm(deep)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert float(deep(x).std()) > 1e3
+        modelbench._unit_scale(deep, x)
+        out = deep(x)
+    assert torch.isfinite(out).all() and 0.1 < float(out.std()) < 10
     with pytest.raises(ValueError, match="unknown configurations"):
         modelbench.run("resnet18", batch=2, size=32, rounds=1, variants=["native", "nope"])
 
