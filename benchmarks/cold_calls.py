@@ -102,33 +102,29 @@ def glue_steps(median_us):
         _core.fast_inference(x.numpy().transpose(0, 2, 3, 1), *arrays, 1e-5, -1,
                              y.numpy().transpose(0, 2, 3, 1), None, 0)
 
-    def module():  # + what torch's own module forward does first
+    def bookkeeping():  # what torch's own module forward does first
         m._check_input_dim(x)
         bt._module_step(m)
-        kernel()
 
-    def checks():  # + which path (dtypes and devices, compiling, grad)
-        m._check_input_dim(x)
-        bt._module_step(m)
+    def checks():  # which path (dtypes and devices, compiling, grad)
         bt._supported(x, *ps)
         bt._compiling()
-        _ = torch.is_grad_enabled() and x.requires_grad
-        kernel()
+        return torch.is_grad_enabled() and x.requires_grad
 
-    def layout():  # + the layout read and the parameter views per call
-        m._check_input_dim(x)
-        bt._module_step(m)
-        bt._supported(x, *ps)
-        bt._compiling()
-        _ = torch.is_grad_enabled() and x.requires_grad
+    def layout():  # the kernel call with the layout read and parameter views per call
         x2, xs, axis = bt._input(x)
         y = bt._output_like(x2)
         pd = bt._param_dtype(x2.dtype)
         _core.fast_inference(xs, *(bt._param(t, pd) for t in ps), 1e-5, axis,
                              bt._as_input(y, axis), None, 0)
 
-    steps = {"kernel call, views, output": kernel, "+ module bookkeeping": module,
-             "+ path checks": checks, "+ layout and parameter views": layout,
+    def built(*pieces):  # the pieces one after the other
+        return lambda: [p() for p in pieces]
+
+    steps = {"kernel call, views, output": kernel,
+             "+ module bookkeeping": built(bookkeeping, kernel),
+             "+ path checks": built(bookkeeping, checks, kernel),
+             "+ layout and parameter views": built(bookkeeping, checks, layout),
              "the converted module (all of it)": lambda: m(x)}
     nat = torch.nn.BatchNorm2d(64).eval()
     steps["PyTorch's module"] = lambda: nat(x)

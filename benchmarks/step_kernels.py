@@ -2,12 +2,11 @@
 kernel call and the glue around it, PyTorch's against bnorm's fused model
 (needs torch):
 
-    python benchmarks/step_kernels.py [--model densenet_small]
-                                      [--format channels_last] [--rounds 6]
+    python benchmarks/step_kernels.py [--model resnet18] [--format channels_last]
+                                      [--batch 16] [--size 224] [--rounds 6]
 
-Native and ``bnorm.torch.fuse`` copies of one network train side by side
-(batch 16, 224x224). Forward hooks time each batch norm module; inside
-them, a timer around the kernel call (``F.batch_norm`` for PyTorch's
+Native and ``bnorm.torch.fuse`` copies of one network train side by
+side. Forward hooks time each batch norm module; inside them, a timer around the kernel call (``F.batch_norm`` for PyTorch's
 modules, bnorm's NumPy-level training call for the fused ones) gives the
 kernel's share, and the rest of the module's time is glue (Python, the
 autograd function, views). PyTorch's separate ReLU/ReLU6 modules are
@@ -15,7 +14,6 @@ timed too, and the whole backward. Medians over the rounds after the
 first; then the kernels per feature-map size and channel range. A
 measurement, not a test.
 """
-import argparse
 import collections
 import copy
 import statistics
@@ -26,28 +24,20 @@ import numpy as np
 import torch
 import torch.nn.modules.batchnorm as torch_bn
 
-import bnorm
 import bnorm.torch as bt
 from bnorm.tools import models
 
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from model_layers import network_setup  # noqa: E402  (the shared options)
+
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="densenet_small", choices=sorted(models.MODELS))
-    ap.add_argument("--format", choices=["nchw", "channels_last"], default="channels_last")
-    ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    bnorm.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    args, mf = network_setup(__doc__, argv, [("rounds", 6)])
     base = models.build(args.model)
-    nets = {"native": copy.deepcopy(base), "fuse": bt.fuse(copy.deepcopy(base))}
-    x = torch.randn(16, 3, 224, 224)
-    target = torch.randint(0, 1000, (16,))
-    if args.format == "channels_last":
-        x = x.contiguous(memory_format=torch.channels_last)
-        nets = {k: m.to(memory_format=torch.channels_last) for k, m in nets.items()}
+    nets = {k: m.to(memory_format=mf) for k, m in
+            (("native", copy.deepcopy(base)), ("fuse", bt.fuse(copy.deepcopy(base))))}
+    x = torch.randn(args.batch, 3, args.size, args.size).contiguous(memory_format=mf)
+    target = torch.randint(0, 1000, (args.batch,))
 
     current = ["native"]
     kernel = {k: [] for k in nets}
@@ -108,7 +98,8 @@ def main(argv=None):
     def per_call(v):  # median over the rounds after the first, per call
         return np.median(np.array(v).reshape(args.rounds, -1)[1:], axis=0) * 1e6
 
-    print(f"{args.model} {args.format}, batch 16, 224x224, {args.threads} threads, "
+    print(f"{args.model} {args.format}, batch {args.batch}, {args.size}x{args.size}, "
+          f"{args.threads} threads, "
           f"training forward per batch norm (median of {args.rounds - 1} steps)")
     k_us = {}
     for k in nets:

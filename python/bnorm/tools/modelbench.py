@@ -156,6 +156,8 @@ class _quiet_stderr:
         os.close(self.saved)
 
 
+# the eager configurations Config builds (compile is a flag on top)
+_VARIANTS = ("native", "convert", "fuse", "iabn", "native-aa", "free-bn")
 _FREE = (nn.modules.batchnorm._BatchNorm, nn.ReLU, nn.ReLU6, nn.LeakyReLU)
 
 
@@ -362,7 +364,7 @@ def run(name: str = "resnet18", batch: int = 16, size: int = 224, rounds: int = 
     for flag, extra in ((aa, "native-aa"), (bound, "free-bn")):
         if flag and extra not in variants:
             variants = list(variants) + [extra]
-    unknown = set(variants) - {"native", "convert", "fuse", "iabn", "native-aa", "free-bn"}
+    unknown = set(variants) - set(_VARIANTS)
     if unknown:
         raise ValueError(f"unknown configurations {sorted(unknown)}")
     if "bfloat16" in dtypes:
